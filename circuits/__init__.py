@@ -1,0 +1,15 @@
+"""Analog core of the BrainScaleS-2 model: chip instances, event schedules and
+the numba-compiled integration of synapses, synaptic inputs, membranes and the
+column ADC. See ``circuits/README.md`` for the physics."""
+from . import constants
+from .chip import CAPMEM_PARAMETERS, Chip, ChipConfig, ChipTruth, HalfOperatingPoint
+from .events import EventSchedule
+from .integrate import IntegrationResult, TraceResult, integrate_fast, integrate_trace
+from .params import CircuitParams, MismatchParams, NoiseParams
+from .rng import TrialNoise
+
+__all__ = [
+    "constants", "CAPMEM_PARAMETERS", "Chip", "ChipConfig", "ChipTruth", "HalfOperatingPoint",
+    "EventSchedule", "IntegrationResult", "TraceResult", "integrate_fast", "integrate_trace",
+    "CircuitParams", "MismatchParams", "NoiseParams", "TrialNoise",
+]

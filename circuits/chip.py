@@ -1,0 +1,531 @@
+"""A seeded chip instance: hidden ground truth, writable configuration, and the
+operating point the kernels integrate.
+
+* :class:`ChipTruth` holds every mismatch value of one chip, drawn from
+  :class:`~circuits.params.MismatchParams` with the chip seed. It is what
+  fabrication decided; tests may read it, calibration and training code may not.
+* :class:`ChipConfig` is everything software can write on silicon: synapse
+  weights and row signs, capmem settings, driver offsets and CADC digital
+  offsets. Every write is validated.
+* :class:`Chip` ties both together and derives, per half, the
+  :class:`HalfOperatingPoint` (effective currents, pulse widths, time constants,
+  CADC ramps) that the kernels use, cached until the configuration changes.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from . import constants as K
+from . import kernels as _k
+from .params import CircuitParams, MismatchParams, NoiseParams
+
+
+@dataclass(frozen=True)
+class CapmemParameter:
+    """One kind of capmem cell: what it drives, its unit and its default setting."""
+
+    name: str
+    kind: str
+    """'voltage' (V, full scale 1.6 V) or 'current' (A, full scale 1 uA)."""
+    scope: str
+    """'quadrant' (one cell per quadrant, shape (2, 2)) or 'neuron' (shape (2, 256))."""
+    default: int
+    doc: str
+
+    @property
+    def shape(self):
+        if self.scope == "quadrant":
+            return (K.NUM_HALVES, K.QUADRANTS_PER_HALF)
+        return (K.NUM_HALVES, K.COLUMNS_PER_HALF)
+
+
+CAPMEM_PARAMETERS = {p.name: p for p in [
+    CapmemParameter("cadc_ramp_start", "voltage", "quadrant", 64,
+                    "CADC ramp start voltage (code 0); default about 0.10 V."),
+    CapmemParameter("cadc_ramp_slope", "current", "quadrant", 512,
+                    "CADC ramp bias; the ramp step per code is proportional to it."),
+    CapmemParameter("synapse_bias", "current", "quadrant", 512,
+                    "Synapse DAC bias current; scales every synapse current of the quadrant."),
+    CapmemParameter("driver_ramp", "current", "quadrant", 512,
+                    "Pulse-shaping ramp current of the quadrant's driver block; pulse width "
+                    "scales as 1/current."),
+    CapmemParameter("reset_potential", "voltage", "neuron", 448,
+                    "Membrane reset potential; default about 0.70 V."),
+    CapmemParameter("leak_potential", "voltage", "neuron", 448,
+                    "Leak reversal potential; default about 0.70 V."),
+    CapmemParameter("leak_bias", "current", "neuron", 0,
+                    "Leak conductance bias; 0 switches the leak off for integration "
+                    "(a residual leak remains)."),
+    CapmemParameter("syn_strength_exc", "current", "neuron", 512,
+                    "Excitatory synaptic-input OTA bias; strength is proportional to it."),
+    CapmemParameter("syn_strength_inh", "current", "neuron", 512,
+                    "Inhibitory synaptic-input OTA bias; strength is proportional to it."),
+]}
+
+
+def _readonly(a):
+    a = np.array(a, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class ChipTruth:
+    """Hidden ground truth of one chip (all fabrication mismatch).
+
+    Shapes: synapses (2, 256, 256) [half, physical row, column]; drivers
+    (2, 128); quadrants (2, 2) [half, left/right]; columns (2, 256).
+    Relative factors are multiplicative (1 = nominal); offsets in SI units.
+    """
+
+    seed: int
+    synapse_gain: np.ndarray
+    """Per-synapse current factor, mismatch times the spatial gradient."""
+    synapse_dac_bow: np.ndarray
+    """Per-synapse DAC bow b: dac(w) = w + b w (63 - w) / 63."""
+    driver_gain: np.ndarray
+    driver_offset_s: np.ndarray
+    quadrant_synapse_bias: np.ndarray
+    quadrant_driver_ramp: np.ndarray
+    capmem_gain: dict
+    """Per capmem parameter name, the per-cell gain factor."""
+    capmem_offset: dict
+    """Per capmem parameter name, the per-cell offset (V or A)."""
+    tau_syn_exc_s: np.ndarray
+    tau_syn_inh_s: np.ndarray
+    syn_strength_exc: np.ndarray
+    syn_strength_inh: np.ndarray
+    syn_knee_exc: np.ndarray
+    syn_knee_inh: np.ndarray
+    membrane_capacitance_f: np.ndarray
+    rail_low_v: np.ndarray
+    rail_high_v: np.ndarray
+    residual_leak_tau_s: np.ndarray
+    reset_offset_v: np.ndarray
+    leak_offset_v: np.ndarray
+    cadc_gain: np.ndarray
+    cadc_offset_v: np.ndarray
+
+    @classmethod
+    def draw(cls, seed: int, mismatch: MismatchParams, circuit: CircuitParams) -> "ChipTruth":
+        """Draw a chip. Each quantity has its own stream keyed by (seed, name), so
+        adding a quantity later does not change the others."""
+
+        def rng(name):
+            return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+        def lognormal(name, sigma, shape):
+            return np.exp(sigma * rng(name).standard_normal(shape))
+
+        def normal(name, sigma, shape):
+            return sigma * rng(name).standard_normal(shape)
+
+        H, R, C, D = K.NUM_HALVES, K.SYNAPSE_ROWS_PER_HALF, K.COLUMNS_PER_HALF, K.DRIVERS_PER_HALF
+        col = (H, C)
+        # Drivers sit in the middle of each half: the inner edge (columns 127/128)
+        # is closest to them and gets the strongest synapses.
+        centre = (C - 1) / 2.0
+        inner = 1.0 - np.abs(np.arange(C) - centre) / centre
+        row_pos = np.arange(R) / (R - 1)
+        gradient = (1.0 + mismatch.gradient_column_rel * (inner - 0.5))[None, None, :] \
+            * (1.0 + mismatch.gradient_row_rel * (0.5 - row_pos))[None, :, None]
+        synapse_gain = lognormal("synapse_gain", mismatch.synapse_gain_rel, (H, R, C)) * gradient
+
+        capmem_gain, capmem_offset = {}, {}
+        for p in CAPMEM_PARAMETERS.values():
+            capmem_gain[p.name] = _readonly(
+                lognormal("capmem_gain/" + p.name, mismatch.capmem_gain_rel, p.shape))
+            sigma = mismatch.capmem_offset_v if p.kind == "voltage" else mismatch.capmem_offset_a
+            capmem_offset[p.name] = _readonly(normal("capmem_offset/" + p.name, sigma, p.shape))
+
+        return cls(
+            seed=int(seed),
+            synapse_gain=_readonly(synapse_gain),
+            synapse_dac_bow=_readonly(normal("synapse_dac_bow", mismatch.synapse_dac_bow, (H, R, C))),
+            driver_gain=_readonly(lognormal("driver_gain", mismatch.driver_gain_rel, (H, D))),
+            driver_offset_s=_readonly(normal("driver_offset", mismatch.driver_offset_s, (H, D))),
+            quadrant_synapse_bias=_readonly(lognormal(
+                "quadrant_synapse_bias", mismatch.quadrant_synapse_bias_rel, (H, 2))),
+            quadrant_driver_ramp=_readonly(lognormal(
+                "quadrant_driver_ramp", mismatch.quadrant_driver_ramp_rel, (H, 2))),
+            capmem_gain=capmem_gain,
+            capmem_offset=capmem_offset,
+            tau_syn_exc_s=_readonly(circuit.tau_syn_s * lognormal("tau_syn_exc", mismatch.tau_syn_rel, col)),
+            tau_syn_inh_s=_readonly(circuit.tau_syn_s * lognormal("tau_syn_inh", mismatch.tau_syn_rel, col)),
+            syn_strength_exc=_readonly(lognormal("syn_strength_exc", mismatch.syn_strength_rel, col)),
+            syn_strength_inh=_readonly(lognormal("syn_strength_inh", mismatch.syn_strength_rel, col)),
+            syn_knee_exc=_readonly(lognormal("syn_knee_exc", mismatch.syn_knee_rel, col)),
+            syn_knee_inh=_readonly(lognormal("syn_knee_inh", mismatch.syn_knee_rel, col)),
+            membrane_capacitance_f=_readonly(circuit.membrane_capacitance_f * lognormal(
+                "membrane_capacitance", mismatch.membrane_capacitance_rel, col)),
+            rail_low_v=_readonly(circuit.rail_low_v + normal("rail_low", mismatch.rail_v, col)),
+            rail_high_v=_readonly(circuit.rail_high_v + normal("rail_high", mismatch.rail_v, col)),
+            residual_leak_tau_s=_readonly(circuit.residual_leak_tau_s * lognormal(
+                "residual_leak", mismatch.residual_leak_rel, col)),
+            reset_offset_v=_readonly(normal("reset_offset", mismatch.neuron_potential_v, col)),
+            leak_offset_v=_readonly(normal("leak_offset", mismatch.neuron_potential_v, col)),
+            cadc_gain=_readonly(lognormal("cadc_gain", mismatch.cadc_gain_rel, col)),
+            cadc_offset_v=_readonly(normal("cadc_offset", mismatch.cadc_offset_v, col)),
+        )
+
+
+def _check_half(half):
+    if isinstance(half, (bool, np.bool_)) or not isinstance(half, (int, np.integer)) \
+            or not 0 <= half < K.NUM_HALVES:
+        raise ValueError(f"half={half!r} is not allowed: must be 0 (top) or 1 (bottom)")
+    return int(half)
+
+
+def _check_int_array(name, values, shape, lo, hi):
+    """Validate an integer array: exact shape, integer dtype, within lo..hi."""
+    a = np.asarray(values)
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {a.shape}; expected {tuple(shape)}")
+    if a.dtype.kind not in "iu":
+        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or infinity; expected integers in {lo}..{hi}")
+        raise ValueError(f"{name} has dtype {a.dtype}; expected an integer dtype with values in {lo}..{hi}")
+    if a.size:
+        bad = (a < lo) | (a > hi)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name}{list(idx)}={a[idx]} is out of range {lo}..{hi}")
+    return a
+
+
+class ChipConfig:
+    """Everything software may write: weights, row signs, capmem settings,
+    driver offsets and CADC digital offsets. Arrays are exposed read-only;
+    writes go through the ``set_*`` methods, which validate and bump
+    :attr:`version` so derived operating points are recomputed."""
+
+    def __init__(self):
+        H, R, C, D = K.NUM_HALVES, K.SYNAPSE_ROWS_PER_HALF, K.COLUMNS_PER_HALF, K.DRIVERS_PER_HALF
+        self._weights = np.zeros((H, R, C), np.uint8)
+        signs = np.where(np.arange(R) % 2 == 0, 1, -1).astype(np.int8)
+        self._row_sign = np.tile(signs, (H, 1))
+        self._driver_offset = np.full((H, D), 32, np.uint8)
+        self._cadc_digital_offset = np.zeros((H, C), np.int16)
+        self._capmem = {p.name: np.full(p.shape, p.default, np.int16)
+                        for p in CAPMEM_PARAMETERS.values()}
+        self.version = 0
+
+    # --- read access -----------------------------------------------------
+    @staticmethod
+    def _view(a):
+        v = a.view()
+        v.setflags(write=False)
+        return v
+
+    @property
+    def weights(self):
+        """Physical 6-bit weights, uint8 (2, 256, 256) [half, row, column]."""
+        return self._view(self._weights)
+
+    @property
+    def row_sign(self):
+        """+1 (excitatory) or -1 (inhibitory) per physical row, int8 (2, 256)."""
+        return self._view(self._row_sign)
+
+    @property
+    def driver_offset(self):
+        """6-bit per-driver offset settings, uint8 (2, 128); 32 is neutral."""
+        return self._view(self._driver_offset)
+
+    @property
+    def cadc_digital_offset(self):
+        """Per-channel digital offsets added to each CADC code, int16 (2, 256)."""
+        return self._view(self._cadc_digital_offset)
+
+    def capmem(self, name):
+        """10-bit settings of one capmem parameter (see ``CAPMEM_PARAMETERS``)."""
+        return self._view(self._capmem[self._param(name).name])
+
+    # --- writes ----------------------------------------------------------
+    def _touch(self):
+        self.version += 1
+
+    @staticmethod
+    def _param(name):
+        if name not in CAPMEM_PARAMETERS:
+            raise ValueError(f"capmem parameter {name!r} is unknown; allowed: "
+                             f"{', '.join(CAPMEM_PARAMETERS)}")
+        return CAPMEM_PARAMETERS[name]
+
+    def set_weights(self, half, weights):
+        """Write the physical weights of one half: integers 0..63, shape (256, 256)."""
+        half = _check_half(half)
+        w = _check_int_array("weights", weights, (K.SYNAPSE_ROWS_PER_HALF, K.COLUMNS_PER_HALF),
+                             0, K.WEIGHT_MAX)
+        self._weights[half] = w
+        self._touch()
+
+    def set_logical_weights(self, half, weights):
+        """Write signed weights -63..63 of shape (128, 256): logical row i goes to
+        physical rows 2i (holds max(w, 0)) and 2i + 1 (holds max(-w, 0)), and the
+        row signs are set to excitatory / inhibitory accordingly [W20][SW]."""
+        half = _check_half(half)
+        w = _check_int_array("weights", weights, (K.LOGICAL_ROWS_PER_HALF, K.COLUMNS_PER_HALF),
+                             -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int16)
+        phys = np.empty((K.SYNAPSE_ROWS_PER_HALF, K.COLUMNS_PER_HALF), np.uint8)
+        phys[0::2] = np.maximum(w, 0)
+        phys[1::2] = np.maximum(-w, 0)
+        self._weights[half] = phys
+        self._row_sign[half] = np.where(np.arange(K.SYNAPSE_ROWS_PER_HALF) % 2 == 0, 1, -1)
+        self._touch()
+
+    def set_row_signs(self, half, signs):
+        """Row signs of one half: +1 (excitatory) or -1 (inhibitory), shape (256,)."""
+        half = _check_half(half)
+        s = _check_int_array("row_sign", signs, (K.SYNAPSE_ROWS_PER_HALF,), -1, 1)
+        if np.any(s == 0):
+            raise ValueError(f"row_sign[{int(np.argmax(s == 0))}]=0 is not allowed: must be +1 or -1")
+        self._row_sign[half] = s
+        self._touch()
+
+    def set_driver_offsets(self, half, offsets):
+        """6-bit driver offset settings of one half, shape (128,), 0..63."""
+        half = _check_half(half)
+        self._driver_offset[half] = _check_int_array(
+            "driver_offset", offsets, (K.DRIVERS_PER_HALF,), 0, K.DRIVER_OFFSET_MAX)
+        self._touch()
+
+    def set_cadc_digital_offsets(self, half, offsets):
+        """Digital offsets of one half's CADC channels, shape (256,), -128..127."""
+        half = _check_half(half)
+        self._cadc_digital_offset[half] = _check_int_array(
+            "cadc_digital_offset", offsets, (K.COLUMNS_PER_HALF,),
+            K.CADC_DIGITAL_OFFSET_MIN, K.CADC_DIGITAL_OFFSET_MAX)
+        self._touch()
+
+    def set_capmem(self, name, values):
+        """Write all cells of one capmem parameter (shape (2, 2) or (2, 256)), 0..1023.
+        A scalar is broadcast to every cell."""
+        p = self._param(name)
+        a = np.asarray(values)
+        if a.ndim == 0:
+            a = np.broadcast_to(a, p.shape)
+        self._capmem[name] = _check_int_array(name, a, p.shape, 0, K.CAPMEM_MAX).astype(np.int16)
+        self._touch()
+
+    def copy(self) -> "ChipConfig":
+        other = ChipConfig()
+        other._weights = self._weights.copy()
+        other._row_sign = self._row_sign.copy()
+        other._driver_offset = self._driver_offset.copy()
+        other._cadc_digital_offset = self._cadc_digital_offset.copy()
+        other._capmem = {k: v.copy() for k, v in self._capmem.items()}
+        return other
+
+
+class HalfOperatingPoint(NamedTuple):
+    """Derived values of one half that the kernels integrate (internal units:
+    ns, fC, mV, uA, pF). Built from truth and configuration by :class:`Chip`."""
+
+    pulse_width_ns: np.ndarray
+    """float32 (128, 32): enable-pulse width per driver and input value."""
+    current_exc_ua: np.ndarray
+    """float32 (128, 256): current into the excitatory input per driver and column."""
+    current_inh_ua: np.ndarray
+    """float32 (128, 256): current into the inhibitory input per driver and column."""
+    column_params: np.ndarray
+    """float64 (NUM_COLUMN_PARAMS, 256): see the row names in ``circuits.kernels``."""
+
+
+MAX_PULSE_WIDTH_NS = K.FPGA_CYCLE_S * 1e9
+"""The enable pulse ends at the latest with the driver's next 8 ns slot (*assumed*)."""
+
+
+def capmem_value(param: CapmemParameter, setting, gain, offset):
+    """Analog value of capmem cells (V or A) from their 10-bit settings.
+    Currents cannot go below zero."""
+    fs = K.CAPMEM_VOLTAGE_FULL_SCALE_V if param.kind == "voltage" else K.CAPMEM_CURRENT_FULL_SCALE_A
+    value = np.asarray(setting, np.float64) * (fs / K.CAPMEM_MAX) * gain + offset
+    if param.kind == "current":
+        value = np.maximum(value, 0.0)
+    return value
+
+
+def value_to_width_shape(values, nonlinearity):
+    """Compressive value-to-width curve w(a) normalised so that w(31) = 31."""
+    a = np.asarray(values, np.float64)
+    if nonlinearity == 0:
+        return a
+    return K.INPUT_MAX * np.expm1(-nonlinearity * a / K.INPUT_MAX) / np.expm1(-nonlinearity)
+
+
+class Chip:
+    """One simulated BrainScaleS-2 chip.
+
+    Parameters
+    ----------
+    seed : int
+        Chip seed (>= 0); the same seed is the same chip on every machine.
+    mismatch : MismatchParams
+        Spreads of fabrication mismatch; ``MismatchParams.none()`` gives an ideal chip.
+    circuit : CircuitParams
+        Nominal circuit values.
+    noise : NoiseParams
+        Trial-to-trial noise amplitudes (used only when a run is given a
+        :class:`~circuits.rng.TrialNoise`).
+    """
+
+    def __init__(self, seed: int = 0, mismatch: MismatchParams | None = None,
+                 circuit: CircuitParams | None = None, noise: NoiseParams | None = None):
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed={seed!r} is not allowed: must be an integer >= 0")
+        self.seed = int(seed)
+        self.mismatch = mismatch if mismatch is not None else MismatchParams()
+        self.circuit = circuit if circuit is not None else CircuitParams()
+        self.noise = noise if noise is not None else NoiseParams()
+        self.truth = ChipTruth.draw(self.seed, self.mismatch, self.circuit)
+        self.config = ChipConfig()
+        self._cache = {}
+
+    def __repr__(self):
+        return f"Chip(seed={self.seed})"
+
+    def _capmem(self, name):
+        p = CAPMEM_PARAMETERS[name]
+        return capmem_value(p, self.config.capmem(name), self.truth.capmem_gain[name],
+                            self.truth.capmem_offset[name])
+
+    def operating_point(self, half: int) -> HalfOperatingPoint:
+        """Effective per-driver and per-column values of one half for the
+        current configuration (cached until the configuration changes)."""
+        half = _check_half(half)
+        key = ("op", half, self.config.version)
+        if key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[2] == self.config.version}
+            self._cache[key] = self._build_operating_point(half)
+        return self._cache[key]
+
+    def _build_operating_point(self, half):
+        t, cfg, cp_ = self.truth, self.config, self.circuit
+        C = K.COLUMNS_PER_HALF
+        quadrant_of_col = np.arange(C) // K.COLUMNS_PER_QUADRANT
+        block_of_driver = np.arange(K.DRIVERS_PER_HALF) // K.DRIVERS_PER_CAPMEM_BLOCK
+
+        # Pulse width per driver and value.
+        ramp = self._capmem("driver_ramp")[half] * t.quadrant_driver_ramp[half]
+        scale = cp_.driver_ramp_nominal_a / np.maximum(ramp, 1e-15)
+        shape = value_to_width_shape(np.arange(K.INPUT_MAX + 1), cp_.pulse_nonlinearity)
+        width = (t.driver_gain[half][:, None] * cp_.pulse_width_per_value_s * shape[None, :]
+                 + t.driver_offset_s[half][:, None]
+                 + (cfg.driver_offset[half].astype(np.float64)[:, None] - 32) * cp_.driver_offset_step_s)
+        width = width * scale[block_of_driver][:, None]
+        width = np.clip(width * 1e9, 0.0, MAX_PULSE_WIDTH_NS)
+        width[:, 0] = 0.0
+
+        # Synapse currents, summed per driver into the excitatory / inhibitory input.
+        w = cfg.weights[half].astype(np.float64)
+        dac = w + t.synapse_dac_bow[half] * w * (K.WEIGHT_MAX - w) / K.WEIGHT_MAX
+        bias = self._capmem("synapse_bias")[half] * t.quadrant_synapse_bias[half]
+        bias_col = (bias / cp_.synapse_bias_nominal_a)[quadrant_of_col]
+        current = cp_.synapse_current_full_scale_a * 1e6 * dac / K.WEIGHT_MAX \
+            * t.synapse_gain[half] * bias_col[None, :]
+        exc = cfg.row_sign[half] > 0
+        cur_e = np.where(exc[:, None], current, 0.0)
+        cur_i = np.where(exc[:, None], 0.0, current)
+        cur_e = cur_e[0::2] + cur_e[1::2]
+        cur_i = cur_i[0::2] + cur_i[1::2]
+
+        # Per-column values.
+        cap_pf = t.membrane_capacitance_f[half] * 1e12
+        gce = cp_.syn_strength_nominal * self._capmem("syn_strength_exc")[half] \
+            / cp_.syn_strength_nominal_a * t.syn_strength_exc[half] / cap_pf
+        gci = cp_.syn_strength_nominal * self._capmem("syn_strength_inh")[half] \
+            / cp_.syn_strength_nominal_a * t.syn_strength_inh[half] / cap_pf
+        g_leak = t.membrane_capacitance_f[half] / t.residual_leak_tau_s[half] \
+            + cp_.leak_conductance_per_a * self._capmem("leak_bias")[half]
+        ramp_start = self._capmem("cadc_ramp_start")[half][quadrant_of_col]
+        slope = self._capmem("cadc_ramp_slope")[half][quadrant_of_col]
+        step = cp_.cadc_step_nominal_v * slope / cp_.cadc_slope_nominal_a / t.cadc_gain[half]
+        step = np.maximum(step, 1e-9)
+        cp = np.empty((_k.NUM_COLUMN_PARAMS, C))
+        cp[_k.LAM_E] = 1e-9 / t.tau_syn_exc_s[half]
+        cp[_k.LAM_I] = 1e-9 / t.tau_syn_inh_s[half]
+        cp[_k.LAM_M] = 1e-9 * g_leak / t.membrane_capacitance_f[half]
+        cp[_k.GC_E] = gce
+        cp[_k.GC_I] = gci
+        cp[_k.KNEE_E] = cp_.syn_knee_c * 1e15 * t.syn_knee_exc[half]
+        cp[_k.KNEE_I] = cp_.syn_knee_c * 1e15 * t.syn_knee_inh[half]
+        cp[_k.HEAD_E] = cp_.syn_saturation_headroom_c * 1e15 * t.syn_knee_exc[half]
+        cp[_k.HEAD_I] = cp_.syn_saturation_headroom_c * 1e15 * t.syn_knee_inh[half]
+        cp[_k.E_LEAK] = 1e3 * (self._capmem("leak_potential")[half] + t.leak_offset_v[half])
+        cp[_k.V_RESET] = 1e3 * (self._capmem("reset_potential")[half] + t.reset_offset_v[half])
+        cp[_k.RAIL_LO] = 1e3 * t.rail_low_v[half]
+        cp[_k.RAIL_HI] = 1e3 * t.rail_high_v[half]
+        cp[_k.CADC_START] = 1e3 * ramp_start
+        cp[_k.CADC_STEP] = 1e3 * step
+        cp[_k.CADC_OFFSET] = 1e3 * t.cadc_offset_v[half]
+        # Noise density in mV per sqrt(ns); read noise in mV (LSB x step).
+        cp[_k.NOISE_MEM] = 1e3 * self.noise.membrane_noise_v_per_sqrt_s / np.sqrt(1e9)
+        cp[_k.NOISE_READ] = self.noise.cadc_read_noise_lsb * cp[_k.CADC_STEP]
+        cp[_k.DIGITAL_OFFSET] = cfg.cadc_digital_offset[half]
+        # Reset and leak potentials are held within the rails like the membrane.
+        cp[_k.V_RESET] = np.clip(cp[_k.V_RESET], cp[_k.RAIL_LO], cp[_k.RAIL_HI])
+        # Propagators over a whole CADC ramp bound how far the membrane can move
+        # during one conversion.
+        conv_end = _propagators(cp, [K.CADC_CONVERSION_S * 1e9])[:, 0, :]
+        cp[_k.CONV_AM] = conv_end[_k.T_AM]
+        cp[_k.CONV_BE] = conv_end[_k.T_BE]
+        cp[_k.CONV_BI] = conv_end[_k.T_BI]
+        return HalfOperatingPoint(
+            pulse_width_ns=_readonly(width.astype(np.float32)),
+            current_exc_ua=_readonly(np.ascontiguousarray(cur_e, np.float32)),
+            current_inh_ua=_readonly(np.ascontiguousarray(cur_i, np.float32)),
+            column_params=_readonly(cp),
+        )
+
+    def propagator_tables(self, half: int, num_cycles: int) -> np.ndarray:
+        """float32 (5, n, 256) propagators for 0 .. n-1 FPGA cycles (cached, grown on demand)."""
+        op = self.operating_point(half)
+        key = ("tab", half, self.config.version)
+        tab = self._cache.get(key)
+        if tab is None or tab.shape[1] < num_cycles:
+            size = max(int(num_cycles), 1024 if tab is None else 2 * tab.shape[1])
+            tab = _propagators(op.column_params, np.arange(size) * K.FPGA_CYCLE_S * 1e9).astype(np.float32)
+            tab.setflags(write=False)
+            self._cache[key] = tab
+        return tab
+
+    def conversion_tables(self, half: int) -> np.ndarray:
+        """float64 (256 columns, 256 ticks, 5) propagators for the CADC ramp ticks."""
+        op = self.operating_point(half)
+        key = ("ctab", half, self.config.version)
+        if key not in self._cache:
+            t = np.arange(_k.CADC_LEVELS) * K.CADC_TICK_S * 1e9
+            tab = np.ascontiguousarray(_propagators(op.column_params, t).transpose(2, 1, 0))
+            tab.setflags(write=False)
+            self._cache[key] = tab
+        return self._cache[key]
+
+
+def _propagators(cp, t_ns):
+    """Exact propagators of the linear circuit after times ``t_ns`` per column.
+
+    For charge x held on a synaptic input with rate lam and a membrane with
+    leak rate lam_m, the membrane response is
+    gc * lam / (lam - lam_m) * (exp(-lam_m t) - exp(-lam t)),
+    and gc * lam * t * exp(-lam t) in the degenerate case lam = lam_m."""
+    t = np.asarray(t_ns, np.float64)[:, None]
+    lam_m = cp[_k.LAM_M][None, :]
+    am = np.exp(-lam_m * t)
+    out = np.empty((_k.NUM_TABLES, t.shape[0], cp.shape[1]))
+    out[_k.T_AM] = am
+    for a_row, b_row, lam_row, gc_row in ((_k.T_AE, _k.T_BE, _k.LAM_E, _k.GC_E),
+                                          (_k.T_AI, _k.T_BI, _k.LAM_I, _k.GC_I)):
+        lam = cp[lam_row][None, :]
+        a = np.exp(-lam * t)
+        diff = lam - lam_m
+        close = np.abs(diff) < 1e-9 * lam
+        safe = np.where(close, 1.0, diff)
+        b = np.where(close, lam * t * a, lam / safe * (am - a))
+        out[a_row] = a
+        out[b_row] = cp[gc_row][None, :] * b
+    return out

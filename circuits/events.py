@@ -1,0 +1,180 @@
+"""Event schedules: what reaches the synapse drivers of one half during one
+integration, for a batch of vectors.
+
+An event is (driver, 5-bit value, FPGA clock cycle counted from the membrane
+reset). A schedule holds a batch of event lists in CSR form; it is validated
+once, when it is built, so the kernels never see bad input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import constants as K
+
+
+def _as_int_array(name, values, lo, hi):
+    a = np.asarray(values)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional; got shape {a.shape}")
+    if a.dtype.kind not in "iu":
+        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or infinity; expected integers in {lo}..{hi}")
+        raise ValueError(f"{name} has dtype {a.dtype}; expected integers in {lo}..{hi}")
+    if a.size:
+        bad = (a < lo) | (a > hi)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{name}[{i}]={a[i]} is out of range {lo}..{hi}")
+    return a.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class EventSchedule:
+    """A batch of event lists for one half, in CSR form.
+
+    Attributes
+    ----------
+    offsets : int64 (num_vectors + 1,)
+        Events of vector b are ``offsets[b]:offsets[b+1]``.
+    driver : int64 (num_events,)
+        Synapse driver 0..127.
+    value : int64 (num_events,)
+        5-bit input value 1..31 (zero inputs send no event).
+    cycle : int64 (num_events,)
+        FPGA cycle (8 ns) after the reset at which the event reaches the driver;
+        non-decreasing within a vector; a driver takes at most one event per cycle.
+    """
+
+    offsets: np.ndarray
+    driver: np.ndarray
+    value: np.ndarray
+    cycle: np.ndarray
+
+    @property
+    def num_vectors(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_events(self) -> int:
+        return len(self.driver)
+
+    def last_cycle(self) -> np.ndarray:
+        """Cycle of the last event of each vector (0 for a vector without events)."""
+        counts = np.diff(self.offsets)
+        last = np.zeros(self.num_vectors, np.int64)
+        has = counts > 0
+        last[has] = self.cycle[self.offsets[1:][has] - 1]
+        return last
+
+    def vector(self, b):
+        """(driver, value, cycle) arrays of vector b."""
+        s = slice(self.offsets[b], self.offsets[b + 1])
+        return self.driver[s], self.value[s], self.cycle[s]
+
+    def slice(self, start, stop) -> "EventSchedule":
+        """Vectors start..stop-1 as a new schedule."""
+        if not 0 <= start <= stop <= self.num_vectors:
+            raise ValueError(f"slice {start}:{stop} is outside 0..{self.num_vectors}")
+        a, b = self.offsets[start], self.offsets[stop]
+        return EventSchedule(self.offsets[start:stop + 1] - a, self.driver[a:b],
+                             self.value[a:b], self.cycle[a:b])
+
+    @classmethod
+    def from_arrays(cls, offsets, driver, value, cycle) -> "EventSchedule":
+        """Validated schedule from CSR arrays; raises ``ValueError`` naming the
+        parameter, the bad value and the allowed range."""
+        driver = _as_int_array("driver", driver, 0, K.DRIVERS_PER_HALF - 1)
+        value = _as_int_array("value", value, 1, K.INPUT_MAX)
+        cycle = _as_int_array("cycle", cycle, 0, 2**31 - 1)
+        n = len(driver)
+        if len(value) != n or len(cycle) != n:
+            raise ValueError(f"driver, value and cycle must have equal lengths; got "
+                             f"{len(driver)}, {len(value)}, {len(cycle)}")
+        offsets = _as_int_array("offsets", offsets, 0, n)
+        if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n:
+            raise ValueError(f"offsets must start at 0 and end at the number of events {n}; "
+                             f"got {offsets[:1]}..{offsets[-1:]}")
+        if np.any(np.diff(offsets) < 0):
+            i = int(np.argmax(np.diff(offsets) < 0))
+            raise ValueError(f"offsets[{i + 1}]={offsets[i + 1]} is below offsets[{i}]={offsets[i]}; "
+                             "offsets must be non-decreasing")
+        if n:
+            vec = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+            same_vec = vec[1:] == vec[:-1]
+            back = same_vec & (cycle[1:] < cycle[:-1])
+            if back.any():
+                i = int(np.argmax(back)) + 1
+                raise ValueError(f"cycle[{i}]={cycle[i]} is earlier than cycle[{i - 1}]={cycle[i - 1]} "
+                                 f"in vector {vec[i]}; events must be in time order (non-decreasing cycles)")
+            # A driver accepts one event per cycle: find repeats of (vector, cycle, driver).
+            key = (vec * (2**31) + cycle) * K.DRIVERS_PER_HALF + driver
+            order = np.argsort(key, kind="stable")
+            ks = key[order]
+            dup = ks[1:] == ks[:-1]
+            if dup.any():
+                i = int(order[int(np.argmax(dup)) + 1])
+                raise ValueError(
+                    f"driver[{i}]={driver[i]} is busy: it already has an event at cycle {cycle[i]} "
+                    f"in vector {vec[i]}; a driver accepts at most one event per "
+                    f"{K.FPGA_CYCLE_S * 1e9:.0f} ns cycle")
+        for a in (offsets, driver, value, cycle):
+            a.setflags(write=False)
+        return cls(offsets, driver, value, cycle)
+
+    @classmethod
+    def from_lists(cls, vectors) -> "EventSchedule":
+        """Schedule from a list (one item per vector) of lists of
+        (driver, value, cycle) tuples."""
+        counts = [len(v) for v in vectors]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        flat = [e for v in vectors for e in v]
+        for i, e in enumerate(flat):
+            if len(e) != 3:
+                raise ValueError(f"event {i} is {e!r}; expected (driver, value, cycle)")
+        arr = np.array(flat, dtype=object).reshape(-1, 3) if flat else np.zeros((0, 3), np.int64)
+        cols = []
+        for j, name in enumerate(("driver", "value", "cycle")):
+            col = arr[:, j]
+            if any(isinstance(x, (float, np.floating)) or not isinstance(x, (int, np.integer))
+                   for x in col):
+                bad = next(x for x in col if isinstance(x, (float, np.floating))
+                           or not isinstance(x, (int, np.integer)))
+                raise ValueError(f"{name}={bad!r} is not an integer")
+            cols.append(col.astype(np.int64))
+        return cls.from_arrays(offsets, *cols)
+
+    @classmethod
+    def from_inputs(cls, inputs, wait_between_events: int = 5, start_cycle: int = 0) -> "EventSchedule":
+        """Sequential schedule of input vectors: the non-zero entries of each row
+        of ``inputs`` (num_vectors x 128, integers 0..31) leave in driver order,
+        one every ``wait_between_events`` cycles from ``start_cycle``; zeros send
+        nothing and take no time [SW]."""
+        x = np.asarray(inputs)
+        if x.ndim != 2 or x.shape[1] != K.DRIVERS_PER_HALF:
+            raise ValueError(f"inputs has shape {x.shape}; expected (num_vectors, {K.DRIVERS_PER_HALF})")
+        if x.dtype.kind not in "iu":
+            if x.dtype.kind == "f" and x.size and not np.all(np.isfinite(x)):
+                raise ValueError(f"inputs contains NaN or infinity; expected integers in 0..{K.INPUT_MAX}")
+            raise ValueError(f"inputs has dtype {x.dtype}; expected integers in 0..{K.INPUT_MAX}")
+        if x.size and (x.min() < 0 or x.max() > K.INPUT_MAX):
+            idx = tuple(int(i) for i in np.argwhere((x < 0) | (x > K.INPUT_MAX))[0])
+            raise ValueError(f"inputs{list(idx)}={x[idx]} is out of range 0..{K.INPUT_MAX}")
+        if isinstance(wait_between_events, (bool, np.bool_)) or \
+                not isinstance(wait_between_events, (int, np.integer)) or wait_between_events < 1:
+            raise ValueError(f"wait_between_events={wait_between_events!r} is not allowed: must be an "
+                             f"integer >= {K.DRIVER_MIN_EVENT_INTERVAL_CYCLES} FPGA cycle (8 ns)")
+        if isinstance(start_cycle, (bool, np.bool_)) or not isinstance(start_cycle, (int, np.integer)) \
+                or start_cycle < 0:
+            raise ValueError(f"start_cycle={start_cycle!r} must be an integer >= 0")
+        nz = x != 0
+        counts = nz.sum(axis=1)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        vec, drv = np.nonzero(nz)
+        rank = np.arange(len(vec)) - offsets[vec]
+        cycle = start_cycle + rank * int(wait_between_events)
+        out = cls(offsets, drv.astype(np.int64), x[vec, drv].astype(np.int64), cycle.astype(np.int64))
+        for a in (out.offsets, out.driver, out.value, out.cycle):
+            a.setflags(write=False)
+        return out

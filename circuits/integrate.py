@@ -1,0 +1,196 @@
+"""Public entry points of the analog integration of one half (the façade in
+front of the numba kernels).
+
+Both paths start from a membrane reset at cycle 0, take an
+:class:`~circuits.events.EventSchedule`, and end with a CADC conversion that
+starts at ``read_cycle`` and returns 8-bit codes; the membrane keeps moving
+while the ramp runs.
+
+* :func:`integrate_fast`: event-driven; exact where the circuit is linear,
+  Runge-Kutta substeps where a synaptic input passes its knee or the membrane
+  may touch a rail.
+* :func:`integrate_trace`: time-stepped at ``8 ns / substeps_per_cycle``,
+  recording the membrane and synaptic-input states.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import constants as K
+from . import kernels as _k
+from .chip import Chip, _check_half
+from .events import EventSchedule
+from .rng import TrialNoise
+
+MAX_READ_CYCLE = 32768
+"""Latest read accepted (262 us): the fast path keeps dense propagator tables up
+to the read time, and an integration this long is no longer a VMM."""
+MAX_TRACE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class IntegrationResult:
+    """Outcome of one batch of integrations on one half."""
+
+    codes: np.ndarray
+    """uint8 (num_vectors, 256): CADC codes, digital offset included, clipped to 0..255."""
+    membrane_at_read_v: np.ndarray
+    """float64 (num_vectors, 256): membrane voltage when the conversion starts
+    (noise-free in the fast path)."""
+    read_cycle: np.ndarray
+    """int64 (num_vectors,): FPGA cycle at which each conversion started."""
+    stepped_columns: np.ndarray | None = None
+    """bool (num_vectors, 256), fast path only: columns that could not be proven
+    linear and were walked event by event."""
+
+
+@dataclass(frozen=True)
+class TraceResult(IntegrationResult):
+    """An integration with recorded state (time-stepped path)."""
+
+    times_s: np.ndarray | None = None
+    """float64 (num_samples,): sample times after the reset."""
+    membrane_v: np.ndarray | None = None
+    """float64 (num_vectors, num_samples, 256): membrane voltage."""
+    syn_exc_c: np.ndarray | None = None
+    """float64 (num_vectors, num_samples, 256): charge held on the excitatory input."""
+    syn_inh_c: np.ndarray | None = None
+    """float64 (num_vectors, num_samples, 256): charge held on the inhibitory input."""
+
+
+def _check_common(chip, half, schedule, read_cycle, noise):
+    if not isinstance(chip, Chip):
+        raise ValueError(f"chip={chip!r} is not a circuits.Chip")
+    half = _check_half(half)
+    if not isinstance(schedule, EventSchedule):
+        raise ValueError(f"schedule={type(schedule).__name__} is not a circuits.EventSchedule; "
+                         "build one with EventSchedule.from_inputs / from_lists / from_arrays")
+    if noise is not None and not isinstance(noise, TrialNoise):
+        raise ValueError(f"noise={noise!r} must be None (noise off) or a circuits.TrialNoise")
+    rc = np.asarray(read_cycle)
+    if rc.dtype.kind not in "iu":
+        raise ValueError(f"read_cycle has dtype {rc.dtype}; expected integer FPGA cycles "
+                         f"in 0..{MAX_READ_CYCLE}")
+    if rc.ndim == 0:
+        rc = np.full(schedule.num_vectors, int(rc), np.int64)
+    if rc.shape != (schedule.num_vectors,):
+        raise ValueError(f"read_cycle has shape {rc.shape}; expected a scalar or "
+                         f"({schedule.num_vectors},)")
+    rc = rc.astype(np.int64)
+    last = schedule.last_cycle()
+    if rc.size:
+        if rc.max() > MAX_READ_CYCLE or rc.min() < 0:
+            i = int(np.argmax((rc > MAX_READ_CYCLE) | (rc < 0)))
+            raise ValueError(f"read_cycle[{i}]={rc[i]} is out of range 0..{MAX_READ_CYCLE}")
+        early = rc < last
+        if early.any():
+            i = int(np.argmax(early))
+            raise ValueError(f"read_cycle[{i}]={rc[i]} is before the last event of vector {i} "
+                             f"(cycle {last[i]}); allowed: {last[i]}..{MAX_READ_CYCLE}")
+    return half, rc
+
+
+def _event_arrays(op, schedule):
+    width = op.pulse_width_ns[schedule.driver, schedule.value].astype(np.float32)
+    return (np.ascontiguousarray(schedule.offsets), np.ascontiguousarray(schedule.driver),
+            np.ascontiguousarray(schedule.cycle), np.ascontiguousarray(width))
+
+
+def _noise_args(noise, count):
+    if noise is None:
+        return False, np.uint64(0), np.uint64(0)
+    seed, first = noise.take(count)
+    return True, seed, first
+
+
+def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
+                   noise: TrialNoise | None = None) -> IntegrationResult:
+    """Integrate a batch of event schedules on one half with the event-driven path.
+
+    Parameters
+    ----------
+    chip : Chip
+    half : int
+        0 (top) or 1 (bottom).
+    schedule : EventSchedule
+        Events per vector, cycles counted from the membrane reset.
+    read_cycle : int or int array (num_vectors,)
+        FPGA cycle (8 ns) at which the CADC conversion starts; not before the last event.
+    noise : TrialNoise or None
+        Seeded trial-to-trial noise (membrane and read noise); None switches it off.
+    """
+    half, rc = _check_common(chip, half, schedule, read_cycle, noise)
+    op = chip.operating_point(half)
+    B = schedule.num_vectors
+    codes = np.zeros((B, K.COLUMNS_PER_HALF), np.uint8)
+    v_read = np.zeros((B, K.COLUMNS_PER_HALF))
+    stepped = np.zeros((B, K.COLUMNS_PER_HALF), np.bool_)
+    noise_on, seed, first = _noise_args(noise, B)
+    if B:
+        tab = chip.propagator_tables(half, int(rc.max()) + 1)
+        ctab = chip.conversion_tables(half)
+        offsets, drv, cyc, width = _event_arrays(op, schedule)
+        cp = op.column_params
+        _k.integrate_fast_kernel(offsets, drv, cyc, width, op.current_exc_ua, op.current_inh_ua,
+                                 np.ascontiguousarray(op.current_exc_ua.T),
+                                 np.ascontiguousarray(op.current_inh_ua.T), cp, tab, ctab, op.current_exc_ua.max(axis=0).astype(np.float64),
+                                 op.current_inh_ua.max(axis=0).astype(np.float64),
+                                 float(cp[_k.LAM_E].min() * K.FPGA_CYCLE_S * 1e9),
+                                 float(cp[_k.LAM_I].min() * K.FPGA_CYCLE_S * 1e9),
+                                 rc, K.FPGA_CYCLE_S * 1e9,
+                                 K.CADC_TICK_S * 1e9, 8, noise_on, seed, first, codes, v_read, stepped)
+    return IntegrationResult(codes=codes, membrane_at_read_v=v_read * 1e-3, read_cycle=rc,
+                             stepped_columns=stepped)
+
+
+def integrate_trace(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
+                    noise: TrialNoise | None = None, substeps_per_cycle: int = 8,
+                    record_every: int | None = None, record: bool = True) -> TraceResult:
+    """Integrate with the time-stepped path and record V(t) and the synaptic inputs.
+
+    Parameters are those of :func:`integrate_fast`, and
+
+    substeps_per_cycle : int
+        Integration steps per 8 ns FPGA cycle, 1..64 (default 8: 1 ns steps).
+    record_every : int or None
+        Record every this many steps (default ``substeps_per_cycle``: clock resolution).
+    record : bool
+        False skips recording (codes and the voltage at the read only).
+    """
+    half, rc = _check_common(chip, half, schedule, read_cycle, noise)
+    if isinstance(substeps_per_cycle, (bool, np.bool_)) or \
+            not isinstance(substeps_per_cycle, (int, np.integer)) or not 1 <= substeps_per_cycle <= 64:
+        raise ValueError(f"substeps_per_cycle={substeps_per_cycle!r} is out of range 1..64")
+    if record_every is None:
+        record_every = int(substeps_per_cycle)
+    if isinstance(record_every, (bool, np.bool_)) or not isinstance(record_every, (int, np.integer)) \
+            or record_every < 1:
+        raise ValueError(f"record_every={record_every!r} must be an integer >= 1 (steps)")
+    op = chip.operating_point(half)
+    B = schedule.num_vectors
+    dt_ns = K.FPGA_CYCLE_S * 1e9 / substeps_per_cycle
+    total_steps = int(rc.max(initial=0)) * substeps_per_cycle \
+        + int(np.ceil(_k.CADC_LEVELS * K.CADC_TICK_S * 1e9 / dt_ns)) + 1
+    n_rec = total_steps // record_every + 1 if record else 0
+    nbytes = 3 * 8 * B * n_rec * K.COLUMNS_PER_HALF
+    if nbytes > MAX_TRACE_BYTES:
+        raise ValueError(f"recording {B} vectors x {n_rec} samples needs {nbytes / 1e9:.1f} GB "
+                         f"(limit {MAX_TRACE_BYTES / 1e9:.1f} GB); raise record_every, "
+                         "pass fewer vectors or record=False")
+    codes = np.zeros((B, K.COLUMNS_PER_HALF), np.uint8)
+    v_read = np.zeros((B, K.COLUMNS_PER_HALF))
+    shape = (B, n_rec, K.COLUMNS_PER_HALF)
+    rec_v, rec_xe, rec_xi = (np.full(shape, np.nan) for _ in range(3))
+    noise_on, seed, first = _noise_args(noise, B)
+    if B:
+        offsets, drv, cyc, width = _event_arrays(op, schedule)
+        _k.integrate_trace_kernel(offsets, drv, cyc, width, op.current_exc_ua, op.current_inh_ua,
+                                  op.column_params, rc, K.FPGA_CYCLE_S * 1e9, K.CADC_TICK_S * 1e9,
+                                  int(substeps_per_cycle), int(record_every), noise_on, seed, first,
+                                  codes, v_read, rec_v, rec_xe, rec_xi)
+    times = np.arange(n_rec) * record_every * dt_ns * 1e-9
+    return TraceResult(codes=codes, membrane_at_read_v=v_read * 1e-3, read_cycle=rc,
+                       times_s=times, membrane_v=rec_v * 1e-3,
+                       syn_exc_c=rec_xe * 1e-15, syn_inh_c=rec_xi * 1e-15)

@@ -1,0 +1,448 @@
+"""Private numba kernels of the analog integration of one chip half.
+
+Internal units: time in ns, charge in fC, voltage in mV, current in uA
+(uA x ns = fC), capacitance in pF (fC / pF = mV). The public functions in
+:mod:`circuits.integrate` validate everything and convert from SI before any
+kernel runs; nothing here checks its input.
+
+State per column: ``xe``, ``xi`` (charge held on the excitatory / inhibitory
+synaptic input, fC) and ``v`` (membrane, mV). Between events:
+
+    dxe/dt = -lam_e xe + Ie_in(t)
+    dv/dt  = gc_e lam_e f_e(xe) - gc_i lam_i f_i(xi) - lam_m (v - e_leak)
+
+with ``f(x) = x`` up to the knee and a tanh approach to ``knee + headroom``
+above it, and ``v`` held within the rails.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .rng import next_normal, next_uniform, stream_key
+
+# Rows of the per-column parameter pack (float64[NUM_COLUMN_PARAMS, columns]).
+LAM_E, LAM_I, LAM_M, GC_E, GC_I, KNEE_E, KNEE_I, HEAD_E, HEAD_I, E_LEAK, V_RESET, \
+    RAIL_LO, RAIL_HI, CADC_START, CADC_STEP, CADC_OFFSET, NOISE_MEM, NOISE_READ, \
+    DIGITAL_OFFSET, CONV_AM, CONV_BE, CONV_BI = range(22)
+NUM_COLUMN_PARAMS = 22
+
+# Rows of the propagator tables: decay of (v - e_leak), of xe, of xi, and the
+# membrane response to charge held on xe, on xi, after a given time.
+T_AM, T_AE, T_AI, T_BE, T_BI = range(5)
+NUM_TABLES = 5
+
+CADC_LEVELS = 256
+CADC_MAX_CODE = 255
+
+
+@njit(cache=True, inline="always")
+def _knee(x, knee, head):
+    """Effective charge of the saturating synaptic-input transconductance."""
+    if x <= knee:
+        return x
+    return knee + head * np.tanh((x - knee) / head)
+
+
+@njit(cache=True, inline="always")
+def _derivs(xe, xi, v, ie_in, ii_in, lam_e, lam_i, lam_m, gce, gci, ke, ki, he, hi, el):
+    dxe = -lam_e * xe + ie_in
+    dxi = -lam_i * xi + ii_in
+    dv = gce * lam_e * _knee(xe, ke, he) - gci * lam_i * _knee(xi, ki, hi) - lam_m * (v - el)
+    return dxe, dxi, dv
+
+
+@njit(cache=True)
+def rk4_step(xe, xi, v, ie_in, ii_in, dt, cp, c):
+    """One classical Runge-Kutta step of one column, input currents constant
+    over the step; the membrane is then held within its rails."""
+    lam_e = cp[LAM_E, c]
+    lam_i = cp[LAM_I, c]
+    lam_m = cp[LAM_M, c]
+    gce = cp[GC_E, c]
+    gci = cp[GC_I, c]
+    ke = cp[KNEE_E, c]
+    ki = cp[KNEE_I, c]
+    he = cp[HEAD_E, c]
+    hi = cp[HEAD_I, c]
+    el = cp[E_LEAK, c]
+    a1, b1, c1 = _derivs(xe, xi, v, ie_in, ii_in, lam_e, lam_i, lam_m, gce, gci, ke, ki, he, hi, el)
+    h = 0.5 * dt
+    a2, b2, c2 = _derivs(xe + h * a1, xi + h * b1, v + h * c1, ie_in, ii_in,
+                         lam_e, lam_i, lam_m, gce, gci, ke, ki, he, hi, el)
+    a3, b3, c3 = _derivs(xe + h * a2, xi + h * b2, v + h * c2, ie_in, ii_in,
+                         lam_e, lam_i, lam_m, gce, gci, ke, ki, he, hi, el)
+    a4, b4, c4 = _derivs(xe + dt * a3, xi + dt * b3, v + dt * c3, ie_in, ii_in,
+                         lam_e, lam_i, lam_m, gce, gci, ke, ki, he, hi, el)
+    s = dt / 6.0
+    xe = xe + s * (a1 + 2.0 * a2 + 2.0 * a3 + a4)
+    xi = xi + s * (b1 + 2.0 * b2 + 2.0 * b3 + b4)
+    v = v + s * (c1 + 2.0 * c2 + 2.0 * c3 + c4)
+    if v < cp[RAIL_LO, c]:
+        v = cp[RAIL_LO, c]
+    elif v > cp[RAIL_HI, c]:
+        v = cp[RAIL_HI, c]
+    return xe, xi, v
+
+
+@njit(cache=True, inline="always")
+def _linear_safe(xe, xi, v, cp, c):
+    """True when no trajectory from this state (without further input) can
+    reach the knee or a rail: then the exact linear propagator is valid.
+    Leak pulls towards e_leak, excitation adds at most gc_e xe, inhibition
+    removes at most gc_i xi."""
+    el = cp[E_LEAK, c]
+    if xe > cp[KNEE_E, c] or xi > cp[KNEE_I, c]:
+        return False
+    top = max(v, el) + cp[GC_E, c] * xe
+    bottom = min(v, el) - cp[GC_I, c] * xi
+    return top < cp[RAIL_HI, c] and bottom > cp[RAIL_LO, c]
+
+
+@njit(cache=True, inline="always")
+def _propagate_exact(xe, xi, v, tab, n, c, el):
+    am = tab[T_AM, n, c]
+    v = el + (v - el) * am + xe * tab[T_BE, n, c] - xi * tab[T_BI, n, c]
+    xe = xe * tab[T_AE, n, c]
+    xi = xi * tab[T_AI, n, c]
+    return xe, xi, v
+
+
+@njit(cache=True)
+def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, substeps):
+    """Advance one column by ``n_cycles`` without input: exact where linear,
+    Runge-Kutta substeps where it may saturate."""
+    dt = cycle_ns / substeps
+    remaining = n_cycles
+    while remaining > 0:
+        # Re-checked every cycle: once the column has decayed below the knee and
+        # away from the rails, the rest of the interval is exact again.
+        if _linear_safe(xe, xi, v, cp, c):
+            return _propagate_exact(xe, xi, v, tab, remaining, c, cp[E_LEAK, c])
+        for _ in range(substeps):
+            xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, dt, cp, c)
+        remaining -= 1
+    return xe, xi, v
+
+
+@njit(cache=True, inline="always")
+def _cadc_fires(v, m, cp, c, comparator_noise):
+    """Comparator of channel c at ramp tick m: the count stops once the ramp
+    passes the membrane (plus comparator offset and read noise)."""
+    ramp = cp[CADC_START, c] + (m + 1) * cp[CADC_STEP, c]
+    return ramp > v + cp[CADC_OFFSET, c] + comparator_noise
+
+
+@njit(cache=True, inline="always")
+def _finish_code(m, cp, c):
+    code = m + cp[DIGITAL_OFFSET, c]
+    if code < 0:
+        return 0
+    if code > CADC_MAX_CODE:
+        return CADC_MAX_CODE
+    return np.int64(code)
+
+
+@njit(cache=True)
+def _convert_linear(xe, xi, v, ctab, cp, c, extra):
+    """``ctab`` is laid out [column, tick, table row] so one column's search stays in cache.
+    CADC conversion while the column evolves linearly: the static estimate,
+    then a short exact search for the first tick at which the comparator fires."""
+    el = cp[E_LEAK, c]
+    step = cp[CADC_STEP, c]
+    u = (v + cp[CADC_OFFSET, c] + extra - cp[CADC_START, c]) / step
+    # Largest rise and fall the membrane can make during the whole ramp: if the
+    # code is the same at both ends, the search is settled without evaluation.
+    rise = xe * cp[CONV_BE, c] + max(0.0, (el - v) * (1.0 - cp[CONV_AM, c]))
+    fall = xi * cp[CONV_BI, c] + max(0.0, (v - el) * (1.0 - cp[CONV_AM, c]))
+    lo = np.floor(u - fall / step)
+    hi = np.floor(u + rise / step)
+    # The comparator cannot fire before tick lo and fires at tick hi at the latest.
+    first = np.int64(max(lo, 0.0))
+    last = np.int64(min(hi, CADC_MAX_CODE))
+    for m in range(first, last):
+        vm = el + (v - el) * ctab[c, m, T_AM] + xe * ctab[c, m, T_BE] - xi * ctab[c, m, T_BI]
+        if _cadc_fires(vm, m, cp, c, extra):
+            return m
+    return last
+
+
+@njit(cache=True)
+def _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, substeps):
+    """CADC conversion with Runge-Kutta substeps between ticks (saturating columns)."""
+    dt = tick_ns / substeps
+    for m in range(CADC_MAX_CODE):
+        if _cadc_fires(v, m, cp, c, extra):
+            return m
+        for _ in range(substeps):
+            xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, dt, cp, c)
+    return CADC_MAX_CODE
+
+
+@njit(cache=True, inline="always")
+def _normal_pair(state):
+    """Two independent standard normals (Marsaglia's polar method)."""
+    while True:
+        a = 2.0 * next_uniform(state) - 1.0
+        b = 2.0 * next_uniform(state) - 1.0
+        r = a * a + b * b
+        if 0.0 < r < 1.0:
+            f = np.sqrt(-2.0 * np.log(r) / r)
+            return a * f, b * f
+
+
+@njit(cache=True, inline="always")
+def _scalar_peak(offsets, ev_width, ev_cycle, b, lam):
+    """Peak over the events of vector b of the running width sum
+    sum_j w_j exp(-lam (t_k - t_j)): with the slowest decay rate of the half and
+    each column's largest driver current, it bounds every column's peak charge."""
+    run = 0.0
+    peak = 0.0
+    last = 0
+    for k in range(offsets[b], offsets[b + 1]):
+        run = run * np.exp(-lam * (ev_cycle[k] - last)) + ev_width[k]
+        last = ev_cycle[k]
+        if run > peak:
+            peak = run
+    return peak
+
+
+@njit(cache=True)
+def _column_peak(offsets, ev_driver, ev_cycle, ev_width, cur_t, lam_cycle, b, c):
+    """Exact peak of the charge held on one synaptic input of one column
+    (``cur_t`` is the current matrix transposed: [column, driver])."""
+    run = 0.0
+    peak = 0.0
+    last = 0
+    cur_c = cur_t[c]
+    known_gap = -1
+    decay = 1.0
+    for k in range(offsets[b], offsets[b + 1]):
+        gap = ev_cycle[k] - last
+        if gap != known_gap:
+            # Schedules mostly repeat one spacing: one exponential per column.
+            known_gap = gap
+            decay = np.exp(-lam_cycle * gap)
+        run *= decay
+        run += ev_width[k] * cur_c[ev_driver[k]]
+        last = ev_cycle[k]
+        if run > peak:
+            peak = run
+    return peak
+
+
+@njit(cache=True, parallel=True)
+def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, ii_t, cp, tab, ctab,
+                          cur_max_e, cur_max_i, lam_slow_e, lam_slow_i,
+                          read_cycle, cycle_ns, tick_ns, substeps, noise_on, seed, first_index,
+                          codes, v_read, stepped):
+    """Event-driven fast path for a batch of vectors of one half.
+
+    Pass 1 (all columns, vectorised over columns): per event, the charge held on
+    each synaptic input decays and jumps (``run``), and a leak-weighted charge
+    sum (``mem``) follows the membrane leak. At the read both give the exact
+    linear state: x = run * A(gap), and the membrane moves by
+    gc lam / (lam - lam_m) * (mem * Am(gap) - x).
+    Linearity is proven per column: the peak synaptic charge stays below the
+    knee (a per-vector scalar bound first, the exact per-column peak only where
+    the bound fails) and the membrane cannot reach a rail even if all
+    excitation (inhibition) arrived at once.
+    Pass 2 (only columns not proven linear): walk that column's events with
+    exact intervals where possible and Runge-Kutta substeps where it saturates.
+    """
+    num_vectors = offsets.shape[0] - 1
+    ncol = ie.shape[1]
+    for b in prange(num_vectors):
+        st = np.zeros((4, ncol), np.float32)   # run_e, run_i, mem_e, mem_i
+        rc = read_cycle[b]
+        last = 0
+        for k in range(offsets[b], offsets[b + 1]):
+            d = ev_driver[k]
+            w = ev_width[k]
+            gap = ev_cycle[k] - last
+            last = ev_cycle[k]
+            ie_d = ie[d]
+            ii_d = ii[d]
+            ge = tab[T_AE, gap]
+            gi = tab[T_AI, gap]
+            gm = tab[T_AM, gap]
+            for c in range(ncol):
+                pe = w * ie_d[c]
+                pi = w * ii_d[c]
+                st[0, c] = st[0, c] * ge[c] + pe
+                st[1, c] = st[1, c] * gi[c] + pi
+                st[2, c] = st[2, c] * gm[c] + pe
+                st[3, c] = st[3, c] * gm[c] + pi
+        tail = rc - last
+        peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
+        peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
+        state = np.zeros(1, np.uint64)
+        if noise_on:
+            state[0] = stream_key(seed, first_index + np.uint64(b))
+        spare = 0.0
+        have_spare = False
+        t0 = rc * cycle_ns
+        for c in range(ncol):
+            el = cp[E_LEAK, c]
+            v0 = cp[V_RESET, c]
+            lam_m = cp[LAM_M, c]
+            lam_e = cp[LAM_E, c]
+            lam_i = cp[LAM_I, c]
+            extra = 0.0
+            if noise_on:
+                # Membrane noise integrated up to the read (an Ornstein-Uhlenbeck
+                # variance from the reset) and the comparator's read noise both act
+                # at the comparator: one Gaussian carries both.
+                a = np.float64(tab[T_AM, rc, c])
+                if lam_m * t0 < 1e-6:
+                    var_mem = cp[NOISE_MEM, c] ** 2 * t0
+                else:
+                    var_mem = cp[NOISE_MEM, c] ** 2 * (1.0 - a * a) / (2.0 * lam_m)
+                sd = np.sqrt(var_mem + cp[NOISE_READ, c] ** 2)
+                if have_spare:
+                    extra = sd * spare
+                    have_spare = False
+                else:
+                    z1, spare = _normal_pair(state)
+                    extra = sd * z1
+                    have_spare = True
+            growth = 1.0 / np.float64(tab[T_AM, last, c])
+            # The leak-free total charge is at most mem * exp(lam_m * t_last).
+            tot_e = np.float64(st[2, c]) * growth
+            tot_i = np.float64(st[3, c]) * growth
+            linear = abs(lam_e - lam_m) > 1e-6 * lam_e and abs(lam_i - lam_m) > 1e-6 * lam_i \
+                and max(v0, el) + cp[GC_E, c] * tot_e < cp[RAIL_HI, c] \
+                and min(v0, el) - cp[GC_I, c] * tot_i > cp[RAIL_LO, c]
+            # The peak synaptic charge is at most the total charge, and at most the
+            # column's largest current times the per-vector width bound.
+            if linear and min(tot_e, cur_max_e[c] * peak_e) > 0.999 * cp[KNEE_E, c]:
+                linear = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ie_t,
+                                      lam_e * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c]
+            if linear and min(tot_i, cur_max_i[c] * peak_i) > 0.999 * cp[KNEE_I, c]:
+                linear = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ii_t,
+                                      lam_i * cycle_ns, b, c) <= 0.999 * cp[KNEE_I, c]
+            if linear:
+                xe = np.float64(st[0, c]) * tab[T_AE, tail, c]
+                xi = np.float64(st[1, c]) * tab[T_AI, tail, c]
+                me = np.float64(st[2, c]) * tab[T_AM, tail, c]
+                mi = np.float64(st[3, c]) * tab[T_AM, tail, c]
+                v = el + (v0 - el) * tab[T_AM, rc, c] \
+                    + cp[GC_E, c] * lam_e / (lam_e - lam_m) * (me - xe) \
+                    - cp[GC_I, c] * lam_i / (lam_i - lam_m) * (mi - xi)
+                stepped[b, c] = False
+            else:
+                xe = 0.0
+                xi = 0.0
+                v = v0
+                prev = 0
+                for k in range(offsets[b], offsets[b + 1]):
+                    cyc = ev_cycle[k]
+                    xe, xi, v = _propagate(xe, xi, v, cyc - prev, tab, cp, c, cycle_ns, substeps)
+                    prev = cyc
+                    xe += ev_width[k] * ie[ev_driver[k], c]
+                    xi += ev_width[k] * ii[ev_driver[k], c]
+                xe, xi, v = _propagate(xe, xi, v, rc - prev, tab, cp, c, cycle_ns, substeps)
+                stepped[b, c] = True
+            v_read[b, c] = v
+            if _linear_safe(xe, xi, v, cp, c):
+                m = _convert_linear(xe, xi, v, ctab, cp, c, extra)
+            else:
+                m = _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, 2)
+            codes[b, c] = _finish_code(m, cp, c)
+
+
+@njit(cache=True, parallel=True)
+def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, read_cycle,
+                           cycle_ns, tick_ns, substeps, record_every, noise_on, seed, first_index,
+                           codes, v_read, rec_v, rec_xe, rec_xi):
+    """Time-stepped path: Runge-Kutta steps of ``cycle_ns / substeps`` for all
+    columns from the reset to the end of the CADC conversion. Enable pulses are
+    rectangles of their real width (the current a step sees is the pulse's
+    overlap with the step); the comparator is evaluated at each ramp tick on
+    the membrane interpolated between steps; membrane noise enters every step
+    (Euler-Maruyama). Records every ``record_every`` steps when rec_* are non-empty."""
+    num_vectors = offsets.shape[0] - 1
+    ncol = ie.shape[1]
+    dt = cycle_ns / substeps
+    record = rec_v.shape[1] > 0
+    for b in prange(num_vectors):
+        xe = np.zeros(ncol)
+        xi = np.zeros(ncol)
+        v = np.empty(ncol)
+        v_prev = np.empty(ncol)
+        in_e = np.zeros(ncol)
+        in_i = np.zeros(ncol)
+        extra = np.zeros(ncol)
+        done = np.zeros(ncol, np.bool_)
+        state = np.zeros(1, np.uint64)
+        if noise_on:
+            state[0] = stream_key(seed, first_index + np.uint64(b))
+        for c in range(ncol):
+            v[c] = cp[V_RESET, c]
+            if noise_on:
+                extra[c] = cp[NOISE_READ, c] * next_normal(state)
+        t0 = read_cycle[b] * cycle_ns
+        read_steps = read_cycle[b] * substeps
+        total_steps = read_steps + np.int64(np.ceil(CADC_LEVELS * tick_ns / dt)) + 1
+        k_lo = offsets[b]
+        k_end = offsets[b + 1]
+        tick = 0
+        if record:
+            for c in range(ncol):
+                rec_v[b, 0, c] = v[c]
+                rec_xe[b, 0, c] = 0.0
+                rec_xi[b, 0, c] = 0.0
+        for s in range(total_steps):
+            t_a = s * dt
+            t_b = (s + 1) * dt
+            # Input current of this step: charge of overlapping pulses / dt.
+            for c in range(ncol):
+                in_e[c] = 0.0
+                in_i[c] = 0.0
+            while k_lo < k_end and ev_cycle[k_lo] * cycle_ns + ev_width[k_lo] <= t_a:
+                k_lo += 1
+            k = k_lo
+            while k < k_end and ev_cycle[k] * cycle_ns < t_b:
+                start = ev_cycle[k] * cycle_ns
+                overlap = min(t_b, start + ev_width[k]) - max(t_a, start)
+                if overlap > 0.0:
+                    d = ev_driver[k]
+                    scale = overlap / dt
+                    for c in range(ncol):
+                        in_e[c] += scale * ie[d, c]
+                        in_i[c] += scale * ii[d, c]
+                k += 1
+            for c in range(ncol):
+                v_prev[c] = v[c]
+                xe[c], xi[c], v[c] = rk4_step(xe[c], xi[c], v[c], in_e[c], in_i[c], dt, cp, c)
+                if noise_on:
+                    v[c] += cp[NOISE_MEM, c] * np.sqrt(dt) * next_normal(state)
+                    if v[c] < cp[RAIL_LO, c]:
+                        v[c] = cp[RAIL_LO, c]
+                    elif v[c] > cp[RAIL_HI, c]:
+                        v[c] = cp[RAIL_HI, c]
+            if s + 1 == read_steps:
+                for c in range(ncol):
+                    v_read[b, c] = v[c]
+            if record and (s + 1) % record_every == 0:
+                r = (s + 1) // record_every
+                if r < rec_v.shape[1]:
+                    for c in range(ncol):
+                        rec_v[b, r, c] = v[c]
+                        rec_xe[b, r, c] = xe[c]
+                        rec_xi[b, r, c] = xi[c]
+            # Ramp ticks that fall inside this step (tick 0 is at the read time).
+            while tick < CADC_LEVELS and t0 + tick * tick_ns <= t_b + 1e-9:
+                t_tick = t0 + tick * tick_ns
+                frac = (t_tick - t_a) / dt
+                if frac < 0.0:
+                    frac = 0.0
+                for c in range(ncol):
+                    if not done[c]:
+                        vm = v_prev[c] + frac * (v[c] - v_prev[c])
+                        if tick == CADC_MAX_CODE or _cadc_fires(vm, tick, cp, c, extra[c]):
+                            codes[b, c] = _finish_code(tick, cp, c)
+                            done[c] = True
+                tick += 1
+            if tick >= CADC_LEVELS:
+                break

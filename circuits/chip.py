@@ -475,6 +475,14 @@ class Chip:
         cp[_k.CONV_AM] = conv_end[_k.T_AM]
         cp[_k.CONV_BE] = conv_end[_k.T_BE]
         cp[_k.CONV_BI] = conv_end[_k.T_BI]
+        cp[_k.INV_STEP] = 1.0 / cp[_k.CADC_STEP]
+        ok = np.ones(C, bool)
+        for lam_row, gc_row, resp_row in ((_k.LAM_E, _k.GC_E, _k.RESP_E), (_k.LAM_I, _k.GC_I, _k.RESP_I)):
+            diff = cp[lam_row] - cp[_k.LAM_M]
+            close = np.abs(diff) <= 1e-6 * cp[lam_row]
+            ok &= ~close
+            cp[resp_row] = np.where(close, 0.0, cp[gc_row] * cp[lam_row] / np.where(close, 1.0, diff))
+        cp[_k.LINEAR_OK] = ok
         return HalfOperatingPoint(
             pulse_width_ns=_readonly(width.astype(np.float32)),
             current_exc_ua=_readonly(np.ascontiguousarray(cur_e, np.float32)),

@@ -139,6 +139,7 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
                                  op.current_inh_ua.max(axis=0).astype(np.float64),
                                  float(cp[_k.LAM_E].min() * K.FPGA_CYCLE_S * 1e9),
                                  float(cp[_k.LAM_I].min() * K.FPGA_CYCLE_S * 1e9),
+                                 float(cp[_k.LAM_M].max()),
                                  rc, K.FPGA_CYCLE_S * 1e9,
                                  K.CADC_TICK_S * 1e9, 8, noise_on, seed, first, codes, v_read, stepped)
     return IntegrationResult(codes=codes, membrane_at_read_v=v_read * 1e-3, read_cycle=rc,

@@ -24,8 +24,11 @@ from .rng import next_normal, next_uniform, stream_key
 # Rows of the per-column parameter pack (float64[NUM_COLUMN_PARAMS, columns]).
 LAM_E, LAM_I, LAM_M, GC_E, GC_I, KNEE_E, KNEE_I, HEAD_E, HEAD_I, E_LEAK, V_RESET, \
     RAIL_LO, RAIL_HI, CADC_START, CADC_STEP, CADC_OFFSET, NOISE_MEM, NOISE_READ, \
-    DIGITAL_OFFSET, CONV_AM, CONV_BE, CONV_BI = range(22)
-NUM_COLUMN_PARAMS = 22
+    DIGITAL_OFFSET, CONV_AM, CONV_BE, CONV_BI, RESP_E, RESP_I, INV_STEP, LINEAR_OK = range(26)
+NUM_COLUMN_PARAMS = 26
+# RESP_E = gc_e lam_e / (lam_e - lam_m) (mV/fC), likewise RESP_I; INV_STEP = 1/CADC_STEP;
+# LINEAR_OK = 1 unless a synaptic rate equals the leak rate (then the closed form
+# of pass 1 is degenerate and the column is always walked).
 
 # Rows of the propagator tables: decay of (v - e_leak), of xe, of xi, and the
 # membrane response to charge held on xe, on xi, after a given time.
@@ -149,14 +152,14 @@ def _convert_linear(xe, xi, v, ctab, cp, c, extra):
     CADC conversion while the column evolves linearly: the static estimate,
     then a short exact search for the first tick at which the comparator fires."""
     el = cp[E_LEAK, c]
-    step = cp[CADC_STEP, c]
-    u = (v + cp[CADC_OFFSET, c] + extra - cp[CADC_START, c]) / step
+    inv_step = cp[INV_STEP, c]
+    u = (v + cp[CADC_OFFSET, c] + extra - cp[CADC_START, c]) * inv_step
     # Largest rise and fall the membrane can make during the whole ramp: if the
     # code is the same at both ends, the search is settled without evaluation.
     rise = xe * cp[CONV_BE, c] + max(0.0, (el - v) * (1.0 - cp[CONV_AM, c]))
     fall = xi * cp[CONV_BI, c] + max(0.0, (v - el) * (1.0 - cp[CONV_AM, c]))
-    lo = np.floor(u - fall / step)
-    hi = np.floor(u + rise / step)
+    lo = np.floor(u - fall * inv_step)
+    hi = np.floor(u + rise * inv_step)
     # The comparator cannot fire before tick lo and fires at tick hi at the latest.
     first = np.int64(max(lo, 0.0))
     last = np.int64(min(hi, CADC_MAX_CODE))
@@ -199,8 +202,14 @@ def _scalar_peak(offsets, ev_width, ev_cycle, b, lam):
     run = 0.0
     peak = 0.0
     last = 0
+    known_gap = -1
+    decay = 1.0
     for k in range(offsets[b], offsets[b + 1]):
-        run = run * np.exp(-lam * (ev_cycle[k] - last)) + ev_width[k]
+        gap = ev_cycle[k] - last
+        if gap != known_gap:
+            known_gap = gap
+            decay = np.exp(-lam * gap)
+        run = run * decay + ev_width[k]
         last = ev_cycle[k]
         if run > peak:
             peak = run
@@ -233,7 +242,7 @@ def _column_peak(offsets, ev_driver, ev_cycle, ev_width, cur_t, lam_cycle, b, c)
 
 @njit(cache=True, parallel=True)
 def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, ii_t, cp, tab, ctab,
-                          cur_max_e, cur_max_i, lam_slow_e, lam_slow_i,
+                          cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
                           read_cycle, cycle_ns, tick_ns, substeps, noise_on, seed, first_index,
                           codes, v_read, stepped):
     """Event-driven fast path for a batch of vectors of one half.
@@ -256,23 +265,52 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
         st = np.zeros((4, ncol), np.float32)   # run_e, run_i, mem_e, mem_i
         rc = read_cycle[b]
         last = 0
-        for k in range(offsets[b], offsets[b + 1]):
-            d = ev_driver[k]
-            w = ev_width[k]
-            gap = ev_cycle[k] - last
-            last = ev_cycle[k]
-            ie_d = ie[d]
-            ii_d = ii[d]
-            ge = tab[T_AE, gap]
-            gi = tab[T_AI, gap]
-            gm = tab[T_AM, gap]
+        k = offsets[b]
+        k_end = offsets[b + 1]
+        # Two events per sweep over the columns halves the state traffic; the
+        # arithmetic is the same sequence as one event at a time.
+        while k + 1 < k_end:
+            w1 = ev_width[k]
+            w2 = ev_width[k + 1]
+            gap1 = ev_cycle[k] - last
+            gap2 = ev_cycle[k + 1] - ev_cycle[k]
+            last = ev_cycle[k + 1]
+            ie1 = ie[ev_driver[k]]
+            ii1 = ii[ev_driver[k]]
+            ie2 = ie[ev_driver[k + 1]]
+            ii2 = ii[ev_driver[k + 1]]
+            ge1 = tab[T_AE, gap1]
+            gi1 = tab[T_AI, gap1]
+            gm1 = tab[T_AM, gap1]
+            ge2 = tab[T_AE, gap2]
+            gi2 = tab[T_AI, gap2]
+            gm2 = tab[T_AM, gap2]
             for c in range(ncol):
-                pe = w * ie_d[c]
-                pi = w * ii_d[c]
-                st[0, c] = st[0, c] * ge[c] + pe
-                st[1, c] = st[1, c] * gi[c] + pi
-                st[2, c] = st[2, c] * gm[c] + pe
-                st[3, c] = st[3, c] * gm[c] + pi
+                pe1 = w1 * ie1[c]
+                pi1 = w1 * ii1[c]
+                pe2 = w2 * ie2[c]
+                pi2 = w2 * ii2[c]
+                st[0, c] = (st[0, c] * ge1[c] + pe1) * ge2[c] + pe2
+                st[1, c] = (st[1, c] * gi1[c] + pi1) * gi2[c] + pi2
+                st[2, c] = (st[2, c] * gm1[c] + pe1) * gm2[c] + pe2
+                st[3, c] = (st[3, c] * gm1[c] + pi1) * gm2[c] + pi2
+            k += 2
+        if k < k_end:
+            w1 = ev_width[k]
+            gap1 = ev_cycle[k] - last
+            last = ev_cycle[k]
+            ie1 = ie[ev_driver[k]]
+            ii1 = ii[ev_driver[k]]
+            ge1 = tab[T_AE, gap1]
+            gi1 = tab[T_AI, gap1]
+            gm1 = tab[T_AM, gap1]
+            for c in range(ncol):
+                pe1 = w1 * ie1[c]
+                pi1 = w1 * ii1[c]
+                st[0, c] = st[0, c] * ge1[c] + pe1
+                st[1, c] = st[1, c] * gi1[c] + pi1
+                st[2, c] = st[2, c] * gm1[c] + pe1
+                st[3, c] = st[3, c] * gm1[c] + pi1
         tail = rc - last
         peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
         peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
@@ -282,6 +320,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
         spare = 0.0
         have_spare = False
         t0 = rc * cycle_ns
+        growth = np.exp(lam_m_max * last * cycle_ns)
         for c in range(ncol):
             el = cp[E_LEAK, c]
             v0 = cp[V_RESET, c]
@@ -306,11 +345,10 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                     z1, spare = _normal_pair(state)
                     extra = sd * z1
                     have_spare = True
-            growth = 1.0 / np.float64(tab[T_AM, last, c])
             # The leak-free total charge is at most mem * exp(lam_m * t_last).
             tot_e = np.float64(st[2, c]) * growth
             tot_i = np.float64(st[3, c]) * growth
-            linear = abs(lam_e - lam_m) > 1e-6 * lam_e and abs(lam_i - lam_m) > 1e-6 * lam_i \
+            linear = cp[LINEAR_OK, c] > 0.0 \
                 and max(v0, el) + cp[GC_E, c] * tot_e < cp[RAIL_HI, c] \
                 and min(v0, el) - cp[GC_I, c] * tot_i > cp[RAIL_LO, c]
             # The peak synaptic charge is at most the total charge, and at most the
@@ -327,8 +365,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 me = np.float64(st[2, c]) * tab[T_AM, tail, c]
                 mi = np.float64(st[3, c]) * tab[T_AM, tail, c]
                 v = el + (v0 - el) * tab[T_AM, rc, c] \
-                    + cp[GC_E, c] * lam_e / (lam_e - lam_m) * (me - xe) \
-                    - cp[GC_I, c] * lam_i / (lam_i - lam_m) * (mi - xi)
+                    + cp[RESP_E, c] * (me - xe) - cp[RESP_I, c] * (mi - xi)
                 stepped[b, c] = False
             else:
                 xe = 0.0

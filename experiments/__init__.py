@@ -1,0 +1,1 @@
+"""Experiments, benchmarks and the ``bss2sim`` command line."""

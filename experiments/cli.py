@@ -1,0 +1,62 @@
+"""Command line of the BrainScaleS-2 model: ``bss2sim SUBCOMMAND [options]``.
+
+Every subcommand accepts ``--json`` and then prints one JSON object with its
+figures as the last line of stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not allowed: must be >= 1")
+    return v
+
+
+def _nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} is not allowed: must be >= 0")
+    return v
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="bss2sim", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("traces", help="membrane traces during one VMM (writes plots/membrane_traces.png)")
+    tr.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    tr.add_argument("--half", type=int, choices=(0, 1), default=0, help="chip half (default 0)")
+    tr.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
+    tr.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+
+    be = sub.add_parser("bench", help="speed of the model against numpy, measured in one run")
+    be.add_argument("--vectors", type=_positive_int, default=10_000,
+                    help="input vectors for the analog benchmark (default 10000)")
+    be.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    be.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "traces":
+        from . import traces
+        traces.run(seed=args.seed, half=args.half, plots=args.plots_dir, as_json=args.json)
+    elif args.command == "bench":
+        from . import bench
+        bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

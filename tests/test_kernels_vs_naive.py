@@ -1,0 +1,343 @@
+"""Kernels and derived values against the slow references in ``naive.py``."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+import naive
+from circuits import Chip, EventSchedule, TrialNoise, integrate_fast, integrate_trace
+from circuits import kernels as K
+from circuits.kernels import _normal_pair
+from circuits.rng import next_normal, next_uniform, stream_key
+from helpers import events_of, irregular_schedule, sparse_inputs
+
+
+# --- random numbers -----------------------------------------------------------
+
+@njit
+def _numba_stream(seed, index, n):
+    state = np.zeros(1, np.uint64)
+    state[0] = stream_key(seed, index)
+    key = state[0]
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = next_uniform(state)
+    return key, out, state[0]
+
+
+@njit
+def _numba_normals(seed, index, n):
+    state = np.zeros(1, np.uint64)
+    state[0] = stream_key(seed, index)
+    bm = np.empty(n)
+    for i in range(n):
+        bm[i] = next_normal(state)
+    state[0] = stream_key(seed, index)
+    polar = np.empty(2 * n)
+    for i in range(n):
+        a, b = _normal_pair(state)
+        polar[2 * i] = a
+        polar[2 * i + 1] = b
+    return bm, polar
+
+
+SEEDS = [(0, 0), (7, 0), (7, 1), (7, 19), (123456789, 2**40 + 3), (2**64 - 1, 2**63 - 1),
+         (0x9E3779B97F4A7C15, 5)]
+
+
+def test_naive_splitmix_matches_published_vector():
+    # SplitMix64 with state 0: first outputs published with the algorithm
+    # (Vigna's splitmix64.c) -- the naive mixer itself must be right.
+    s = naive.SplitMix(0)
+    s.state = 0
+    outs = []
+    for _ in range(3):
+        s.state = (s.state + naive.GOLDEN) & naive.MASK64
+        outs.append(naive.mix64(s.state))
+    assert outs == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+@pytest.mark.parametrize("seed,index", SEEDS)
+def test_rng_stream_bit_exact(seed, index):
+    key, uniforms, final = _numba_stream(np.uint64(seed), np.uint64(index), 64)
+    ref_key = naive.stream_key(seed, index)
+    assert int(key) == ref_key
+    ref = naive.SplitMix(ref_key)
+    expected = [ref.uniform() for _ in range(64)]
+    assert [float(u) for u in uniforms] == expected          # bit for bit
+    assert int(final) == ref.state
+    assert np.all((uniforms > 0) & (uniforms < 1))
+    # The vectorised numpy stream used by the trace reference agrees too.
+    assert np.array_equal(naive.uniforms_numpy(ref_key, 64), uniforms)
+
+
+@pytest.mark.parametrize("seed,index", SEEDS[:4])
+def test_rng_normals_match_naive(seed, index):
+    bm, polar = _numba_normals(np.uint64(seed), np.uint64(index), 50)
+    ref = naive.SplitMix(naive.stream_key(seed, index))
+    expected_bm = [ref.normal_box_muller() for _ in range(50)]
+    np.testing.assert_allclose(bm, expected_bm, rtol=1e-13, atol=1e-13)
+    ref = naive.SplitMix(naive.stream_key(seed, index))
+    expected_polar = [z for _ in range(50) for z in ref.normal_pair_polar()]
+    np.testing.assert_allclose(polar, expected_polar, rtol=1e-13, atol=1e-13)
+
+
+def test_rng_streams_of_neighbouring_indices_differ():
+    _, a, _ = _numba_stream(np.uint64(7), np.uint64(0), 16)
+    _, b, _ = _numba_stream(np.uint64(7), np.uint64(1), 16)
+    _, c, _ = _numba_stream(np.uint64(8), np.uint64(0), 16)
+    assert not np.any(a == b) and not np.any(a == c)
+
+
+def test_rng_normal_moments():
+    bm, polar = _numba_normals(np.uint64(99), np.uint64(0), 20000)
+    for z in (bm, polar):
+        assert abs(z.mean()) < 0.03
+        assert abs(z.std() - 1.0) < 0.03
+
+
+# --- operating point ----------------------------------------------------------
+
+PAIRS = [(0, 0), (3, 127), (64, 128), (127, 255), (50, 200), (100, 17)]
+
+
+@pytest.mark.parametrize("seed,half", [(0, 0), (5, 1)])
+def test_operating_point_currents_match_naive_loop(seed, half):
+    chip = Chip(seed)
+    rng = np.random.default_rng(seed)
+    chip.config.set_weights(half, rng.integers(0, 64, (256, 256)))
+    signs = rng.choice([-1, 1], 256)
+    signs[0:2] = [1, 1]          # driver 0: both rows excitatory
+    signs[254:256] = [-1, -1]    # driver 127: both rows inhibitory
+    chip.config.set_row_signs(half, signs)
+    chip.config.set_capmem("synapse_bias", rng.integers(300, 900, (2, 2)))
+    op = chip.operating_point(half)
+    for driver, column in PAIRS:
+        exc, inh = naive.synapse_current_ua(chip, half, driver, column)
+        assert op.current_exc_ua[driver, column] == pytest.approx(exc, rel=1e-6, abs=1e-9)
+        assert op.current_inh_ua[driver, column] == pytest.approx(inh, rel=1e-6, abs=1e-9)
+    assert op.current_inh_ua[0].max() == 0 and op.current_exc_ua[127].max() == 0
+    assert op.current_exc_ua[0].min() > 0 and op.current_inh_ua[127].min() > 0
+
+
+def test_operating_point_currents_logical_weights():
+    chip = Chip(2)
+    rng = np.random.default_rng(2)
+    w = rng.integers(-63, 64, (128, 256))
+    chip.config.set_logical_weights(0, w)
+    op = chip.operating_point(0)
+    for driver, column in PAIRS + [(d, c) for d, c in zip(rng.integers(0, 128, 10),
+                                                           rng.integers(0, 256, 10))]:
+        exc, inh = naive.synapse_current_ua(chip, 0, driver, column)
+        assert op.current_exc_ua[driver, column] == pytest.approx(exc, rel=1e-6, abs=1e-9)
+        assert op.current_inh_ua[driver, column] == pytest.approx(inh, rel=1e-6, abs=1e-9)
+        if w[driver, column] == 0:
+            assert exc == 0 and inh == 0
+        elif w[driver, column] > 0:
+            assert inh == 0 and exc > 0
+        else:
+            assert exc == 0 and inh > 0
+
+
+def test_zero_bias_gives_zero_current():
+    chip = Chip(4)
+    chip.config.set_logical_weights(0, np.full((128, 256), 63))
+    chip.config.set_capmem("synapse_bias", 0)
+    op = chip.operating_point(0)
+    for driver, column in PAIRS:
+        exc, _ = naive.synapse_current_ua(chip, 0, driver, column)
+        assert op.current_exc_ua[driver, column] == pytest.approx(exc, abs=1e-9)
+    # Capmem offsets are zero-mean: some quadrant currents clip at 0, none go negative.
+    assert op.current_exc_ua.min() >= 0
+
+
+def test_operating_point_pulse_widths_match_naive():
+    chip = Chip(6)
+    rng = np.random.default_rng(6)
+    chip.config.set_driver_offsets(1, rng.integers(0, 64, 128))
+    chip.config.set_capmem("driver_ramp", rng.integers(400, 700, (2, 2)))
+    op = chip.operating_point(1)
+    t, cfg, cp = chip.truth, chip.config, chip.circuit
+    for driver in (0, 10, 63, 64, 127):
+        block = driver // 64
+        ramp = naive.capmem_value(cfg.capmem("driver_ramp")[1, block],
+                                  t.capmem_gain["driver_ramp"][1, block],
+                                  t.capmem_offset["driver_ramp"][1, block], "current") \
+            * t.quadrant_driver_ramp[1, block]
+        assert op.pulse_width_ns[driver, 0] == 0
+        for value in (1, 5, 16, 31):
+            k = cp.pulse_nonlinearity
+            shape = 31 * (1 - np.exp(-k * value / 31)) / (1 - np.exp(-k))
+            width = (t.driver_gain[1, driver] * cp.pulse_width_per_value_s * shape
+                     + t.driver_offset_s[1, driver]
+                     + (int(cfg.driver_offset[1, driver]) - 32) * cp.driver_offset_step_s) \
+                * cp.driver_ramp_nominal_a / ramp
+            width = min(max(width * 1e9, 0.0), 8.0)
+            assert op.pulse_width_ns[driver, value] == pytest.approx(width, rel=1e-6, abs=1e-7)
+
+
+def test_operating_point_column_params_match_truth():
+    chip = Chip(8)
+    cp = chip.operating_point(1).column_params
+    t, c = chip.truth, chip.circuit
+    for col in (0, 77, 128, 255):
+        assert cp[naive.LAM_E, col] == pytest.approx(1e-9 / t.tau_syn_exc_s[1, col], rel=1e-12)
+        assert cp[naive.LAM_I, col] == pytest.approx(1e-9 / t.tau_syn_inh_s[1, col], rel=1e-12)
+        leak_current = naive.capmem_value(0, t.capmem_gain["leak_bias"][1, col],
+                                          t.capmem_offset["leak_bias"][1, col], "current")
+        g = t.membrane_capacitance_f[1, col] / t.residual_leak_tau_s[1, col] \
+            + c.leak_conductance_per_a * leak_current
+        assert cp[naive.LAM_M, col] == pytest.approx(1e-9 * g / t.membrane_capacitance_f[1, col],
+                                                     rel=1e-12)
+        reset = naive.capmem_value(448, t.capmem_gain["reset_potential"][1, col],
+                                   t.capmem_offset["reset_potential"][1, col], "voltage") \
+            + t.reset_offset_v[1, col]
+        assert cp[naive.V_RESET, col] == pytest.approx(1e3 * reset, abs=1e-9)
+        leak = naive.capmem_value(448, t.capmem_gain["leak_potential"][1, col],
+                                  t.capmem_offset["leak_potential"][1, col], "voltage") \
+            + t.leak_offset_v[1, col]
+        assert cp[naive.E_LEAK, col] == pytest.approx(1e3 * leak, abs=1e-9)
+        strength = naive.capmem_value(512, t.capmem_gain["syn_strength_exc"][1, col],
+                                      t.capmem_offset["syn_strength_exc"][1, col], "current")
+        gce = c.syn_strength_nominal * strength / c.syn_strength_nominal_a \
+            * t.syn_strength_exc[1, col] / (t.membrane_capacitance_f[1, col] * 1e12)
+        assert cp[naive.GC_E, col] == pytest.approx(gce, rel=1e-12)
+        assert cp[naive.RAIL_LO, col] == pytest.approx(1e3 * t.rail_low_v[1, col], abs=1e-9)
+        assert cp[naive.RAIL_HI, col] == pytest.approx(1e3 * t.rail_high_v[1, col], abs=1e-9)
+        assert cp[naive.CADC_OFFSET, col] == pytest.approx(1e3 * t.cadc_offset_v[1, col], abs=1e-9)
+        q = col // 128
+        slope = naive.capmem_value(512, t.capmem_gain["cadc_ramp_slope"][1, q],
+                                   t.capmem_offset["cadc_ramp_slope"][1, q], "current")
+        assert cp[naive.CADC_STEP, col] == pytest.approx(
+            1e3 * c.cadc_step_nominal_v * slope / c.cadc_slope_nominal_a / t.cadc_gain[1, col],
+            rel=1e-12)
+
+
+def test_parameter_row_names_agree():
+    for name in ("LAM_E", "LAM_I", "LAM_M", "GC_E", "GC_I", "KNEE_E", "KNEE_I", "HEAD_E", "HEAD_I",
+                 "E_LEAK", "V_RESET", "RAIL_LO", "RAIL_HI", "CADC_START", "CADC_STEP",
+                 "CADC_OFFSET", "NOISE_MEM", "NOISE_READ", "DIGITAL_OFFSET"):
+        assert getattr(K, name) == getattr(naive, name), name
+
+
+# --- fast path against the exact linear reference -----------------------------
+
+def _linear_case(seed, half, num_vectors=6, active=30, weight_max=63):
+    chip = Chip(seed)
+    rng = np.random.default_rng(100 + seed)
+    chip.config.set_logical_weights(half, rng.integers(-weight_max, weight_max + 1, (128, 256)))
+    x = sparse_inputs(rng, num_vectors, active)
+    x[-1] = 0                                  # one vector without events
+    sched = EventSchedule.from_inputs(x, wait_between_events=int(rng.integers(3, 9)))
+    read = sched.last_cycle() + rng.integers(0, 120, num_vectors)
+    return chip, sched, read
+
+
+@pytest.mark.parametrize("seed,half", [(0, 0), (1, 1), (17, 0), (40, 1)])
+def test_fast_path_equals_expm_reference(seed, half):
+    chip, sched, read = _linear_case(seed, half)
+    res = integrate_fast(chip, half, sched, read)
+    assert not res.stepped_columns.any()
+    events = [events_of(sched, b) for b in range(sched.num_vectors)]
+    codes, v_mv = naive.expm_codes(chip, half, events, read)
+    np.testing.assert_allclose(res.membrane_at_read_v, v_mv * 1e-3, rtol=0, atol=1e-6)
+    assert np.array_equal(res.codes, codes)
+    # The inputs did something: codes move away from the no-event vector.
+    assert np.abs(res.codes[:-1].astype(int) - res.codes[-1]).max() >= 3
+
+
+def test_fast_path_equals_expm_reference_irregular():
+    chip = Chip(21)
+    rng = np.random.default_rng(21)
+    chip.config.set_logical_weights(0, rng.integers(-50, 51, (128, 256)))
+    sched = irregular_schedule(rng, 5, 40, max_gap=15)
+    read = sched.last_cycle() + rng.integers(0, 60, 5)
+    res = integrate_fast(chip, 0, sched, read)
+    assert not res.stepped_columns.any()
+    events = [events_of(sched, b) for b in range(5)]
+    codes, v_mv = naive.expm_codes(chip, 0, events, read)
+    np.testing.assert_allclose(res.membrane_at_read_v, v_mv * 1e-3, rtol=0, atol=1e-6)
+    assert np.array_equal(res.codes, codes)
+
+
+def test_fast_path_with_digital_offsets_equals_reference():
+    chip, sched, read = _linear_case(9, 0, num_vectors=3)
+    rng = np.random.default_rng(9)
+    chip.config.set_cadc_digital_offsets(0, rng.integers(-128, 128, 256))
+    res = integrate_fast(chip, 0, sched, read)
+    events = [events_of(sched, b) for b in range(3)]
+    codes, _ = naive.expm_codes(chip, 0, events, read)
+    assert np.array_equal(res.codes, codes)
+    assert (res.codes == 0).any() and (res.codes == 255).any()
+
+
+def test_fast_path_noise_equals_reference_with_naive_rng():
+    chip, sched, read = _linear_case(5, 1, num_vectors=4)
+    noise = TrialNoise(2024, start_index=11)
+    res = integrate_fast(chip, 1, sched, read, noise=noise)
+    assert noise.next_index == 15
+    events = [events_of(sched, b) for b in range(4)]
+    codes, _ = naive.expm_codes(chip, 1, events, read, noise=(2024, 11))
+    quiet, _ = naive.expm_codes(chip, 1, events, read)
+    assert np.array_equal(res.codes, codes)
+    assert not np.array_equal(codes, quiet)
+
+
+# --- trace path against the numpy RK4 reference --------------------------------
+
+def _check_trace(chip, half, sched, read, substeps=8, record_every=None, noise=None):
+    res = integrate_trace(chip, half, sched, read, substeps_per_cycle=substeps,
+                          record_every=record_every,
+                          noise=None if noise is None else TrialNoise(*noise))
+    op = chip.operating_point(half)
+    every = substeps if record_every is None else record_every
+    for b in range(sched.num_vectors):
+        ref = naive.rk4_trace(op, events_of(sched, b), int(np.broadcast_to(read, (sched.num_vectors,))[b]),
+                              substeps=substeps,
+                              noise=None if noise is None else (noise[0], noise[1] + b))
+        rec = res.membrane_v[b]
+        valid = ~np.isnan(rec[:, 0])
+        n = int(valid.sum())
+        assert n > 10 and valid[:n].all()
+        steps = np.arange(n) * every
+        np.testing.assert_allclose(res.times_s[:n], steps * ref["dt"] * 1e-9, rtol=1e-12)
+        np.testing.assert_allclose(rec[:n], ref["v"][steps] * 1e-3, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(res.syn_exc_c[b, :n], ref["xe"][steps] * 1e-15, rtol=0, atol=1e-18)
+        np.testing.assert_allclose(res.syn_inh_c[b, :n], ref["xi"][steps] * 1e-15, rtol=0, atol=1e-18)
+        np.testing.assert_allclose(res.membrane_at_read_v[b], ref["v_read"] * 1e-3, rtol=0, atol=1e-6)
+        assert np.array_equal(res.codes[b], ref["codes"])
+    return res
+
+
+def test_trace_path_equals_rk4_reference():
+    chip = Chip(12)
+    rng = np.random.default_rng(12)
+    chip.config.set_logical_weights(0, rng.integers(-63, 64, (128, 256)))
+    sched = irregular_schedule(rng, 2, 25, max_gap=6)
+    res = _check_trace(chip, 0, sched, sched.last_cycle() + 7)
+    assert np.nanmax(res.syn_exc_c) > 1e-15
+
+
+def test_trace_path_equals_rk4_reference_saturating():
+    # Dense maximal excitation on one half of the columns, inhibition on the
+    # other: synaptic inputs pass the knee and the membrane hits both rails.
+    chip = Chip(13)
+    w = np.zeros((128, 256), np.int64)
+    w[:, :128] = 63
+    w[:, 128:] = -63
+    chip.config.set_logical_weights(1, w)
+    sched = EventSchedule.from_lists([[(d, 31, d // 2) for d in range(60)]])
+    res = _check_trace(chip, 1, sched, 40, substeps=4, record_every=3)
+    cp = chip.operating_point(1).column_params
+    assert (np.nanmax(res.syn_exc_c[0, :, :128], axis=0) * 1e15 > cp[naive.KNEE_E, :128]).all()
+    assert (np.nanmax(res.membrane_v[0], axis=0)[:128] == pytest.approx(cp[naive.RAIL_HI, :128] * 1e-3))
+    assert (np.nanmin(res.membrane_v[0], axis=0)[128:] == pytest.approx(cp[naive.RAIL_LO, 128:] * 1e-3))
+
+
+def test_trace_path_noise_equals_rk4_reference():
+    chip = Chip(14)
+    rng = np.random.default_rng(14)
+    chip.config.set_logical_weights(0, rng.integers(-63, 64, (128, 256)))
+    sched = EventSchedule.from_inputs(sparse_inputs(rng, 2, 10), wait_between_events=2)
+    _check_trace(chip, 0, sched, sched.last_cycle() + 3, substeps=2, noise=(77, 5))

@@ -146,7 +146,7 @@ def _finish_code(m, cp, c):
     return np.int64(code)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _convert_linear(xe, xi, v, ctab, cp, c, extra):
     """``ctab`` is laid out [column, tick, table row] so one column's search stays in cache.
     CADC conversion while the column evolves linearly: the static estimate,

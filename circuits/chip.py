@@ -13,6 +13,7 @@ operating point the kernels integrate.
 """
 from __future__ import annotations
 
+import itertools
 import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -197,11 +198,14 @@ def _check_int_array(name, values, shape, lo, hi):
     return a
 
 
+_CONFIG_VERSIONS = itertools.count(1)
+
+
 class ChipConfig:
     """Everything software may write: weights, row signs, capmem settings,
     driver offsets and CADC digital offsets. Arrays are exposed read-only;
-    writes go through the ``set_*`` methods, which validate and bump
-    :attr:`version` so derived operating points are recomputed."""
+    writes go through the ``set_*`` methods, which validate and give the
+    configuration a new :attr:`version` so derived operating points are recomputed."""
 
     def __init__(self):
         H, R, C, D = K.NUM_HALVES, K.SYNAPSE_ROWS_PER_HALF, K.COLUMNS_PER_HALF, K.DRIVERS_PER_HALF
@@ -212,7 +216,7 @@ class ChipConfig:
         self._cadc_digital_offset = np.zeros((H, C), np.int16)
         self._capmem = {p.name: np.full(p.shape, p.default, np.int16)
                         for p in CAPMEM_PARAMETERS.values()}
-        self.version = 0
+        self._touch()
 
     # --- read access -----------------------------------------------------
     @staticmethod
@@ -247,7 +251,9 @@ class ChipConfig:
 
     # --- writes ----------------------------------------------------------
     def _touch(self):
-        self.version += 1
+        # Versions are unique across all configurations, so a chip whose config
+        # is replaced never mistakes a cached operating point for a current one.
+        self.version = next(_CONFIG_VERSIONS)
 
     @staticmethod
     def _param(name):
@@ -319,6 +325,7 @@ class ChipConfig:
         other._driver_offset = self._driver_offset.copy()
         other._cadc_digital_offset = self._cadc_digital_offset.copy()
         other._capmem = {k: v.copy() for k, v in self._capmem.items()}
+        other._touch()
         return other
 
 

@@ -161,8 +161,8 @@ def _convert_linear(xe, xi, v, ctab, cp, c, extra):
     lo = np.floor(u - fall * inv_step)
     hi = np.floor(u + rise * inv_step)
     # The comparator cannot fire before tick lo and fires at tick hi at the latest.
-    first = np.int64(max(lo, 0.0))
-    last = np.int64(min(hi, CADC_MAX_CODE))
+    first = np.int64(min(max(lo, 0.0), CADC_MAX_CODE))
+    last = np.int64(min(max(hi, 0.0), CADC_MAX_CODE))
     for m in range(first, last):
         vm = el + (v - el) * ctab[c, m, T_AM] + xe * ctab[c, m, T_BE] - xi * ctab[c, m, T_BI]
         if _cadc_fires(vm, m, cp, c, extra):
@@ -424,6 +424,9 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, r
         k_lo = offsets[b]
         k_end = offsets[b + 1]
         tick = 0
+        if read_steps == 0:
+            for c in range(ncol):
+                v_read[b, c] = v[c]
         if record:
             for c in range(ncol):
                 rec_v[b, 0, c] = v[c]

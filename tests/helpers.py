@@ -4,10 +4,6 @@ from __future__ import annotations
 import numpy as np
 from circuits import EventSchedule
 
-LSB_V = 5e-3
-"""Nominal CADC step, for sizing expectations only."""
-
-
 def events_of(schedule: EventSchedule, b: int):
     """Events of vector b as a list of (driver, value, cycle) tuples."""
     d, a, c = schedule.vector(b)

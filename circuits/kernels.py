@@ -240,7 +240,7 @@ def _column_peak(offsets, ev_driver, ev_cycle, ev_width, cur_t, lam_cycle, b, c)
     return peak
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, ii_t, cp, tab, ctab,
                           cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
                           read_cycle, cycle_ns, tick_ns, substeps, noise_on, seed, first_index,
@@ -314,81 +314,84 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
         tail = rc - last
         peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
         peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
-        state = np.zeros(1, np.uint64)
-        if noise_on:
-            state[0] = stream_key(seed, first_index + np.uint64(b))
-        spare = 0.0
-        have_spare = False
         t0 = rc * cycle_ns
+        # The leak-free total charge is at most mem * exp(lam_m * t_last).
         growth = np.exp(lam_m_max * last * cycle_ns)
+        xe = np.empty(ncol)
+        xi = np.empty(ncol)
+        v = np.empty(ncol)
+        status = np.empty(ncol, np.int8)   # 0 linear, 1 knee to check, 2 walk
+        # Stage 1 (vectorisable): linear state at the read and the cheap bounds.
         for c in range(ncol):
             el = cp[E_LEAK, c]
             v0 = cp[V_RESET, c]
-            lam_m = cp[LAM_M, c]
-            lam_e = cp[LAM_E, c]
-            lam_i = cp[LAM_I, c]
-            extra = 0.0
-            if noise_on:
-                # Membrane noise integrated up to the read (an Ornstein-Uhlenbeck
-                # variance from the reset) and the comparator's read noise both act
-                # at the comparator: one Gaussian carries both.
-                a = np.float64(tab[T_AM, rc, c])
-                if lam_m * t0 < 1e-6:
-                    var_mem = cp[NOISE_MEM, c] ** 2 * t0
-                else:
-                    var_mem = cp[NOISE_MEM, c] ** 2 * (1.0 - a * a) / (2.0 * lam_m)
-                sd = np.sqrt(var_mem + cp[NOISE_READ, c] ** 2)
-                if have_spare:
-                    extra = sd * spare
-                    have_spare = False
-                else:
-                    z1, spare = _normal_pair(state)
-                    extra = sd * z1
-                    have_spare = True
-            # The leak-free total charge is at most mem * exp(lam_m * t_last).
-            tot_e = np.float64(st[2, c]) * growth
-            tot_i = np.float64(st[3, c]) * growth
-            linear = cp[LINEAR_OK, c] > 0.0 \
-                and max(v0, el) + cp[GC_E, c] * tot_e < cp[RAIL_HI, c] \
-                and min(v0, el) - cp[GC_I, c] * tot_i > cp[RAIL_LO, c]
+            tot_e = st[2, c] * growth
+            tot_i = st[3, c] * growth
+            xe[c] = st[0, c] * tab[T_AE, tail, c]
+            xi[c] = st[1, c] * tab[T_AI, tail, c]
+            me = st[2, c] * tab[T_AM, tail, c]
+            mi = st[3, c] * tab[T_AM, tail, c]
+            v[c] = el + (v0 - el) * tab[T_AM, rc, c] \
+                + cp[RESP_E, c] * (me - xe[c]) - cp[RESP_I, c] * (mi - xi[c])
+            rails_ok = cp[LINEAR_OK, c] > 0.0 \
+                and (v0 if v0 > el else el) + cp[GC_E, c] * tot_e < cp[RAIL_HI, c] \
+                and (v0 if v0 < el else el) - cp[GC_I, c] * tot_i > cp[RAIL_LO, c]
             # The peak synaptic charge is at most the total charge, and at most the
             # column's largest current times the per-vector width bound.
-            if linear and min(tot_e, cur_max_e[c] * peak_e) > 0.999 * cp[KNEE_E, c]:
-                linear = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ie_t,
-                                      lam_e * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c]
-            if linear and min(tot_i, cur_max_i[c] * peak_i) > 0.999 * cp[KNEE_I, c]:
-                linear = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ii_t,
-                                      lam_i * cycle_ns, b, c) <= 0.999 * cp[KNEE_I, c]
-            if linear:
-                xe = np.float64(st[0, c]) * tab[T_AE, tail, c]
-                xi = np.float64(st[1, c]) * tab[T_AI, tail, c]
-                me = np.float64(st[2, c]) * tab[T_AM, tail, c]
-                mi = np.float64(st[3, c]) * tab[T_AM, tail, c]
-                v = el + (v0 - el) * tab[T_AM, rc, c] \
-                    + cp[RESP_E, c] * (me - xe) - cp[RESP_I, c] * (mi - xi)
-                stepped[b, c] = False
-            else:
-                xe = 0.0
-                xi = 0.0
-                v = v0
+            be = cur_max_e[c] * peak_e
+            bi = cur_max_i[c] * peak_i
+            knee_ok = (tot_e if tot_e < be else be) <= 0.999 * cp[KNEE_E, c] \
+                and (tot_i if tot_i < bi else bi) <= 0.999 * cp[KNEE_I, c]
+            status[c] = 0 if (rails_ok and knee_ok) else (1 if rails_ok else 2)
+        # Stage 2 (rare): exact peaks where the bound was not enough; walk the rest.
+        for c in range(ncol):
+            if status[c] == 1:
+                ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ie_t,
+                                  cp[LAM_E, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c] \
+                    and _column_peak(offsets, ev_driver, ev_cycle, ev_width, ii_t,
+                                     cp[LAM_I, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_I, c]
+                status[c] = 0 if ok else 2
+            if status[c] == 2:
+                ye = 0.0
+                yi = 0.0
+                y = cp[V_RESET, c]
                 prev = 0
                 for k in range(offsets[b], offsets[b + 1]):
                     cyc = ev_cycle[k]
-                    xe, xi, v = _propagate(xe, xi, v, cyc - prev, tab, cp, c, cycle_ns, substeps)
+                    ye, yi, y = _propagate(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns, substeps)
                     prev = cyc
-                    xe += ev_width[k] * ie[ev_driver[k], c]
-                    xi += ev_width[k] * ii[ev_driver[k], c]
-                xe, xi, v = _propagate(xe, xi, v, rc - prev, tab, cp, c, cycle_ns, substeps)
-                stepped[b, c] = True
-            v_read[b, c] = v
-            if _linear_safe(xe, xi, v, cp, c):
-                m = _convert_linear(xe, xi, v, ctab, cp, c, extra)
+                    ye += ev_width[k] * ie[ev_driver[k], c]
+                    yi += ev_width[k] * ii[ev_driver[k], c]
+                xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, substeps)
+            stepped[b, c] = status[c] == 2
+            v_read[b, c] = v[c]
+        # Stage 3: trial-to-trial noise. Membrane noise integrated up to the read
+        # (an Ornstein-Uhlenbeck variance from the reset) and the comparator's
+        # read noise both act at the comparator: one Gaussian carries both.
+        extra = np.zeros(ncol)
+        if noise_on:
+            state = np.zeros(1, np.uint64)
+            state[0] = stream_key(seed, first_index + np.uint64(b))
+            for c in range(0, ncol - 1, 2):
+                extra[c], extra[c + 1] = _normal_pair(state)
+            if ncol % 2 == 1:
+                extra[ncol - 1] = _normal_pair(state)[0]
+            for c in range(ncol):
+                lam_m = cp[LAM_M, c]
+                a = np.float64(tab[T_AM, rc, c])
+                small = lam_m * t0 < 1e-6
+                var_mem = cp[NOISE_MEM, c] ** 2 * (t0 if small else (1.0 - a * a) / (2.0 * (lam_m + 1e-300)))
+                extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2)
+        # Stage 4: conversion; most columns are settled by the drift bound alone.
+        for c in range(ncol):
+            if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):
+                m = _convert_linear(xe[c], xi[c], v[c], ctab, cp, c, extra[c])
             else:
-                m = _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, 2)
+                m = _convert_stepped(xe[c], xi[c], v[c], cp, c, extra[c], tick_ns, 2)
             codes[b, c] = _finish_code(m, cp, c)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, read_cycle,
                            cycle_ns, tick_ns, substeps, record_every, noise_on, seed, first_index,
                            codes, v_read, rec_v, rec_xe, rec_xi):

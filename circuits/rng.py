@@ -11,7 +11,7 @@ transform.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -88,3 +88,22 @@ class TrialNoise:
 
     def __repr__(self):
         return f"TrialNoise(seed={self.seed}, next_index={self.next_index})"
+
+
+@njit(cache=True, parallel=True)
+def _normal_rows(seed, first_index, rows, cols, out):
+    for r in prange(rows):
+        state = np.zeros(1, np.uint64)
+        state[0] = stream_key(seed, first_index + np.uint64(r))
+        for c in range(cols):
+            out[r, c] = next_normal(state)
+
+
+def keyed_normals(noise: "TrialNoise", rows: int, cols: int) -> np.ndarray:
+    """Standard normals (rows, cols); row r comes from stream ``noise.next_index + r``,
+    so the values do not depend on threads or on how rows are split across calls."""
+    seed, first = noise.take(rows)
+    out = np.empty((rows, cols))
+    if rows and cols:
+        _normal_rows(seed, first, rows, cols, out)
+    return out

@@ -1,0 +1,337 @@
+"""The user-facing API: integer matrix products and convolutions on a chip.
+
+An :class:`Accelerator` is one chip with its two PPUs and the event interface,
+at one of two fidelities behind the same calls:
+
+* ``"chip"``: the cycle-level model. Every 128 x 256 tile is written into a
+  half's synapse array; each vector pair is sequenced as on silicon (reset,
+  wait, baseline read, reset, events, wait, read) through the analog kernels,
+  and the PPU subtracts the baseline and saturates to int8.
+* ``"behavioural"``: ``gain * (x . W) * num_sends + N(0, sigma^2)``, floored and
+  clamped to int8 per tile, with gain and sigma as measured on a chip
+  (:func:`digital.measure.measure_behaviour`) [W20][SW].
+
+Integer semantics as on the chip [W20][SW]: inputs 0..31, weights -63..63,
+outputs -128..127. Matrices of any size are cut into tiles of 128 inputs x 256
+outputs; both halves run at the same time; the partial sums of row tiles are
+added digitally and clamped to int8. Every call adds its simulated chip time to
+:attr:`Accelerator.ledger`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuits import Chip, EventSchedule, TrialNoise, integrate_fast
+from circuits import constants as K
+from circuits.rng import keyed_normals
+
+from .events import check_num_sends, check_wait, paired_schedule
+from .ppu import PPU, PPUCostParams
+from .timing import TimeLedger, TimingParams
+
+ROWS = K.LOGICAL_ROWS_PER_HALF
+COLS = K.COLUMNS_PER_HALF
+
+
+@dataclass(frozen=True)
+class BehaviouralParams:
+    """Parameters of the behavioural model."""
+
+    gain: float
+    """Output LSB per unit of x*w per send (silicon after calibration: about
+    0.0012-0.002 [SW])."""
+    sigma: float
+    """Trial-to-trial noise of one output in LSB (silicon: about 2 [SW])."""
+
+    def __post_init__(self):
+        for name in ("gain", "sigma"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v < 0:
+                raise ValueError(f"BehaviouralParams.{name}={v!r} must be a finite number >= 0")
+
+
+def check_inputs(x, name="x"):
+    """Validate an integer input array with values 0..31."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or infinity; expected integers in 0..{K.INPUT_MAX}")
+        raise ValueError(f"{name} has dtype {a.dtype}; expected integers in 0..{K.INPUT_MAX}")
+    if a.size and (a.min() < 0 or a.max() > K.INPUT_MAX):
+        idx = tuple(int(i) for i in np.argwhere((a < 0) | (a > K.INPUT_MAX))[0])
+        raise ValueError(f"{name}{list(idx)}={a[idx]} is out of range 0..{K.INPUT_MAX}")
+    return a.astype(np.int64)
+
+
+def check_weights(w, name="w"):
+    """Validate an integer weight array with values -63..63."""
+    a = np.asarray(w)
+    if a.dtype.kind not in "iu":
+        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or infinity; expected integers in "
+                             f"{-K.WEIGHT_MAX}..{K.WEIGHT_MAX}")
+        raise ValueError(f"{name} has dtype {a.dtype}; expected integers in {-K.WEIGHT_MAX}..{K.WEIGHT_MAX}")
+    if a.size and (a.min() < -K.WEIGHT_MAX or a.max() > K.WEIGHT_MAX):
+        idx = tuple(int(i) for i in np.argwhere((a < -K.WEIGHT_MAX) | (a > K.WEIGHT_MAX))[0])
+        raise ValueError(f"{name}{list(idx)}={a[idx]} is out of range {-K.WEIGHT_MAX}..{K.WEIGHT_MAX}")
+    return a.astype(np.int64)
+
+
+def clamp_int8(a):
+    return np.clip(a, K.OUTPUT_MIN, K.OUTPUT_MAX)
+
+
+class Accelerator:
+    """One chip with its PPUs and event interface.
+
+    Parameters
+    ----------
+    chip : Chip, optional
+        Cycle-level fidelity on this chip (its configuration is overwritten
+        with each weight tile).
+    behavioural : BehaviouralParams, optional
+        Behavioural fidelity with this gain and noise. Give exactly one of
+        ``chip`` and ``behavioural``.
+    noise_seed : int or None
+        Seed of the trial-to-trial noise (default 0); None switches it off.
+    timing : TimingParams
+        Waits of the per-vector program and power figures.
+    ppu_costs : PPUCostParams
+        Cycle costs of the PPU operations.
+    """
+
+    def __init__(self, chip: Chip | None = None, *, behavioural: BehaviouralParams | None = None,
+                 noise_seed: int | None = 0, timing: TimingParams | None = None,
+                 ppu_costs: PPUCostParams | None = None):
+        if (chip is None) == (behavioural is None):
+            raise ValueError("give exactly one of chip= (cycle-level) and behavioural= (behavioural model)")
+        if chip is not None and not isinstance(chip, Chip):
+            raise ValueError(f"chip={chip!r} is not a circuits.Chip")
+        if behavioural is not None and not isinstance(behavioural, BehaviouralParams):
+            raise ValueError(f"behavioural={behavioural!r} is not a BehaviouralParams")
+        self.chip = chip
+        self.behavioural = behavioural
+        self.noise = None if noise_seed is None else TrialNoise(noise_seed)
+        self.timing = timing if timing is not None else TimingParams()
+        costs = ppu_costs if ppu_costs is not None else PPUCostParams()
+        self.ppus = (PPU(0, costs), PPU(1, costs))
+        self.ledger = TimeLedger()
+
+    @property
+    def fidelity(self) -> str:
+        return "chip" if self.chip is not None else "behavioural"
+
+    # --- timing helpers --------------------------------------------------------
+    def _ppu_parallel(self, category, work):
+        """Run ``work(ppu, half)`` on both PPUs; they run in parallel, so the
+        slower one's time counts."""
+        before = [(p.cycles, p.stream_seconds) for p in self.ppus]
+        out = [work(p, h) for h, p in enumerate(self.ppus)]
+        cyc = max(p.cycles - b[0] for p, b in zip(self.ppus, before))
+        stream = max(p.stream_seconds - b[1] for p, b in zip(self.ppus, before))
+        self.ledger.add(category, cyc / K.PPU_CLOCK_HZ)
+        self.ledger.add("transfers", stream)
+        return out
+
+    def _write_tiles(self, tiles):
+        """Write one weight tile (128 x 256 signed, or None) into each half."""
+        def work(ppu, h):
+            if tiles[h] is None:
+                return
+            ppu.stream(tiles[h].size, 0)
+            ppu.write_weight_rows(K.SYNAPSE_ROWS_PER_HALF)
+            if self.chip is not None:
+                self.chip.config.set_logical_weights(h, tiles[h])
+        self._ppu_parallel("weight_writes", work)
+        self.ledger.weight_tile_writes += 1
+
+    def _pass(self, xs, tiles, num_sends, wait):
+        """One analog pass of a batch of vector pairs; returns int8 results per half."""
+        B = next(x.shape[0] for x in xs if x is not None)
+        sched = paired_schedule(xs[0], xs[1], wait, num_sends)
+        tp = self.timing
+        read_cycle = sched.event_phase_cycles + tp.post_event_wait_cycles
+        self.ledger.vmm_passes += B
+        self.ledger.events += int(sum(s.num_events for s in sched.halves))
+        self.ledger.add("event_phase", float(sched.event_phase_cycles.sum()) * K.FPGA_CYCLE_S)
+        self.ledger.add("waits", B * (tp.reset_settle_s + tp.post_event_wait_s))
+        self.ledger.add("cadc_conversions", B * 2 * K.CADC_CONVERSION_S)
+        results = [None, None]
+        if self.chip is not None:
+            empty = EventSchedule(np.zeros(B + 1, np.int64), *(np.zeros(0, np.int64) for _ in range(3)))
+            for h in range(K.NUM_HALVES):
+                if xs[h] is None:
+                    continue
+                base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles, noise=self.noise)
+                read = integrate_fast(self.chip, h, sched.halves[h], read_cycle, noise=self.noise)
+                results[h] = (read.codes, base.codes)
+        else:
+            for h in range(K.NUM_HALVES):
+                if xs[h] is None:
+                    continue
+                ideal = xs[h] @ tiles[h]
+                y = self.behavioural.gain * ideal * num_sends
+                if self.noise is not None and self.behavioural.sigma > 0:
+                    y = y + self.behavioural.sigma * keyed_normals(self.noise, B, COLS)
+                results[h] = clamp_int8(np.floor(y)).astype(np.int64)
+
+        def post(ppu, h):
+            if xs[h] is None:
+                return None
+            ppu.reset_neurons()
+            ppu.reset_neurons()
+            ppu.stream(xs[h].size, B * COLS)
+            if self.chip is not None:
+                return ppu.vmm_postprocess(results[h][0], results[h][1]).astype(np.int64)
+            ppu.vector_ops(4 * B)
+            return results[h]
+        return self._ppu_parallel("ppu", post)
+
+    # --- public operations -----------------------------------------------------
+    def matmul(self, x, w, num_sends: int = 1, wait_between_events: int = 5) -> np.ndarray:
+        """Integer matrix product on the chip: ``clamp_int8(sum over row tiles of
+        tile(x . W))``.
+
+        Parameters
+        ----------
+        x : int array (batch, K) or (K,), values 0..31
+        w : int array (K, N), values -63..63
+        num_sends : int, 1..64
+            Repetitions of each vector within one integration (gain x num_sends).
+        wait_between_events : int, FPGA cycles (8 ns), 1..255
+            Event slot spacing (default 5 = 40 ns).
+
+        Returns
+        -------
+        int64 array (batch, N) or (N,), values -128..127.
+        """
+        x = check_inputs(x)
+        w = check_weights(w)
+        single = x.ndim == 1
+        if single:
+            x = x[None, :]
+        if x.ndim != 2:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, K) or (K,)")
+        if w.ndim != 2:
+            raise ValueError(f"w has shape {w.shape}; expected (K, N)")
+        if x.shape[1] != w.shape[0]:
+            raise ValueError(f"x has {x.shape[1]} inputs per vector but w has {w.shape[0]} rows; "
+                             "they must match")
+        num_sends = check_num_sends(num_sends)
+        wait = check_wait(wait_between_events)
+        B, Kin = x.shape
+        N = w.shape[1]
+        if B == 0 or N == 0:
+            out = np.zeros((B, N), np.int64)
+            return out[0] if single else out
+        n_row = -(-Kin // ROWS)
+        n_col = -(-N // COLS)
+        xp = np.zeros((B, n_row * ROWS), np.int64)
+        xp[:, :Kin] = x
+        wp = np.zeros((n_row * ROWS, n_col * COLS), np.int64)
+        wp[:Kin, :N] = w
+        acc = np.zeros((B, n_col * COLS), np.int64)
+        tiles = [(r, c) for c in range(n_col) for r in range(n_row)]
+        for i in range(0, len(tiles), K.NUM_HALVES):
+            pair = tiles[i:i + K.NUM_HALVES] + [None] * (K.NUM_HALVES - len(tiles[i:i + K.NUM_HALVES]))
+            wt = [None if t is None else wp[t[0] * ROWS:(t[0] + 1) * ROWS, t[1] * COLS:(t[1] + 1) * COLS]
+                  for t in pair]
+            xs = [None if t is None else xp[:, t[0] * ROWS:(t[0] + 1) * ROWS] for t in pair]
+            self._write_tiles(wt)
+            outs = self._pass(xs, wt, num_sends, wait)
+            for t, o in zip(pair, outs):
+                if t is not None:
+                    acc[:, t[1] * COLS:(t[1] + 1) * COLS] += o
+        out = clamp_int8(acc[:, :N])
+        return out[0] if single else out
+
+    def conv1d(self, x, w, stride: int = 1, padding: int = 0, **kw) -> np.ndarray:
+        """1-D convolution by unfolding onto :meth:`matmul`.
+
+        x : int (batch, C_in, L), values 0..31; w : int (C_out, C_in, k), -63..63.
+        Returns int64 (batch, C_out, L_out) with L_out = (L + 2 padding - k) // stride + 1.
+        """
+        x = check_inputs(x)
+        w = check_weights(w)
+        if x.ndim != 3 or w.ndim != 3 or x.shape[1] != w.shape[1]:
+            raise ValueError(f"conv1d expects x (batch, C_in, L) and w (C_out, C_in, k) with equal C_in; "
+                             f"got {x.shape} and {w.shape}")
+        y = self.conv2d(x[:, :, None, :], w[:, :, None, :], stride=(1, stride), padding=(0, padding), **kw)
+        return y[:, :, 0, :]
+
+    def conv2d(self, x, w, stride=1, padding=0, **kw) -> np.ndarray:
+        """2-D convolution by unfolding onto :meth:`matmul` (zero padding sends no events).
+
+        x : int (batch, C_in, H, W), values 0..31; w : int (C_out, C_in, kH, kW), -63..63;
+        stride, padding : int or (int, int).
+        Returns int64 (batch, C_out, H_out, W_out).
+        """
+        x = check_inputs(x)
+        w = check_weights(w)
+        if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
+            raise ValueError(f"conv2d expects x (batch, C_in, H, W) and w (C_out, C_in, kH, kW) with "
+                             f"equal C_in; got {x.shape} and {w.shape}")
+        sh, sw = _pair("stride", stride, 1)
+        ph, pw = _pair("padding", padding, 0)
+        cols, (ho, wo) = unfold2d(x, w.shape[2:], (sh, sw), (ph, pw))
+        y = self.matmul(cols, w.reshape(w.shape[0], -1).T, **kw)
+        return y.reshape(x.shape[0], ho, wo, w.shape[0]).transpose(0, 3, 1, 2)
+
+    def relu(self, x):
+        """int8 ReLU on the PPUs (cycles counted)."""
+        from .ppu import relu
+        self._count_simd(np.asarray(x).size, ops=1)
+        return relu(x)
+
+    def converting_relu(self, x, shift: int):
+        """int8 to 5-bit: clamp to 0..127, shift right, clamp to 0..31 [W20][SW] (cycles counted)."""
+        from .ppu import converting_relu
+        self._count_simd(np.asarray(x).size, ops=3)
+        return converting_relu(x, shift)
+
+    def add(self, a, b):
+        """Saturating int8 addition on the PPUs (cycles counted)."""
+        from .ppu import add_sat
+        self._count_simd(np.asarray(a).size, ops=1)
+        return add_sat(a, b, bits=8, signed=True)
+
+    def _count_simd(self, n_elements, ops):
+        lanes = K.PPU_SIMD_BITS // 8
+        vectors = -(-int(n_elements) // (lanes * K.NUM_HALVES))
+        self._ppu_parallel("ppu", lambda ppu, h: ppu.vector_ops(ops * vectors))
+
+    def report(self) -> dict:
+        """Simulated chip time by category, counters and the energy estimate."""
+        return self.ledger.summary(self.timing)
+
+
+def _pair(name, v, minimum):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        v = (int(v), int(v))
+    if not (isinstance(v, (tuple, list)) and len(v) == 2
+            and all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in v)):
+        raise ValueError(f"{name}={v!r} must be an integer or a pair of integers >= {minimum}")
+    if min(v) < minimum:
+        raise ValueError(f"{name}={v!r} is not allowed: must be >= {minimum}")
+    return int(v[0]), int(v[1])
+
+
+def unfold2d(x, kernel, stride, padding):
+    """im2col: (batch, C, H, W) -> (batch * H_out * W_out, C * kH * kW), ordered
+    (batch, row, column) x (channel, kernel row, kernel column)."""
+    B, C, H, W = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    ph, pw = padding
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    if Hp < kh or Wp < kw:
+        raise ValueError(f"kernel {kernel} is larger than the padded input {(Hp, Wp)}")
+    xp = np.zeros((B, C, Hp, Wp), x.dtype)
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    ho = (Hp - kh) // sh + 1
+    wo = (Wp - kw) // sw + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(B * ho * wo, C * kh * kw)
+    return np.ascontiguousarray(cols), (ho, wo)

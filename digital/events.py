@@ -1,0 +1,127 @@
+"""The FPGA event interface: how input vectors become timed events on the
+synapse drivers of both halves.
+
+Facts [TH][SW]: the FPGA event timer runs at 125 MHz (8 ns per cycle); a
+driver accepts at most one event every 8 ns; events for the two halves leave
+in pairs, one slot every ``wait_between_events`` cycles; a zero input sends no
+event and costs no time; ``num_sends`` repeats the whole vector to raise the
+gain. A dense 128-row vector at ``wait_between_events=5`` thus spends
+128 x 5 x 8 ns = 5.12 us per send in its event phase (about 5.1 us [SW]).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuits import constants as K
+from circuits.events import EventSchedule
+
+MAX_WAIT_BETWEEN_EVENTS = 255
+"""Largest spacing accepted, in FPGA cycles (*assumed* 8-bit timer field)."""
+MAX_NUM_SENDS = 64
+"""Largest number of repetitions of a vector accepted (*assumed*)."""
+
+
+def check_wait(wait_between_events):
+    """Validate ``wait_between_events`` (FPGA cycles, 1..255)."""
+    if isinstance(wait_between_events, (bool, np.bool_)) or \
+            not isinstance(wait_between_events, (int, np.integer)):
+        raise ValueError(f"wait_between_events={wait_between_events!r} must be an integer number "
+                         f"of FPGA cycles in {K.DRIVER_MIN_EVENT_INTERVAL_CYCLES}..{MAX_WAIT_BETWEEN_EVENTS}")
+    if not K.DRIVER_MIN_EVENT_INTERVAL_CYCLES <= wait_between_events <= MAX_WAIT_BETWEEN_EVENTS:
+        raise ValueError(
+            f"wait_between_events={wait_between_events} is out of range "
+            f"{K.DRIVER_MIN_EVENT_INTERVAL_CYCLES}..{MAX_WAIT_BETWEEN_EVENTS} FPGA cycles "
+            f"(a driver accepts at most one event per {K.FPGA_CYCLE_S * 1e9:.0f} ns)")
+    return int(wait_between_events)
+
+
+def check_num_sends(num_sends):
+    """Validate ``num_sends`` (1..64)."""
+    if isinstance(num_sends, (bool, np.bool_)) or not isinstance(num_sends, (int, np.integer)) \
+            or not 1 <= num_sends <= MAX_NUM_SENDS:
+        raise ValueError(f"num_sends={num_sends!r} is out of range 1..{MAX_NUM_SENDS}")
+    return int(num_sends)
+
+
+@dataclass(frozen=True)
+class PairedSchedule:
+    """Events of one batch of vector pairs (one vector per half) sent together.
+
+    Attributes
+    ----------
+    halves : tuple of EventSchedule
+        The schedule of each half, cycles counted from the membrane reset.
+    event_phase_cycles : int64 (num_vectors,)
+        FPGA cycles from the first slot to the end of the last slot of all sends.
+    slots_per_send : int64 (num_vectors,)
+        Event slots of one send: the larger non-zero count of the two halves.
+    """
+
+    halves: tuple
+    event_phase_cycles: np.ndarray
+    slots_per_send: np.ndarray
+
+
+def _half_schedule(x, start_cycle, wait, num_sends, period):
+    """One half's schedule: event (vector, rank r, send s) at
+    start + s * period[vector] + r * wait."""
+    nz = x != 0
+    counts = nz.sum(axis=1)
+    vec, drv = np.nonzero(nz)
+    rank = np.arange(len(vec)) - np.concatenate([[0], np.cumsum(counts)])[vec]
+    send = np.repeat(np.arange(num_sends), len(vec))
+    vec_all = np.tile(vec, num_sends)
+    cycle = start_cycle + send * period[vec_all] + np.tile(rank, num_sends) * wait
+    order = np.lexsort((cycle, vec_all))
+    offsets = np.concatenate([[0], np.cumsum(counts * num_sends)]).astype(np.int64)
+    out = EventSchedule(offsets, np.tile(drv, num_sends)[order].astype(np.int64),
+                        np.tile(x[vec, drv], num_sends)[order].astype(np.int64),
+                        cycle[order].astype(np.int64))
+    for arr in (out.offsets, out.driver, out.value, out.cycle):
+        arr.setflags(write=False)
+    return out
+
+
+def paired_schedule(x_top, x_bottom, wait_between_events=5, num_sends=1, start_cycle=0) -> PairedSchedule:
+    """Events for a batch of vector pairs, one vector per half.
+
+    Slot ``j`` of a send carries the ``j``-th non-zero input of the top vector and
+    the ``j``-th of the bottom vector; slots are ``wait_between_events`` cycles
+    apart, so a send takes ``max(nnz_top, nnz_bottom) * wait_between_events``
+    cycles; send ``s`` starts ``s`` send periods after ``start_cycle``.
+
+    Parameters
+    ----------
+    x_top, x_bottom : int arrays (num_vectors, 128), values 0..31, or None
+        Inputs of each half; None means that half sends nothing.
+    """
+    wait = check_wait(wait_between_events)
+    sends = check_num_sends(num_sends)
+    xs = []
+    shape = None
+    for name, x in (("x_top", x_top), ("x_bottom", x_bottom)):
+        if x is None:
+            xs.append(None)
+            continue
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != K.DRIVERS_PER_HALF:
+            raise ValueError(f"{name} has shape {x.shape}; expected (num_vectors, {K.DRIVERS_PER_HALF})")
+        if x.dtype.kind not in "iu":
+            raise ValueError(f"{name} has dtype {x.dtype}; expected integers in 0..{K.INPUT_MAX}")
+        if x.size and (x.min() < 0 or x.max() > K.INPUT_MAX):
+            idx = tuple(int(i) for i in np.argwhere((x < 0) | (x > K.INPUT_MAX))[0])
+            raise ValueError(f"{name}{list(idx)}={x[idx]} is out of range 0..{K.INPUT_MAX}")
+        if shape is not None and x.shape[0] != shape:
+            raise ValueError(f"x_top and x_bottom hold {shape} and {x.shape[0]} vectors; they must match")
+        shape = x.shape[0]
+        xs.append(x.astype(np.int64))
+    if shape is None:
+        raise ValueError("x_top and x_bottom are both None; at least one half needs inputs")
+    zeros = np.zeros((shape, K.DRIVERS_PER_HALF), np.int64)
+    xs = [zeros if x is None else x for x in xs]
+    slots = np.maximum((xs[0] != 0).sum(axis=1), (xs[1] != 0).sum(axis=1)).astype(np.int64)
+    period = slots * wait
+    halves = tuple(_half_schedule(x, int(start_cycle), wait, sends, period) for x in xs)
+    return PairedSchedule(halves=halves, event_phase_cycles=period * sends, slots_per_send=slots)

@@ -1,0 +1,141 @@
+"""Measure the behavioural parameters of a chip the way one would on silicon.
+
+Only VMMs and their int8 results are used, against an integer-exact reference
+``x . W``; the chip's ground truth is never read. The measurement separates
+trial-to-trial noise (spread of repeated reads of the same vectors) from
+fixed-pattern spread (differences of gain and offset between neurons).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuits import Chip
+from circuits import constants as K
+
+from .accelerator import Accelerator, BehaviouralParams
+
+NEURONS = K.NUM_NEURONS
+
+
+@dataclass(frozen=True)
+class MeasuredBehaviour:
+    """Behavioural parameters of one chip, measured through VMMs only."""
+
+    gain: float
+    """Median per-neuron gain, output LSB per unit of x*w per send."""
+    sigma_trial: float
+    """Trial-to-trial noise of one output (LSB), pooled over all neurons."""
+    sigma_fixed_pattern: float
+    """Relative spread (std / mean) of the per-neuron gains."""
+    offset_fixed_pattern_lsb: float
+    """Spread (std) of the per-neuron offsets at x*w = 0, in LSB."""
+    gain_per_neuron: np.ndarray
+    """float (512,): gain of each neuron (top half first)."""
+    offset_per_neuron: np.ndarray
+    """float (512,): output at x*w = 0 of each neuron (LSB)."""
+    saturation_low: np.ndarray
+    """float (512,): most negative output still on the neuron's line (LSB)."""
+    saturation_high: np.ndarray
+    """float (512,): most positive output still on the neuron's line (LSB)."""
+    linear_range: tuple
+    """(median saturation_low, median saturation_high) in LSB."""
+    num_vmms: int
+    """Analog passes used by the measurement."""
+    chip_time_s: float
+    """Simulated chip time of the measurement."""
+    num_sends: int
+    wait_between_events: int
+
+    def behavioural(self) -> BehaviouralParams:
+        """The behavioural model with this gain and noise."""
+        return BehaviouralParams(gain=float(self.gain), sigma=float(self.sigma_trial))
+
+    def summary(self) -> dict:
+        return {"gain": self.gain, "sigma_trial": self.sigma_trial,
+                "sigma_fixed_pattern": self.sigma_fixed_pattern,
+                "offset_fixed_pattern_lsb": self.offset_fixed_pattern_lsb,
+                "linear_range": list(self.linear_range), "num_vmms": self.num_vmms,
+                "chip_time_s": self.chip_time_s, "num_sends": self.num_sends,
+                "wait_between_events": self.wait_between_events}
+
+
+def _fit_lines(ideal, y, mask):
+    """Least-squares line per column on the masked points: returns (gain, offset)."""
+    gains = np.full(y.shape[1], np.nan)
+    offsets = np.full(y.shape[1], np.nan)
+    for c in range(y.shape[1]):
+        m = mask[:, c]
+        if m.sum() < 3 or np.ptp(ideal[m, c]) == 0:
+            continue
+        a = np.vstack([ideal[m, c], np.ones(m.sum())]).T
+        (g, b), *_ = np.linalg.lstsq(a, y[m, c], rcond=None)
+        gains[c], offsets[c] = g, b
+    return gains, offsets
+
+
+def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_sends: int = 1,
+                      wait_between_events: int = 5, noise_seed: int = 1, seed: int = 0,
+                      ramp_steps: int = 33) -> MeasuredBehaviour:
+    """Estimate gain, noise, fixed-pattern spread and linear range of ``chip``.
+
+    1. Random signed weights on both halves and ``num_vectors`` random inputs of
+       varied density, each sent ``repeats`` times: the spread over repeats is the
+       trial-to-trial noise; per-neuron lines fitted to the repeat means within
+       +-60 LSB give per-neuron gains and offsets.
+    2. A ramp of ever more inputs of value 31 on weights of +-63: the last output
+       that stays within 4 sigma + 2 LSB of each neuron's line is its saturation point.
+
+    The chip's configuration is overwritten (weights); nothing else is changed.
+    """
+    for name, v, lo in (("num_vectors", num_vectors, 4), ("repeats", repeats, 2), ("ramp_steps", ramp_steps, 3)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
+    acc = Accelerator(chip, noise_seed=noise_seed)
+    rng = np.random.default_rng(seed)
+    rows = K.LOGICAL_ROWS_PER_HALF
+    w = rng.integers(-K.WEIGHT_MAX, K.WEIGHT_MAX + 1, (rows, NEURONS))
+    density = rng.uniform(0.05, 0.6, (num_vectors, 1))
+    x = rng.integers(1, K.INPUT_MAX + 1, (num_vectors, rows)) * (rng.random((num_vectors, rows)) < density)
+    ideal = (x @ w) * num_sends
+    ys = np.stack([acc.matmul(x, w, num_sends=num_sends, wait_between_events=wait_between_events)
+                   for _ in range(repeats)]).astype(float)
+    mean = ys.mean(axis=0)
+    inside = np.abs(ys).max(axis=0) < 100
+    sigma_trial = float(np.sqrt(np.mean(ys.var(axis=0, ddof=1)[inside]))) if inside.any() else float("nan")
+    gains, offsets = _fit_lines(ideal.astype(float), mean, np.abs(mean) <= 60)
+
+    # Ramp: n inputs of 31 on weights of +63 on every neuron, then of -63.
+    sat_lo = np.full(NEURONS, np.nan)
+    sat_hi = np.full(NEURONS, np.nan)
+    counts = np.unique(np.linspace(0, rows, ramp_steps).astype(int))
+    xr = np.zeros((len(counts), rows), np.int64)
+    for i, n in enumerate(counts):
+        xr[i, :n] = K.INPUT_MAX
+    tol = 4 * sigma_trial + 2
+    for sign in (1, -1):
+        wr = np.full((rows, NEURONS), sign * K.WEIGHT_MAX)
+        yr = np.stack([acc.matmul(xr, wr, num_sends=num_sends, wait_between_events=wait_between_events)
+                       for _ in range(2)]).mean(axis=0)
+        ir = (xr @ wr) * num_sends
+        pred = gains[None, :] * ir + offsets[None, :]
+        on_line = np.abs(yr - pred) <= tol
+        # Saturation point: the last ramp step before the first departure from the line.
+        first_off = np.where(on_line.all(axis=0), len(counts), np.argmin(on_line, axis=0))
+        last_on = np.clip(first_off - 1, 0, len(counts) - 1)
+        value = yr[last_on, np.arange(NEURONS)]
+        if sign > 0:
+            sat_hi = value
+        else:
+            sat_lo = value
+    rep = acc.report()
+    return MeasuredBehaviour(
+        gain=float(np.nanmedian(gains)), sigma_trial=sigma_trial,
+        sigma_fixed_pattern=float(np.nanstd(gains) / np.nanmean(gains)),
+        offset_fixed_pattern_lsb=float(np.nanstd(offsets)),
+        gain_per_neuron=gains, offset_per_neuron=offsets,
+        saturation_low=sat_lo, saturation_high=sat_hi,
+        linear_range=(float(np.nanmedian(sat_lo)), float(np.nanmedian(sat_hi))),
+        num_vmms=int(rep["vmm_passes"]), chip_time_s=float(rep["total_s"]),
+        num_sends=int(num_sends), wait_between_events=int(wait_between_events))

@@ -1,0 +1,80 @@
+"""Simulated chip time and energy: where the time of a run goes.
+
+Every operation of the model adds to a :class:`TimeLedger` in seconds of chip
+time, by category. Energy is estimated from the time with the assumptions
+stated in :class:`TimingParams`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from circuits import constants as K
+
+CATEGORIES = ("event_phase", "waits", "cadc_conversions", "ppu", "weight_writes", "transfers")
+
+
+@dataclass(frozen=True)
+class TimingParams:
+    """Waits of the per-vector program and power figures (SI units)."""
+
+    reset_settle_s: float = 0.5e-6
+    """Wait after a membrane reset before the baseline read (*assumed*)."""
+    post_event_wait_s: float = 1.0e-6
+    """Wait between the last event and the read: about 1 us, as the group's software does [SW]."""
+    asic_power_w: float = 192e-6 / 276e-6
+    """ASIC power while busy: 192 uJ per 276 us ECG sample on the mobile system [S22],
+    about 0.70 W; energy = power x chip time (*assumed* constant while busy)."""
+    system_power_w: float = 5.6
+    """Whole mobile system (FPGA, board) power [S22]."""
+
+    def __post_init__(self):
+        for name in ("reset_settle_s", "post_event_wait_s", "asic_power_w", "system_power_w"):
+            v = getattr(self, name)
+            if not v >= 0 or v == float("inf"):
+                raise ValueError(f"TimingParams.{name}={v!r} must be a finite number >= 0")
+
+    @property
+    def reset_settle_cycles(self) -> int:
+        return int(round(self.reset_settle_s / K.FPGA_CYCLE_S))
+
+    @property
+    def post_event_wait_cycles(self) -> int:
+        return int(round(self.post_event_wait_s / K.FPGA_CYCLE_S))
+
+
+@dataclass
+class TimeLedger:
+    """Accumulated chip time by category (seconds) and counters."""
+
+    seconds: dict = field(default_factory=lambda: {c: 0.0 for c in CATEGORIES})
+    vmm_passes: int = 0
+    """Analog passes (both halves at once count as one)."""
+    events: int = 0
+    weight_tile_writes: int = 0
+
+    def add(self, category: str, seconds: float):
+        if category not in self.seconds:
+            raise ValueError(f"unknown time category {category!r}; allowed: {', '.join(CATEGORIES)}")
+        self.seconds[category] += float(seconds)
+
+    @property
+    def total_s(self) -> float:
+        return float(sum(self.seconds.values()))
+
+    def energy_j(self, params: TimingParams) -> dict:
+        """Energy estimate: power x chip time, for the ASIC and for the whole system."""
+        return {"asic_j": params.asic_power_w * self.total_s,
+                "system_j": params.system_power_w * self.total_s}
+
+    def summary(self, params: TimingParams) -> dict:
+        out = {"total_s": self.total_s, **{f"{k}_s": v for k, v in self.seconds.items()},
+               "vmm_passes": self.vmm_passes, "events": self.events,
+               "weight_tile_writes": self.weight_tile_writes}
+        out.update(self.energy_j(params))
+        out["energy_assumption"] = (f"ASIC {params.asic_power_w:.2f} W and system "
+                                    f"{params.system_power_w:.1f} W while busy [S22], times chip time")
+        return out
+
+    def reset(self):
+        self.seconds = {c: 0.0 for c in CATEGORIES}
+        self.vmm_passes = self.events = self.weight_tile_writes = 0

@@ -54,6 +54,19 @@ def next_normal(state):
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
 
 
+def derive_seed(seed: int, *tags: int) -> int:
+    """A new 64-bit seed from ``seed`` and integer tags (SplitMix64 mixing), for
+    independent noise of different purposes under one user seed."""
+    mask = (1 << 64) - 1
+    z = int(seed) & mask
+    for t in tags:
+        z = (z + 0x9E3779B97F4A7C15 + (int(t) & mask)) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+    return z
+
+
 class TrialNoise:
     """A seeded source of trial-to-trial noise for analog runs.
 
@@ -91,19 +104,29 @@ class TrialNoise:
 
 
 @njit(cache=True, parallel=True)
-def _normal_rows(seed, first_index, rows, cols, out):
+def _normal_rows(seed, first_index, out):
+    rows, cols = out.shape
     for r in prange(rows):
-        state = np.zeros(1, np.uint64)
-        state[0] = stream_key(seed, first_index + np.uint64(r))
-        for c in range(cols):
-            out[r, c] = next_normal(state)
+        key = stream_key(seed, first_index + np.uint64(r))
+        # Draw n of a stream is mix64(key + (n + 1) * golden): counter-based, so the
+        # pairs are independent and need no state. Box-Muller uses both branches.
+        for j in range((cols + 1) // 2):
+            n1 = np.uint64(2 * j + 1)
+            u1 = (np.float64(mix64(key + n1 * _GOLDEN) >> _S11) + 0.5) * _INV_2_53
+            u2 = (np.float64(mix64(key + (n1 + np.uint64(1)) * _GOLDEN) >> _S11) + 0.5) * _INV_2_53
+            rad = np.sqrt(-2.0 * np.log(u1))
+            out[r, 2 * j] = rad * np.cos(_TWO_PI * u2)
+            if 2 * j + 1 < cols:
+                out[r, 2 * j + 1] = rad * np.sin(_TWO_PI * u2)
 
 
 def keyed_normals(noise: "TrialNoise", rows: int, cols: int) -> np.ndarray:
     """Standard normals (rows, cols); row r comes from stream ``noise.next_index + r``,
-    so the values do not depend on threads or on how rows are split across calls."""
+    so the values do not depend on threads or on how rows are split across calls.
+    Columns 2j and 2j + 1 are the cosine and sine branches of Box-Muller on
+    draws 2j and 2j + 1 of the row's stream."""
     seed, first = noise.take(rows)
     out = np.empty((rows, cols))
     if rows and cols:
-        _normal_rows(seed, first, rows, cols, out)
+        _normal_rows(seed, first, out)
     return out

@@ -25,7 +25,7 @@ import numpy as np
 
 from circuits import Chip, EventSchedule, TrialNoise, integrate_fast
 from circuits import constants as K
-from circuits.rng import keyed_normals
+from circuits.rng import derive_seed, keyed_normals
 
 from .events import check_num_sends, check_wait, paired_schedule
 from .ppu import PPU, PPUCostParams
@@ -96,6 +96,9 @@ class Accelerator:
         ``chip`` and ``behavioural``.
     noise_seed : int or None
         Seed of the trial-to-trial noise (default 0); None switches it off.
+        Each vector gets an id from a counter (the calls' vectors in order), and
+        its noise comes from streams keyed by (seed, id, pass): one call on a
+        batch and consecutive calls on its slices give identical results.
     timing : TimingParams
         Waits of the per-vector program and power figures.
     ppu_costs : PPUCostParams
@@ -113,7 +116,10 @@ class Accelerator:
             raise ValueError(f"behavioural={behavioural!r} is not a BehaviouralParams")
         self.chip = chip
         self.behavioural = behavioural
-        self.noise = None if noise_seed is None else TrialNoise(noise_seed)
+        if noise_seed is not None:
+            TrialNoise(noise_seed)          # validates the seed
+        self.noise_seed = noise_seed
+        self._next_vector_id = 0
         self.timing = timing if timing is not None else TimingParams()
         costs = ppu_costs if ppu_costs is not None else PPUCostParams()
         self.ppus = (PPU(0, costs), PPU(1, costs))
@@ -147,35 +153,54 @@ class Accelerator:
         self._ppu_parallel("weight_writes", work)
         self.ledger.weight_tile_writes += 1
 
-    def _pass(self, xs, tiles, num_sends, wait):
+    def _noise(self, first_id, pass_index, half, purpose):
+        """Noise source of one integration: streams keyed by the vectors' ids, so a
+        batch split over several calls sees the same noise as one call."""
+        if self.noise_seed is None:
+            return None
+        return TrialNoise(derive_seed(self.noise_seed, pass_index, half, purpose), first_id)
+
+    def _pass(self, xs, tiles, num_sends, wait, first_id, pass_index):
         """One analog pass of a batch of vector pairs; returns int8 results per half."""
         B = next(x.shape[0] for x in xs if x is not None)
-        sched = paired_schedule(xs[0], xs[1], wait, num_sends)
         tp = self.timing
-        read_cycle = sched.event_phase_cycles + tp.post_event_wait_cycles
+        nnz = [np.zeros(B, np.int64) if x is None else np.count_nonzero(x, axis=1) for x in xs]
+        # Events of the two halves leave in pairs: a send takes the larger count of slots.
+        event_phase_cycles = np.maximum(nnz[0], nnz[1]) * wait * num_sends
         self.ledger.vmm_passes += B
-        self.ledger.events += int(sum(s.num_events for s in sched.halves))
-        self.ledger.add("event_phase", float(sched.event_phase_cycles.sum()) * K.FPGA_CYCLE_S)
+        self.ledger.events += int((nnz[0].sum() + nnz[1].sum()) * num_sends)
+        self.ledger.add("event_phase", float(event_phase_cycles.sum()) * K.FPGA_CYCLE_S)
         self.ledger.add("waits", B * (tp.reset_settle_s + tp.post_event_wait_s))
         self.ledger.add("cadc_conversions", B * 2 * K.CADC_CONVERSION_S)
         results = [None, None]
         if self.chip is not None:
+            sched = paired_schedule(xs[0], xs[1], wait, num_sends)
+            read_cycle = sched.event_phase_cycles + tp.post_event_wait_cycles
             empty = EventSchedule(np.zeros(B + 1, np.int64), *(np.zeros(0, np.int64) for _ in range(3)))
             for h in range(K.NUM_HALVES):
                 if xs[h] is None:
                     continue
-                base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles, noise=self.noise)
-                read = integrate_fast(self.chip, h, sched.halves[h], read_cycle, noise=self.noise)
+                base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles,
+                                      noise=self._noise(first_id, pass_index, h, 0))
+                read = integrate_fast(self.chip, h, sched.halves[h], read_cycle,
+                                      noise=self._noise(first_id, pass_index, h, 1))
                 results[h] = (read.codes, base.codes)
         else:
             for h in range(K.NUM_HALVES):
                 if xs[h] is None:
                     continue
-                ideal = xs[h] @ tiles[h]
-                y = self.behavioural.gain * ideal * num_sends
-                if self.noise is not None and self.behavioural.sigma > 0:
-                    y = y + self.behavioural.sigma * keyed_normals(self.noise, B, COLS)
-                results[h] = clamp_int8(np.floor(y)).astype(np.int64)
+                # Float matmul is exact here (|x.W| <= 128 * 31 * 63 << 2**53) and uses BLAS.
+                # Columns beyond the last non-zero weight column of the tile hold no
+                # weights: they read 0 (plus noise) and are never returned, so skip them.
+                used = int(np.max(np.nonzero(tiles[h].any(axis=0))[0], initial=-1)) + 1
+                y = xs[h].astype(np.float64) @ tiles[h][:, :used].astype(np.float64)
+                y *= self.behavioural.gain * num_sends
+                if self.noise_seed is not None and self.behavioural.sigma > 0:
+                    noise = self._noise(first_id, pass_index, h, 2)
+                    y += self.behavioural.sigma * keyed_normals(noise, B, used)
+                out = np.zeros((B, COLS), np.int64)
+                out[:, :used] = clamp_int8(np.floor(y))
+                results[h] = out
 
         def post(ppu, h):
             if xs[h] is None:
@@ -233,6 +258,8 @@ class Accelerator:
         wp = np.zeros((n_row * ROWS, n_col * COLS), np.int64)
         wp[:Kin, :N] = w
         acc = np.zeros((B, n_col * COLS), np.int64)
+        first_id = self._next_vector_id
+        self._next_vector_id += B
         tiles = [(r, c) for c in range(n_col) for r in range(n_row)]
         for i in range(0, len(tiles), K.NUM_HALVES):
             pair = tiles[i:i + K.NUM_HALVES] + [None] * (K.NUM_HALVES - len(tiles[i:i + K.NUM_HALVES]))
@@ -240,7 +267,7 @@ class Accelerator:
                   for t in pair]
             xs = [None if t is None else xp[:, t[0] * ROWS:(t[0] + 1) * ROWS] for t in pair]
             self._write_tiles(wt)
-            outs = self._pass(xs, wt, num_sends, wait)
+            outs = self._pass(xs, wt, num_sends, wait, first_id, i)
             for t, o in zip(pair, outs):
                 if t is not None:
                     acc[:, t[1] * COLS:(t[1] + 1) * COLS] += o

@@ -1,10 +1,13 @@
-"""``bss2sim bench``: speed of the cycle-level model against numpy, measured
-in the same run (figures, not assertions).
+"""``bss2sim bench``: speed of the model against numpy, measured in the same
+run (figures, not assertions).
 
-Analog core: 10,000 random 128-row input vectors at 50 % density through one
-full half (128 signed rows x 256 columns), fast path with every non-ideality
-and trial-to-trial noise on, against a numpy float32 matmul of the same
-shapes; and the time-stepped trace path's time per vector.
+* Analog core: 10,000 random 128-row input vectors at 50 % density through one
+  full half (128 signed rows x 256 columns), fast path with every non-ideality
+  and trial-to-trial noise on, against a numpy float32 matmul of the same
+  shapes; and the time-stepped trace path's time per vector.
+* Dense network: 784 -> 128 -> 10 with a converting ReLU, on 10,000 inputs,
+  through ``Accelerator.matmul`` at both fidelities, and the behavioural model
+  against a plain numpy implementation of the same formula.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 
 from circuits import Chip, EventSchedule, TrialNoise, integrate_fast, integrate_trace
 from circuits import constants as K
+from digital import Accelerator, BehaviouralParams, converting_relu
 
 from .common import emit_json, note
 
@@ -67,9 +71,61 @@ def bench_analog(num_vectors=10_000, density=0.5, wait_between_events=5, trace_v
     }
 
 
+def _numpy_behavioural_layer(x, w, gain, sigma, rng):
+    """The behavioural formula written plainly: per 128-row tile
+    floor(gain x.W + N(0, sigma^2)) clamped to int8, tiles summed and clamped."""
+    acc = np.zeros((x.shape[0], w.shape[1]), np.int64)
+    for r in range(0, x.shape[1], K.LOGICAL_ROWS_PER_HALF):
+        part = gain * (x[:, r:r + K.LOGICAL_ROWS_PER_HALF].astype(np.float64)
+                       @ w[r:r + K.LOGICAL_ROWS_PER_HALF].astype(np.float64))
+        part = part + sigma * rng.standard_normal(part.shape)
+        acc += np.clip(np.floor(part), K.OUTPUT_MIN, K.OUTPUT_MAX).astype(np.int64)
+    return np.clip(acc, K.OUTPUT_MIN, K.OUTPUT_MAX)
+
+
+def bench_network(num_images=10_000, seed=0, shift=1):
+    """784 -> 128 -> 10 dense network at both fidelities and in plain numpy."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, K.INPUT_MAX + 1, (num_images, 784)) * (rng.random((num_images, 784)) < 0.2)
+    w1 = np.clip(np.round(rng.normal(0, 20, (784, 128))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
+    w2 = np.clip(np.round(rng.normal(0, 20, (128, 10))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
+    params = BehaviouralParams(gain=0.0015, sigma=2.0)
+
+    def forward(acc, xs):
+        h = converting_relu(acc.matmul(xs, w1), shift)
+        return acc.matmul(h.astype(np.int64), w2)
+
+    out = {"images": num_images}
+    note("network benchmark: cycle-level...")
+    forward(Accelerator(Chip(seed), noise_seed=1), x[:4])
+    forward(Accelerator(behavioural=params, noise_seed=1), x[:4])
+    for name, make in (("cycle_level", lambda: Accelerator(Chip(seed), noise_seed=1)),
+                       ("behavioural", lambda: Accelerator(behavioural=params, noise_seed=1))):
+        acc = make()
+        t = time.perf_counter()
+        forward(acc, x)
+        wall = time.perf_counter() - t
+        rep = acc.report()
+        out[name] = {"wall_s": wall, "images_per_s": num_images / wall,
+                     "chip_time_per_image_s": rep["total_s"] / num_images,
+                     "asic_energy_per_image_j": rep["asic_j"] / num_images,
+                     "chip_time_over_wall": rep["total_s"] / wall}
+        note(f"network benchmark: {name} done")
+    nrng = np.random.default_rng(1)
+    t = time.perf_counter()
+    h = converting_relu(_numpy_behavioural_layer(x, w1, params.gain, params.sigma, nrng), shift)
+    _numpy_behavioural_layer(h.astype(np.int64), w2, params.gain, params.sigma, nrng)
+    wall = time.perf_counter() - t
+    out["numpy_formula"] = {"wall_s": wall, "images_per_s": num_images / wall}
+    out["cycle_level_over_behavioural"] = out["cycle_level"]["wall_s"] / out["behavioural"]["wall_s"]
+    out["behavioural_over_numpy"] = out["behavioural"]["wall_s"] / wall
+    return out
+
+
 def run(num_vectors=10_000, as_json=False, seed=0):
     import numba
     analog = bench_analog(num_vectors=num_vectors, seed=seed)
+    network = bench_network(num_images=num_vectors, seed=seed)
     a = analog
     print(f"analog core, one half (128 signed rows x 256 columns), {a['vectors']} vectors at "
           f"{a['density']:.0%} density, wait {a['wait_between_events']}, "
@@ -81,7 +137,18 @@ def run(num_vectors=10_000, as_json=False, seed=0):
     print(f"  columns walked event by event              : {a['fast_stepped_column_fraction']:9.2%}")
     print(f"  trace path per vector (1 ns steps)         : {a['trace_path_s_per_vector'] * 1e3:9.1f} ms")
     print(f"  simulated integration time / wall (fast)   : {a['simulated_over_wall_fast']:9.3f}")
-    out = {"threads": numba.get_num_threads(), "analog": analog}
+    n = network
+    print(f"dense network 784 -> 128 -> 10 (converting ReLU), {n['images']} images:")
+    for name in ("cycle_level", "behavioural"):
+        r = n[name]
+        print(f"  {name:<12}: {r['images_per_s']:10.0f} images/s, {r['wall_s']:7.2f} s wall, "
+              f"{r['chip_time_per_image_s'] * 1e6:7.1f} us chip time/image, "
+              f"{r['asic_energy_per_image_j'] * 1e6:6.1f} uJ/image (ASIC), "
+              f"chip time / wall {r['chip_time_over_wall']:.3f}")
+    print(f"  numpy formula: {n['numpy_formula']['images_per_s']:10.0f} images/s")
+    print(f"  ratios: cycle-level / behavioural {n['cycle_level_over_behavioural']:.1f}, "
+          f"behavioural / numpy formula {n['behavioural_over_numpy']:.2f}")
+    out = {"threads": numba.get_num_threads(), "analog": analog, "network": network}
     if as_json:
         emit_json(out)
     return out

@@ -36,6 +36,12 @@ def build_parser():
     tr.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
     tr.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
+    vm = sub.add_parser("vmm", help="characterise a chip's VMMs (writes plots/vmm_*.png)")
+    vm.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    vm.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
+    vm.add_argument("--quick", action="store_true", help="smaller measurements (a quick look)")
+    vm.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+
     be = sub.add_parser("bench", help="speed of the model against numpy, measured in one run")
     be.add_argument("--vectors", type=_positive_int, default=10_000,
                     help="input vectors for the analog benchmark (default 10000)")
@@ -49,6 +55,9 @@ def main(argv=None):
     if args.command == "traces":
         from . import traces
         traces.run(seed=args.seed, half=args.half, plots=args.plots_dir, as_json=args.json)
+    elif args.command == "vmm":
+        from . import vmm
+        vmm.run(seed=args.seed, plots=args.plots_dir, as_json=args.json, quick=args.quick)
     elif args.command == "bench":
         from . import bench
         bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json)

@@ -309,20 +309,23 @@ class Accelerator:
     def relu(self, x):
         """int8 ReLU on the PPUs (cycles counted)."""
         from .ppu import relu
-        self._count_simd(np.asarray(x).size, ops=1)
-        return relu(x)
+        out = relu(x)
+        self._count_simd(out.size, ops=1)
+        return out
 
     def converting_relu(self, x, shift: int):
         """int8 to 5-bit: clamp to 0..127, shift right, clamp to 0..31 [W20][SW] (cycles counted)."""
         from .ppu import converting_relu
-        self._count_simd(np.asarray(x).size, ops=3)
-        return converting_relu(x, shift)
+        out = converting_relu(x, shift)
+        self._count_simd(out.size, ops=3)
+        return out
 
     def add(self, a, b):
         """Saturating int8 addition on the PPUs (cycles counted)."""
         from .ppu import add_sat
-        self._count_simd(np.asarray(a).size, ops=1)
-        return add_sat(a, b, bits=8, signed=True)
+        out = add_sat(a, b, bits=8, signed=True)
+        self._count_simd(out.size, ops=1)
+        return out
 
     def _count_simd(self, n_elements, ops):
         lanes = K.PPU_SIMD_BITS // 8

@@ -99,6 +99,9 @@ def paired_schedule(x_top, x_bottom, wait_between_events=5, num_sends=1, start_c
     """
     wait = check_wait(wait_between_events)
     sends = check_num_sends(num_sends)
+    if isinstance(start_cycle, (bool, np.bool_)) or not isinstance(start_cycle, (int, np.integer)) \
+            or not 0 <= start_cycle <= 2**31 - 1:
+        raise ValueError(f"start_cycle={start_cycle!r} must be an integer in 0..{2**31 - 1} FPGA cycles")
     xs = []
     shape = None
     for name, x in (("x_top", x_top), ("x_bottom", x_bottom)):

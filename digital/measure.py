@@ -84,8 +84,9 @@ def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_s
        varied density, each sent ``repeats`` times: the spread over repeats is the
        trial-to-trial noise; per-neuron lines fitted to the repeat means within
        +-60 LSB give per-neuron gains and offsets.
-    2. A ramp of ever more inputs of value 31 on weights of +-63: the last output
-       that stays within 4 sigma + 2 LSB of each neuron's line is its saturation point.
+    2. A ramp of ever more inputs of value 31 on weights of +63, then -63: the
+       last output that stays within 4 sigma + 2 LSB of the neuron's line for that
+       direction (fitted on the ramp's outputs within +-40 LSB) is its saturation point.
 
     The chip's configuration is overwritten (weights); nothing else is changed.
     """
@@ -119,7 +120,12 @@ def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_s
         yr = np.stack([acc.matmul(xr, wr, num_sends=num_sends, wait_between_events=wait_between_events)
                        for _ in range(2)]).mean(axis=0)
         ir = (xr @ wr) * num_sends
-        pred = gains[None, :] * ir + offsets[None, :]
+        # Excitatory and inhibitory inputs differ per neuron (until calibrated), so
+        # each direction gets its own line, fitted on the ramp's small outputs.
+        g_dir, b_dir = _fit_lines(ir.astype(float), yr, np.abs(yr) <= 40)
+        g_dir = np.where(np.isfinite(g_dir), g_dir, gains)
+        b_dir = np.where(np.isfinite(b_dir), b_dir, offsets)
+        pred = g_dir[None, :] * ir + b_dir[None, :]
         on_line = np.abs(yr - pred) <= tol
         # Saturation point: the last ramp step before the first departure from the line.
         first_off = np.where(on_line.all(axis=0), len(counts), np.argmin(on_line, axis=0))

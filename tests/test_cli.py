@@ -1,0 +1,59 @@
+"""The command line: each subcommand runs, writes its figures and ends its
+stdout with one JSON object."""
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import main
+
+
+def _last_json(capsys):
+    out = capsys.readouterr().out.strip().splitlines()
+    return json.loads(out[-1])
+
+
+def test_traces_json_and_figure(tmp_path, capsys):
+    assert main(["traces", "--json", "--plots-dir", str(tmp_path)]) == 0
+    res = _last_json(capsys)
+    assert (tmp_path / "membrane_traces.png").stat().st_size > 10_000
+    assert len(res["cases"]) == 2
+    for case in res["cases"]:
+        assert case["fast_vs_trace_rms_lsb"] <= 0.5
+        assert case["fast_vs_trace_max_lsb"] <= 1
+        assert len(case["codes_fast"]) == 256
+    # The saturating case really saturates: some plotted column sits far from rest.
+    strong = res["cases"][1]["codes_trace"]
+    assert max(strong) - min(strong) > 100
+
+
+def test_vmm_quick_json_and_figures(tmp_path, capsys):
+    assert main(["vmm", "--quick", "--json", "--plots-dir", str(tmp_path)]) == 0
+    res = _last_json(capsys)
+    for name in ("linearity", "gain_histogram", "noise", "saturation", "gain_map", "gain_vs_wait"):
+        assert (tmp_path / f"vmm_{name}.png").stat().st_size > 10_000
+    assert 0.001 < res["gain"] < 0.0025
+    assert 1.0 < res["sigma_trial"] < 3.5
+    assert res["linear_range"][0] < -40 and res["linear_range"][1] > 40
+    assert res["time_per_vmm_s"] > 1e-6
+
+
+def test_bench_small_json(capsys):
+    assert main(["bench", "--vectors", "64", "--json"]) == 0
+    res = _last_json(capsys)
+    a = res["analog"]
+    assert a["vectors"] == 64
+    assert a["fast_over_matmul"] > 0 and a["trace_path_s_per_vector"] > 0
+    n = res["network"]
+    for name in ("cycle_level", "behavioural"):
+        assert n[name]["chip_time_per_image_s"] > 0
+        assert n[name]["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("argv", [["traces", "--seed", "-1"], ["bench", "--vectors", "0"],
+                                  ["vmm", "--seed", "x"], ["nosuch"]])
+def test_bad_arguments_exit_with_message(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err

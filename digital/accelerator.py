@@ -210,7 +210,7 @@ class Accelerator:
             ppu.stream(xs[h].size, B * COLS)
             if self.chip is not None:
                 return ppu.vmm_postprocess(results[h][0], results[h][1]).astype(np.int64)
-            ppu.vector_ops(4 * B)
+            ppu.count_postprocess(B)
             return results[h]
         return self._ppu_parallel("ppu", post)
 

@@ -399,16 +399,21 @@ class PPU:
         if relu_shift is not None:
             result = converting_relu(result, relu_shift)
 
+        self.count_postprocess(batch, relu_shift is not None)
+        return result
+
+    def count_postprocess(self, batch: int, relu: bool = False) -> int:
+        """Count the cycles of :meth:`vmm_postprocess` for ``batch`` vectors without
+        data (the behavioural fidelity runs the same program on the same PPU)."""
         p = self.params
         vec8 = COLUMNS_PER_HALF // lanes(8)
         vec16 = COLUMNS_PER_HALF // lanes(16)
         ops = vec16 + vec16
-        if relu_shift is not None:
+        if relu:
             ops += vec8 * CONVERTING_RELU_OPS_PER_VECTOR
         per_vector = (2 * vec8 * p.cadc_read_cycles + ops * p.simd_op_cycles
                       + vec8 * p.vector_load_store_cycles + p.loop_iteration_cycles)
-        self._add(batch * per_vector)
-        return result
+        return self._add(int(batch) * per_vector)
 
     def write_weight_rows(self, num_rows: int) -> int:
         """Count writes of ``num_rows`` synapse rows (256 weights each).

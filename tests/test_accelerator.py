@@ -569,3 +569,19 @@ def test_rejected_ppu_operations_add_no_time():
             call()
     assert acc.report()["ppu_s"] == 0.0
     assert acc.report()["total_s"] == 0.0
+
+
+def test_both_fidelities_report_the_same_chip_time():
+    """The timing model belongs to the chip's program, not to the fidelity."""
+    from circuits import Chip
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 32, (20, 300)) * (rng.random((20, 300)) < 0.4)
+    w = rng.integers(-63, 64, (300, 100))
+    reps = []
+    for acc in (Accelerator(Chip(2), noise_seed=None),
+                Accelerator(behavioural=BehaviouralParams(0.0015, 2.0), noise_seed=None)):
+        acc.matmul(x, w)
+        reps.append(acc.report())
+    for key in ("total_s", "event_phase_s", "waits_s", "cadc_conversions_s", "ppu_s",
+                "weight_writes_s", "transfers_s", "vmm_passes", "events"):
+        assert reps[0][key] == pytest.approx(reps[1][key], rel=1e-12), key

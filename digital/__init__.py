@@ -4,10 +4,10 @@ user-facing integer matmul / convolution API at two fidelities.
 See ``digital/README.md``."""
 from .accelerator import Accelerator, BehaviouralParams, unfold2d
 from .events import PairedSchedule, paired_schedule
-from .measure import MeasuredBehaviour, measure_behaviour
+from .measure import MeasuredBehaviour, measure, measure_behaviour
 from .ppu import PPU, PPUCostParams, add_sat, converting_relu, relu
 from .timing import TimeLedger, TimingParams
 
 __all__ = ["Accelerator", "BehaviouralParams", "unfold2d", "PairedSchedule", "paired_schedule",
-           "MeasuredBehaviour", "measure_behaviour", "PPU", "PPUCostParams", "add_sat",
+           "MeasuredBehaviour", "measure", "measure_behaviour", "PPU", "PPUCostParams", "add_sat",
            "converting_relu", "relu", "TimeLedger", "TimingParams"]

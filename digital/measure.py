@@ -145,3 +145,7 @@ def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_s
         linear_range=(float(np.nanmedian(sat_lo)), float(np.nanmedian(sat_hi))),
         num_vmms=int(rep["vmm_passes"]), chip_time_s=float(rep["total_s"]),
         num_sends=int(num_sends), wait_between_events=int(wait_between_events))
+
+
+measure = measure_behaviour
+"""Short name of :func:`measure_behaviour`."""

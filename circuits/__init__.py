@@ -2,14 +2,14 @@
 the numba-compiled integration of synapses, synaptic inputs, membranes and the
 column ADC. See ``circuits/README.md`` for the physics."""
 from . import constants
-from .chip import CAPMEM_PARAMETERS, Chip, ChipConfig, ChipTruth, HalfOperatingPoint
+from .chip import CAPMEM_PARAMETERS, Chip, ChipConfig, ChipTruth, Faults, HalfOperatingPoint
 from .events import EventSchedule
 from .integrate import IntegrationResult, TraceResult, integrate_fast, integrate_trace
 from .params import CircuitParams, MismatchParams, NoiseParams
 from .rng import TrialNoise
 
 __all__ = [
-    "constants", "CAPMEM_PARAMETERS", "Chip", "ChipConfig", "ChipTruth", "HalfOperatingPoint",
+    "constants", "CAPMEM_PARAMETERS", "Chip", "ChipConfig", "ChipTruth", "Faults", "HalfOperatingPoint",
     "EventSchedule", "IntegrationResult", "TraceResult", "integrate_fast", "integrate_trace",
     "CircuitParams", "MismatchParams", "NoiseParams", "TrialNoise",
 ]

@@ -54,6 +54,10 @@ CAPMEM_PARAMETERS = {p.name: p for p in [
     CapmemParameter("driver_ramp", "current", "quadrant", 512,
                     "Pulse-shaping ramp current of the quadrant's driver block; pulse width "
                     "scales as 1/current."),
+    CapmemParameter("cadc_reference", "voltage", "quadrant", 448,
+                    "Voltage of the quadrant's CADC reference line, which the channels read "
+                    "instead of the membranes when ChipConfig.cadc_input is 'reference' "
+                    "(*assumed* calibration aid); default about 0.70 V."),
     CapmemParameter("reset_potential", "voltage", "neuron", 448,
                     "Membrane reset potential; default about 0.70 V."),
     CapmemParameter("leak_potential", "voltage", "neuron", 448,
@@ -66,6 +70,38 @@ CAPMEM_PARAMETERS = {p.name: p for p in [
     CapmemParameter("syn_strength_inh", "current", "neuron", 512,
                     "Inhibitory synaptic-input OTA bias; strength is proportional to it."),
 ]}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Defects injected into a chip's ground truth (for validating calibration).
+
+    Each entry names its location; everything else of the chip is unchanged."""
+
+    dead_synapse_rows: tuple = ()
+    """(half, physical row) pairs whose synapses draw no current."""
+    stuck_cadc_channels: tuple = ()
+    """(half, column, raw code) triples: the channel's counter always stops at that code."""
+    driver_offset_extra_s: tuple = ()
+    """(half, driver, seconds) triples added to the driver's pulse-width offset."""
+
+    def __post_init__(self):
+        for h, r in self.dead_synapse_rows:
+            _check_half(h)
+            if not 0 <= r < K.SYNAPSE_ROWS_PER_HALF:
+                raise ValueError(f"dead synapse row {r} is out of range 0..{K.SYNAPSE_ROWS_PER_HALF - 1}")
+        for h, c, code in self.stuck_cadc_channels:
+            _check_half(h)
+            if not 0 <= c < K.COLUMNS_PER_HALF:
+                raise ValueError(f"stuck CADC column {c} is out of range 0..{K.COLUMNS_PER_HALF - 1}")
+            if not 0 <= code <= K.CADC_MAX:
+                raise ValueError(f"stuck CADC code {code} is out of range 0..{K.CADC_MAX}")
+        for h, d, extra in self.driver_offset_extra_s:
+            _check_half(h)
+            if not 0 <= d < K.DRIVERS_PER_HALF:
+                raise ValueError(f"driver {d} is out of range 0..{K.DRIVERS_PER_HALF - 1}")
+            if not np.isfinite(extra):
+                raise ValueError(f"driver offset extra {extra!r} must be finite")
 
 
 def _readonly(a):
@@ -110,9 +146,12 @@ class ChipTruth:
     leak_offset_v: np.ndarray
     cadc_gain: np.ndarray
     cadc_offset_v: np.ndarray
+    cadc_stuck_code: np.ndarray
+    """int16 (2, 256): raw code of a stuck channel, -1 for a working one."""
 
     @classmethod
-    def draw(cls, seed: int, mismatch: MismatchParams, circuit: CircuitParams) -> "ChipTruth":
+    def draw(cls, seed: int, mismatch: MismatchParams, circuit: CircuitParams,
+             faults: "Faults | None" = None) -> "ChipTruth":
         """Draw a chip. Each quantity has its own stream keyed by (seed, name), so
         adding a quantity later does not change the others."""
 
@@ -135,6 +174,15 @@ class ChipTruth:
         gradient = (1.0 + mismatch.gradient_column_rel * (inner - 0.5))[None, None, :] \
             * (1.0 + mismatch.gradient_row_rel * (0.5 - row_pos))[None, :, None]
         synapse_gain = lognormal("synapse_gain", mismatch.synapse_gain_rel, (H, R, C)) * gradient
+        driver_offset = normal("driver_offset", mismatch.driver_offset_s, (H, D))
+        stuck = np.full((H, C), -1, np.int16)
+        if faults is not None:
+            for h, r in faults.dead_synapse_rows:
+                synapse_gain[h, r, :] = 0.0
+            for h, c, code in faults.stuck_cadc_channels:
+                stuck[h, c] = code
+            for h, d, extra in faults.driver_offset_extra_s:
+                driver_offset[h, d] += extra
 
         capmem_gain, capmem_offset = {}, {}
         for p in CAPMEM_PARAMETERS.values():
@@ -148,7 +196,7 @@ class ChipTruth:
             synapse_gain=_readonly(synapse_gain),
             synapse_dac_bow=_readonly(normal("synapse_dac_bow", mismatch.synapse_dac_bow, (H, R, C))),
             driver_gain=_readonly(lognormal("driver_gain", mismatch.driver_gain_rel, (H, D))),
-            driver_offset_s=_readonly(normal("driver_offset", mismatch.driver_offset_s, (H, D))),
+            driver_offset_s=_readonly(driver_offset),
             quadrant_synapse_bias=_readonly(lognormal(
                 "quadrant_synapse_bias", mismatch.quadrant_synapse_bias_rel, (H, 2))),
             quadrant_driver_ramp=_readonly(lognormal(
@@ -171,6 +219,7 @@ class ChipTruth:
             leak_offset_v=_readonly(normal("leak_offset", mismatch.neuron_potential_v, col)),
             cadc_gain=_readonly(lognormal("cadc_gain", mismatch.cadc_gain_rel, col)),
             cadc_offset_v=_readonly(normal("cadc_offset", mismatch.cadc_offset_v, col)),
+            cadc_stuck_code=_readonly(stuck),
         )
 
 
@@ -214,6 +263,7 @@ class ChipConfig:
         self._row_sign = np.tile(signs, (H, 1))
         self._driver_offset = np.full((H, D), 32, np.uint8)
         self._cadc_digital_offset = np.zeros((H, C), np.int16)
+        self._cadc_input = np.zeros(H, np.int8)
         self._capmem = {p.name: np.full(p.shape, p.default, np.int16)
                         for p in CAPMEM_PARAMETERS.values()}
         self._touch()
@@ -244,6 +294,11 @@ class ChipConfig:
     def cadc_digital_offset(self):
         """Per-channel digital offsets added to each CADC code, int16 (2, 256)."""
         return self._view(self._cadc_digital_offset)
+
+    @property
+    def cadc_input(self):
+        """Per half: 0 = the CADC reads the membranes, 1 = the quadrant's reference line."""
+        return self._view(self._cadc_input)
 
     def capmem(self, name):
         """10-bit settings of one capmem parameter (see ``CAPMEM_PARAMETERS``)."""
@@ -308,6 +363,15 @@ class ChipConfig:
             K.CADC_DIGITAL_OFFSET_MIN, K.CADC_DIGITAL_OFFSET_MAX)
         self._touch()
 
+    def set_cadc_input(self, half, source):
+        """Connect one half's CADC channels to the membranes ('membrane') or to the
+        quadrant's reference line ('reference', a calibration aid)."""
+        half = _check_half(half)
+        if source not in ("membrane", "reference"):
+            raise ValueError(f"source={source!r} is not allowed: 'membrane' or 'reference'")
+        self._cadc_input[half] = 0 if source == "membrane" else 1
+        self._touch()
+
     def set_capmem(self, name, values):
         """Write all cells of one capmem parameter (shape (2, 2) or (2, 256)), 0..1023.
         A scalar is broadcast to every cell."""
@@ -324,6 +388,7 @@ class ChipConfig:
         other._row_sign = self._row_sign.copy()
         other._driver_offset = self._driver_offset.copy()
         other._cadc_digital_offset = self._cadc_digital_offset.copy()
+        other._cadc_input = self._cadc_input.copy()
         other._capmem = {k: v.copy() for k, v in self._capmem.items()}
         other._touch()
         return other
@@ -341,6 +406,8 @@ class HalfOperatingPoint(NamedTuple):
     """float32 (128, 256): current into the inhibitory input per driver and column."""
     column_params: np.ndarray
     """float64 (NUM_COLUMN_PARAMS, 256): see the row names in ``circuits.kernels``."""
+    stuck_codes: np.ndarray
+    """int16 (256,): code a stuck channel reports (digital offset included), -1 if working."""
 
 
 MAX_PULSE_WIDTH_NS = K.FPGA_CYCLE_S * 1e9
@@ -379,17 +446,23 @@ class Chip:
     noise : NoiseParams
         Trial-to-trial noise amplitudes (used only when a run is given a
         :class:`~circuits.rng.TrialNoise`).
+    faults : Faults, optional
+        Defects injected into the ground truth.
     """
 
     def __init__(self, seed: int = 0, mismatch: MismatchParams | None = None,
-                 circuit: CircuitParams | None = None, noise: NoiseParams | None = None):
+                 circuit: CircuitParams | None = None, noise: NoiseParams | None = None,
+                 faults: Faults | None = None):
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed={seed!r} is not allowed: must be an integer >= 0")
         self.seed = int(seed)
         self.mismatch = mismatch if mismatch is not None else MismatchParams()
         self.circuit = circuit if circuit is not None else CircuitParams()
         self.noise = noise if noise is not None else NoiseParams()
-        self.truth = ChipTruth.draw(self.seed, self.mismatch, self.circuit)
+        if faults is not None and not isinstance(faults, Faults):
+            raise ValueError(f"faults={faults!r} is not a circuits.Faults")
+        self.faults = faults
+        self.truth = ChipTruth.draw(self.seed, self.mismatch, self.circuit, faults)
         self.config = ChipConfig()
         self._cache = {}
 
@@ -476,6 +549,14 @@ class Chip:
         cp[_k.DIGITAL_OFFSET] = cfg.cadc_digital_offset[half]
         # Reset and leak potentials are held within the rails like the membrane.
         cp[_k.V_RESET] = np.clip(cp[_k.V_RESET], cp[_k.RAIL_LO], cp[_k.RAIL_HI])
+        if cfg.cadc_input[half] == 1:
+            # The channels read the quadrant's reference line: a constant, quiet voltage.
+            ref = 1e3 * self._capmem("cadc_reference")[half][quadrant_of_col]
+            cp[_k.V_RESET] = cp[_k.E_LEAK] = ref
+            cp[_k.GC_E] = cp[_k.GC_I] = 0.0
+            cp[_k.NOISE_MEM] = 0.0
+            cp[_k.RAIL_LO] = np.minimum(cp[_k.RAIL_LO], ref - 1.0)
+            cp[_k.RAIL_HI] = np.maximum(cp[_k.RAIL_HI], ref + 1.0)
         # Propagators over a whole CADC ramp bound how far the membrane can move
         # during one conversion.
         conv_end = _propagators(cp, [K.CADC_CONVERSION_S * 1e9])[:, 0, :]
@@ -495,6 +576,10 @@ class Chip:
             current_exc_ua=_readonly(np.ascontiguousarray(cur_e, np.float32)),
             current_inh_ua=_readonly(np.ascontiguousarray(cur_i, np.float32)),
             column_params=_readonly(cp),
+            stuck_codes=_readonly(np.where(
+                t.cadc_stuck_code[half] >= 0,
+                np.clip(t.cadc_stuck_code[half] + cfg.cadc_digital_offset[half], 0, K.CADC_MAX),
+                -1).astype(np.int16)),
         )
 
     def propagator_tables(self, half: int, num_cycles: int) -> np.ndarray:

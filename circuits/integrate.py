@@ -98,6 +98,13 @@ def _event_arrays(op, schedule):
             np.ascontiguousarray(schedule.cycle), np.ascontiguousarray(width))
 
 
+def _apply_stuck(op, codes):
+    """A stuck channel (an injected fault) reports the same code whatever it sees."""
+    stuck = op.stuck_codes >= 0
+    if stuck.any():
+        codes[:, stuck] = op.stuck_codes[stuck]
+
+
 def _noise_args(noise, count):
     if noise is None:
         return False, np.uint64(0), np.uint64(0)
@@ -142,6 +149,7 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
                                  float(cp[_k.LAM_M].max()),
                                  rc, K.FPGA_CYCLE_S * 1e9,
                                  K.CADC_TICK_S * 1e9, 8, noise_on, seed, first, codes, v_read, stepped)
+    _apply_stuck(op, codes)
     return IntegrationResult(codes=codes, membrane_at_read_v=v_read * 1e-3, read_cycle=rc,
                              stepped_columns=stepped)
 
@@ -191,6 +199,7 @@ def integrate_trace(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
                                   op.column_params, rc, K.FPGA_CYCLE_S * 1e9, K.CADC_TICK_S * 1e9,
                                   int(substeps_per_cycle), int(record_every), noise_on, seed, first,
                                   codes, v_read, rec_v, rec_xe, rec_xi)
+    _apply_stuck(op, codes)
     times = np.arange(n_rec) * record_every * dt_ns * 1e-9
     return TraceResult(codes=codes, membrane_at_read_v=v_read * 1e-3, read_cycle=rc,
                        times_s=times, membrane_v=rec_v * 1e-3,

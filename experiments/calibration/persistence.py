@@ -1,0 +1,407 @@
+"""Saving and loading calibration results.
+
+A calibration result is one ``.npz`` file per chip seed and target set (see
+:func:`calibration_filename`). It holds the calibrated settings of a
+:class:`~circuits.chip.ChipConfig` -- driver offsets, CADC digital offsets and
+every capmem parameter in ``CAPMEM_PARAMETERS`` -- but no weights or row signs,
+which belong to the network, not to the calibration.
+
+File layout (``FORMAT_VERSION`` 1), one array per ``.npy`` member:
+
+* ``driver_offset``        uint8 (2, 128)
+* ``cadc_digital_offset``  int16 (2, 256)
+* ``capmem.<name>``        int16, the parameter's shape, one per capmem parameter
+* ``header``               uint8 (n,): UTF-8 JSON object with ``magic``
+  (``"bss2sim-calibration"``), ``format_version``, ``chip_seed``, ``target_id``,
+  ``metadata`` (any JSON object) and ``sha256``, the SHA-256 checksum computed
+  by :func:`settings_checksum` over all other arrays.
+
+Files are written atomically (temporary file in the same folder, fsync, rename),
+so a reader sees either the old file or the complete new one. Loading checks
+everything it can and refuses anything wrong with a ``ValueError`` naming the
+file and the problem.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from circuits import constants as K
+from circuits.chip import CAPMEM_PARAMETERS, ChipConfig
+
+__all__ = [
+    "FORMAT_VERSION", "MAGIC", "CalibrationFile", "calibration_filename",
+    "calibration_settings", "expected_layout", "load_calibration", "save_calibration",
+    "settings_checksum",
+]
+
+FORMAT_VERSION = 1
+"""Version of the file layout this module writes and the only one it reads."""
+
+MAGIC = "bss2sim-calibration"
+"""Value of the header's ``magic`` field."""
+
+HEADER_NAME = "header"
+CAPMEM_PREFIX = "capmem."
+
+_TARGET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HEADER_KEYS = ("magic", "format_version", "chip_seed", "target_id", "metadata", "sha256")
+
+
+# --- layout -----------------------------------------------------------------
+
+def expected_layout() -> dict:
+    """Name -> (dtype, shape, lo, hi) of every settings array a calibration file
+    holds, for the capmem parameters that exist now."""
+    layout = {
+        "driver_offset": (np.dtype(np.uint8), (K.NUM_HALVES, K.DRIVERS_PER_HALF),
+                          0, K.DRIVER_OFFSET_MAX),
+        "cadc_digital_offset": (np.dtype("<i2"), (K.NUM_HALVES, K.COLUMNS_PER_HALF),
+                                K.CADC_DIGITAL_OFFSET_MIN, K.CADC_DIGITAL_OFFSET_MAX),
+    }
+    for p in CAPMEM_PARAMETERS.values():
+        layout[CAPMEM_PREFIX + p.name] = (np.dtype("<i2"), tuple(p.shape), 0, K.CAPMEM_MAX)
+    return layout
+
+
+def calibration_settings(config: ChipConfig) -> dict:
+    """The calibrated settings of a configuration as name -> array (copies in
+    the file's dtypes): driver offsets, CADC digital offsets, all capmem arrays."""
+    if not isinstance(config, ChipConfig):
+        raise ValueError(f"config={config!r} is not a circuits.ChipConfig")
+    layout = expected_layout()
+    settings = {
+        "driver_offset": np.asarray(config.driver_offset),
+        "cadc_digital_offset": np.asarray(config.cadc_digital_offset),
+    }
+    for name in CAPMEM_PARAMETERS:
+        settings[CAPMEM_PREFIX + name] = np.asarray(config.capmem(name))
+    return {k: np.ascontiguousarray(v, dtype=layout[k][0]) for k, v in settings.items()}
+
+
+def settings_checksum(arrays: dict) -> str:
+    """SHA-256 (hex) over name, dtype, shape and raw bytes of every array, in
+    sorted name order. Each field is length-prefixed so that no two different
+    sets of arrays give the same byte stream."""
+    h = hashlib.sha256()
+
+    def put(b: bytes):
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        put(name.encode("utf-8"))
+        put(a.dtype.str.encode("ascii"))
+        put(json.dumps(list(a.shape)).encode("ascii"))
+        put(a.tobytes())
+    return h.hexdigest()
+
+
+def calibration_filename(chip_seed: int, target_id: str) -> str:
+    """File name of the calibration of one chip for one target set, e.g.
+    ``bss2-calibration-seed3-default.npz``."""
+    return f"bss2-calibration-seed{_check_seed(chip_seed)}-{_check_target(target_id)}.npz"
+
+
+def _check_seed(chip_seed, what="chip_seed"):
+    if isinstance(chip_seed, (bool, np.bool_)) or not isinstance(chip_seed, (int, np.integer)) \
+            or chip_seed < 0:
+        raise ValueError(f"{what}={chip_seed!r} is not allowed: must be an integer >= 0")
+    return int(chip_seed)
+
+
+def _check_target(target_id, what="target_id"):
+    if not isinstance(target_id, str) or not _TARGET_ID.fullmatch(target_id):
+        raise ValueError(f"{what}={target_id!r} is not allowed: must be a non-empty string of "
+                         "letters, digits, '.', '_' or '-' that starts with a letter or digit")
+    return target_id
+
+
+def _jsonable(x, where):
+    """Convert metadata to plain JSON types (numpy scalars and arrays included)."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"metadata{where} is an array of dtype {x.dtype}, which cannot "
+                             "be stored as JSON")
+        x = x.tolist()
+    elif isinstance(x, np.generic):
+        x = x.item()
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return float(x)
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            if not isinstance(k, str):
+                raise ValueError(f"metadata{where} has key {k!r}; JSON keys must be strings")
+            out[k] = _jsonable(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(x)]
+    raise ValueError(f"metadata{where} has type {type(x).__name__}, which cannot be stored as JSON")
+
+
+def _check_settings(settings: dict, where: str) -> dict:
+    """Check names, dtypes, shapes and ranges against :func:`expected_layout`."""
+    layout = expected_layout()
+    missing = [n for n in layout if n not in settings]
+    extra = sorted(n for n in settings if n not in layout)
+    if missing:
+        raise ValueError(f"{where} lacks the array(s) {', '.join(missing)}")
+    if extra:
+        raise ValueError(f"{where} has unexpected array(s) {', '.join(extra)}; expected "
+                         f"{', '.join(layout)}")
+    out = {}
+    for name, (dtype, shape, lo, hi) in layout.items():
+        a = settings[name]
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{where}: {name} is a {type(a).__name__}, not an array")
+        if a.dtype != dtype:
+            raise ValueError(f"{where}: {name} has dtype {a.dtype}; expected {dtype}")
+        if a.shape != shape:
+            raise ValueError(f"{where}: {name} has shape {a.shape}; expected {shape}")
+        bad = (a < lo) | (a > hi)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{where}: {name}{list(idx)}={a[idx]} is out of range {lo}..{hi}")
+        a = np.array(a, dtype=dtype, copy=True)
+        a.setflags(write=False)
+        out[name] = a
+    return out
+
+
+# --- the loaded file ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class CalibrationFile:
+    """A loaded (and fully checked) calibration result.
+
+    ``settings`` maps ``driver_offset``, ``cadc_digital_offset`` and
+    ``capmem.<name>`` to read-only arrays."""
+
+    chip_seed: int
+    target_id: str
+    metadata: dict
+    format_version: int
+    settings: dict = field(repr=False)
+
+    def apply(self, config: ChipConfig) -> None:
+        """Write the settings into ``config`` through its validating setters.
+        Weights, row signs and other settings of ``config`` are left alone. If
+        any value is refused, ``config`` is left unchanged."""
+        if not isinstance(config, ChipConfig):
+            raise ValueError(f"config={config!r} is not a circuits.ChipConfig")
+        self._write(ChipConfig())   # dry run: raises before touching config
+        self._write(config)
+
+    def _write(self, config):
+        s = self.settings
+        layout = expected_layout()
+        unknown = sorted(set(s) - set(layout))
+        if unknown:
+            raise ValueError(f"calibration for chip seed {self.chip_seed}, target "
+                             f"{self.target_id!r} has settings {', '.join(unknown)} that "
+                             "this chip model does not know")
+        for half in range(K.NUM_HALVES):
+            config.set_driver_offsets(half, s["driver_offset"][half])
+            config.set_cadc_digital_offsets(half, s["cadc_digital_offset"][half])
+        for name in layout:
+            if name.startswith(CAPMEM_PREFIX):
+                config.set_capmem(name[len(CAPMEM_PREFIX):], s[name])
+
+
+# --- saving -------------------------------------------------------------------
+
+def save_calibration(path, config: ChipConfig, *, chip_seed: int, target_id: str,
+                     metadata: dict) -> Path:
+    """Write the calibrated settings of ``config`` to ``path`` atomically and
+    return the path. Parent folders are created. ``metadata`` is a dict that can
+    be stored as JSON once numpy scalars and arrays are converted."""
+    path = Path(path)
+    chip_seed = _check_seed(chip_seed)
+    target_id = _check_target(target_id)
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a dict, not {type(metadata).__name__}")
+    settings = _check_settings(calibration_settings(config), "configuration")
+    header = {
+        "magic": MAGIC,
+        "format_version": FORMAT_VERSION,
+        "chip_seed": chip_seed,
+        "target_id": target_id,
+        "metadata": _jsonable(metadata, ""),
+        "sha256": settings_checksum(settings),
+    }
+    header_bytes = json.dumps(header, ensure_ascii=False).encode("utf-8")
+    arrays = dict(settings)
+    arrays[HEADER_NAME] = np.frombuffer(header_bytes, dtype=np.uint8)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                # mkstemp creates 0600; give the file the usual permissions.
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(f.fileno(), 0o666 & ~umask)
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder):
+    """Make the rename durable where the platform allows it (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- loading ------------------------------------------------------------------
+
+def load_calibration(path, *, chip_seed: int | None = None,
+                     target_id: str | None = None) -> CalibrationFile:
+    """Read and check a calibration file. With ``chip_seed`` / ``target_id``
+    given, also refuse a file made for another chip or target set."""
+    path = Path(path)
+    if chip_seed is not None:
+        chip_seed = _check_seed(chip_seed)
+    if target_id is not None:
+        target_id = _check_target(target_id)
+    where = f"calibration file {str(path)!r}"
+    if not path.exists():
+        raise ValueError(f"{where} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{where} is not a regular file")
+
+    unreadable = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error,
+                  KeyError, NotImplementedError)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as e:
+        raise ValueError(f"{where} cannot be read: {e}") from e
+    if start != b"PK\x03\x04":
+        raise ValueError(f"{where} is not an .npz (zip) file: it is empty, truncated or "
+                         "holds other data")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except unreadable as e:
+        raise ValueError(f"{where} is not a readable .npz file (truncated or not a "
+                         f"calibration?): {e}") from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{where} is a single .npy array, not a calibration .npz file")
+    with npz:
+        names = list(npz.files)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where} is corrupt: it holds an array name twice")
+        if HEADER_NAME not in names:
+            raise ValueError(f"{where} has no header (array {HEADER_NAME!r}); it is not a "
+                             "calibration file")
+        arrays = {}
+        for name in names:
+            try:
+                arrays[name] = npz[name]
+            except unreadable as e:
+                raise ValueError(f"{where} is corrupt: array {name!r} cannot be read: {e}") from e
+
+    header = _parse_header(arrays.pop(HEADER_NAME), where)
+    version = header["format_version"]
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{where} has format_version {version}, which is newer than this "
+                         f"code supports ({FORMAT_VERSION}); update bss2sim to read it")
+    if version < FORMAT_VERSION:
+        raise ValueError(f"{where} has format_version {version}, which is older than this "
+                         f"code supports ({FORMAT_VERSION}); recalibrate the chip")
+
+    layout = expected_layout()
+    missing = [n for n in layout if n not in arrays]
+    extra = sorted(n for n in arrays if n not in layout)
+    if missing:
+        raise ValueError(f"{where} lacks the array(s) {', '.join(missing)} (made with other "
+                         "capmem parameters? recalibrate the chip)")
+    if extra:
+        raise ValueError(f"{where} has unexpected array(s) {', '.join(extra)}")
+    if settings_checksum(arrays) != header["sha256"]:
+        raise ValueError(f"{where} is corrupt: the SHA-256 checksum of its arrays does not "
+                         "match the header")
+    settings = _check_settings(arrays, where)
+
+    if chip_seed is not None and header["chip_seed"] != chip_seed:
+        raise ValueError(f"{where}: calibration is for chip seed {header['chip_seed']}, "
+                         f"not {chip_seed}")
+    if target_id is not None and header["target_id"] != target_id:
+        raise ValueError(f"{where}: calibration is for target {header['target_id']!r}, "
+                         f"not {target_id!r}")
+    return CalibrationFile(chip_seed=header["chip_seed"], target_id=header["target_id"],
+                           metadata=header["metadata"], format_version=version,
+                           settings=settings)
+
+
+def _parse_header(raw, where) -> dict:
+    if raw.dtype == np.uint8 and raw.ndim == 1:
+        data = raw.tobytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where}: the header is not UTF-8 text: {e}") from e
+    elif raw.dtype.kind == "U" and raw.ndim == 0:
+        text = str(raw[()])
+    else:
+        raise ValueError(f"{where}: the header has dtype {raw.dtype} and shape {raw.shape}; "
+                         "expected a 1-d uint8 array of UTF-8 JSON")
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: the header is not valid JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise ValueError(f"{where}: the header is a JSON {type(header).__name__}, not an object")
+    if header.get("magic") != MAGIC:
+        raise ValueError(f"{where} has magic {header.get('magic')!r}, not {MAGIC!r}; it is "
+                         "not a calibration file")
+    missing = [k for k in _HEADER_KEYS if k not in header]
+    if missing:
+        raise ValueError(f"{where}: the header lacks {', '.join(missing)}")
+    v = header["format_version"]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{where}: format_version {v!r} is not an integer")
+    try:
+        _check_seed(header["chip_seed"], "chip_seed in the header")
+        _check_target(header["target_id"], "target_id in the header")
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if not isinstance(header["metadata"], dict):
+        raise ValueError(f"{where}: metadata in the header is not a JSON object")
+    s = header["sha256"]
+    if not isinstance(s, str) or not re.fullmatch(r"[0-9a-f]{64}", s):
+        raise ValueError(f"{where}: the header's sha256 {s!r} is not a SHA-256 hex digest")
+    return header
+

@@ -1,0 +1,417 @@
+"""The calibration steps, in the chip makers' order [SW]:
+
+1. CADC: ramp start and slope per quadrant so that a low and a high reference
+   read about 20 and 220, then per-channel digital offsets so that every
+   channel reads its quadrant's median at mid-range.
+2. Synapse bias current per quadrant, matched to the weakest quadrant.
+3. Synapse drivers: the ramp current per capmem block, then each driver's
+   6-bit offset, so that all drivers give the median amplitude for a test input.
+4. Neurons: reset and leak potentials so the resting read is about 120,
+   excitatory and inhibitory input strengths matched to one amplitude, leak
+   switched off for integration.
+
+Each step is a measurement (configure, then read through :class:`ChipAccess`)
+driven by a search from :mod:`.search`; the step returns a typed
+:class:`StepResult`. A setting that cannot reach its target is reported by
+name in ``failures``; the search leaves it at the end of its range.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from circuits import constants as K
+from circuits.chip import CAPMEM_PARAMETERS
+
+from .measurements import ChipAccess
+from .search import binary_search, noise_tolerant_binary_search
+
+H, C, D = K.NUM_HALVES, K.COLUMNS_PER_HALF, K.DRIVERS_PER_HALF
+QUADRANT_OF_COLUMN = np.arange(C) // K.COLUMNS_PER_QUADRANT
+
+
+@dataclass(frozen=True)
+class CalibrationTarget:
+    """What a calibrated chip should read (the defaults follow the group's software [SW])."""
+
+    cadc_read_range: tuple = (20, 220)
+    """Codes the low and the high reference voltage should read."""
+    cadc_reference_v: tuple = (0.2, 1.2)
+    """Reference voltages of the two ends of the read range (*assumed*: 5 mV per code)."""
+    resting_read: float = 120.0
+    """CADC code of a neuron at rest (reset and leak potential)."""
+    test_value: int = 15
+    """Input value of the test activations."""
+    test_weight: int = 63
+    """Weight of the test activations."""
+    neuron_amplitude_lsb: float | None = None
+    """Amplitude every neuron's excitatory and inhibitory input is matched to,
+    for the neuron test vector; None: the median before the step."""
+
+    def __post_init__(self):
+        lo, hi = self.cadc_read_range
+        if not 0 <= lo < hi <= K.CADC_MAX:
+            raise ValueError(f"cadc_read_range={self.cadc_read_range!r} must satisfy 0 <= low < high <= 255")
+        vlo, vhi = self.cadc_reference_v
+        if not 0 <= vlo < vhi <= K.CAPMEM_VOLTAGE_FULL_SCALE_V:
+            raise ValueError(f"cadc_reference_v={self.cadc_reference_v!r} must lie within 0..1.6 V, low < high")
+        if not lo <= self.resting_read <= hi:
+            raise ValueError(f"resting_read={self.resting_read!r} must lie within the read range {lo}..{hi}")
+        if not 1 <= self.test_value <= K.INPUT_MAX:
+            raise ValueError(f"test_value={self.test_value!r} is out of range 1..{K.INPUT_MAX}")
+        if not 1 <= self.test_weight <= K.WEIGHT_MAX:
+            raise ValueError(f"test_weight={self.test_weight!r} is out of range 1..{K.WEIGHT_MAX}")
+
+    @property
+    def target_id(self) -> str:
+        """Short stable name of this target set (for file names)."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@dataclass
+class StepResult:
+    """Outcome of one calibration step."""
+
+    name: str
+    settings: dict
+    """What the step wrote: 'capmem/<name>', 'driver_offset', 'cadc_digital_offset' -> arrays."""
+    before: dict
+    """Spread measures before the step: name -> float array (per quadrant (2, 2) or per half)."""
+    after: dict
+    """The same measures after the step."""
+    failures: list = field(default_factory=list)
+    """Components that could not reach their target, by name."""
+    measurements: int = 0
+    capmem_writes: int = 0
+    silicon_time_s: float = 0.0
+    detail: dict = field(default_factory=dict)
+    """Per-element values for plots (e.g. per-channel codes before and after)."""
+
+    def apply(self, config):
+        """Write this step's settings into a :class:`circuits.ChipConfig`."""
+        for key, value in self.settings.items():
+            if key.startswith("capmem/"):
+                config.set_capmem(key.split("/", 1)[1], value)
+            elif key == "driver_offset":
+                for h in range(H):
+                    config.set_driver_offsets(h, value[h])
+            elif key == "cadc_digital_offset":
+                for h in range(H):
+                    config.set_cadc_digital_offsets(h, value[h])
+            else:
+                raise ValueError(f"unknown setting {key!r} in step {self.name!r}")
+
+
+def voltage_setting(volts) -> np.ndarray:
+    """Nominal capmem setting of a voltage (calibration does not know the cells' mismatch)."""
+    return np.clip(np.round(np.asarray(volts) / K.CAPMEM_VOLTAGE_FULL_SCALE_V * K.CAPMEM_MAX),
+                   0, K.CAPMEM_MAX).astype(np.int64)
+
+
+def quadrant_median(values) -> np.ndarray:
+    """(2, 256) per-channel values -> (2, 2) medians per quadrant (NaN-aware)."""
+    out = np.empty((H, K.QUADRANTS_PER_HALF))
+    for q in range(K.QUADRANTS_PER_HALF):
+        out[:, q] = np.nanmedian(values[:, QUADRANT_OF_COLUMN == q], axis=1)
+    return out
+
+
+def quadrant_std(values) -> np.ndarray:
+    out = np.empty((H, K.QUADRANTS_PER_HALF))
+    for q in range(K.QUADRANTS_PER_HALF):
+        out[:, q] = np.nanstd(values[:, QUADRANT_OF_COLUMN == q], axis=1)
+    return out
+
+
+class _Counter:
+    """Counts the access's work during one step."""
+
+    def __init__(self, access: ChipAccess):
+        self.access = access
+        self.m0, self.c0, self.t0 = access.measurements, access.capmem_writes, access.silicon_time_s
+
+    def fill(self, result: StepResult) -> StepResult:
+        a = self.access
+        result.measurements = a.measurements - self.m0
+        result.capmem_writes = a.capmem_writes - self.c0
+        result.silicon_time_s = a.silicon_time_s - self.t0
+        return result
+
+
+def _quadrant_names(mask, what):
+    return [f"{what} of quadrant {q} (half {h}, {'left' if q == 0 else 'right'})"
+            for h, q in zip(*np.nonzero(mask))]
+
+
+# --- 1. CADC -----------------------------------------------------------------------
+def calibrate_cadc(access: ChipAccess, target: CalibrationTarget, repeats: int = 4) -> StepResult:
+    count = _Counter(access)
+    lo_code, hi_code = target.cadc_read_range
+    v_lo, v_hi = target.cadc_reference_v
+    v_mid = 0.5 * (v_lo + v_hi)
+    access.set_cadc_input("reference")
+    access.write_digital_offsets(np.zeros((H, C), np.int64))
+    access.write_capmem("cadc_reference", voltage_setting(v_mid))
+    mid_before = access.read_codes(repeats)
+
+    def reading_at(name):
+        def measure(settings):
+            access.write_capmem(name, settings)
+            return quadrant_median(access.read_codes(repeats))
+        return measure
+
+    failures = []
+    # Start and slope interact (the code at the low end depends on both): twice.
+    for _ in range(2):
+        access.write_capmem("cadc_reference", voltage_setting(v_lo))
+        start = binary_search(reading_at("cadc_ramp_start"), 0, K.CAPMEM_MAX, lo_code,
+                              increasing=False, shape=(H, 2), tolerance=1.0)
+        access.write_capmem("cadc_ramp_start", start.settings)
+        access.write_capmem("cadc_reference", voltage_setting(v_hi))
+        slope = binary_search(reading_at("cadc_ramp_slope"), 1, K.CAPMEM_MAX, hi_code,
+                              increasing=False, shape=(H, 2), tolerance=1.0)
+        access.write_capmem("cadc_ramp_slope", slope.settings)
+    failures += _quadrant_names(~start.reached, "CADC ramp start")
+    failures += _quadrant_names(~slope.reached, "CADC ramp slope")
+
+    # Channels that do not follow their input cannot be calibrated.
+    access.write_capmem("cadc_reference", voltage_setting(v_lo))
+    low = access.read_codes(repeats)
+    access.write_capmem("cadc_reference", voltage_setting(v_hi))
+    high = access.read_codes(repeats)
+    span = high - low
+    dead = span < 0.5 * np.median(span)
+    for h, c in zip(*np.nonzero(dead)):
+        failures.append(f"CADC channel {c} of half {h}: reads {low[h, c]:.0f} at {v_lo} V and "
+                        f"{high[h, c]:.0f} at {v_hi} V (stuck, does not follow its input)")
+
+    access.write_capmem("cadc_reference", voltage_setting(v_mid))
+    # Many reads: the offsets are integers, so the read noise must average well below 0.5 LSB.
+    mid = access.read_codes(16 * repeats)
+    med = quadrant_median(np.where(dead, np.nan, mid))
+    offsets = np.round(med[:, QUADRANT_OF_COLUMN] - mid)
+    offsets = np.where(dead, 0, offsets)
+    clipped = (offsets < K.CADC_DIGITAL_OFFSET_MIN) | (offsets > K.CADC_DIGITAL_OFFSET_MAX)
+    for h, c in zip(*np.nonzero(clipped & ~dead)):
+        failures.append(f"CADC channel {c} of half {h}: needs digital offset {offsets[h, c]:.0f}, "
+                        f"beyond {K.CADC_DIGITAL_OFFSET_MIN}..{K.CADC_DIGITAL_OFFSET_MAX}")
+    offsets = np.clip(offsets, K.CADC_DIGITAL_OFFSET_MIN, K.CADC_DIGITAL_OFFSET_MAX).astype(np.int64)
+    access.write_digital_offsets(offsets)
+    mid_after = access.read_codes(16 * repeats)
+    access.set_cadc_input("membrane")
+    dev_before = mid_before - quadrant_median(mid_before)[:, QUADRANT_OF_COLUMN]
+    dev_after = np.where(dead, np.nan, mid_after - quadrant_median(
+        np.where(dead, np.nan, mid_after))[:, QUADRANT_OF_COLUMN])
+    result = StepResult(
+        name="cadc",
+        settings={"capmem/cadc_ramp_start": start.settings, "capmem/cadc_ramp_slope": slope.settings,
+                  "cadc_digital_offset": offsets},
+        before={"channel_offset_std_lsb": quadrant_std(dev_before)},
+        after={"channel_offset_std_lsb": quadrant_std(dev_after),
+               "channel_offset_max_lsb": np.nanmax(np.abs(dev_after), axis=1),
+               "low_read": quadrant_median(low), "high_read": quadrant_median(high)},
+        failures=failures,
+        detail={"mid_before": mid_before, "mid_after": mid_after, "dead_channels": dead})
+    return count.fill(result)
+
+
+# --- helpers for amplitude measurements ------------------------------------------------
+def _train(drivers, value, wait=5):
+    """Events of ``value`` on ``drivers`` one every ``wait`` cycles (a list for from_lists)."""
+    return [(int(d), int(value), i * wait) for i, d in enumerate(drivers)]
+
+
+def _repeat_train(driver, value, count, wait=8):
+    return [(int(driver), int(value), i * wait) for i in range(count)]
+
+
+NEURON_TEST_DRIVERS = np.arange(0, D, 4)
+"""32 drivers spread over the array, for the quadrant and neuron test vectors."""
+
+
+def _all_weights(weight):
+    return np.full((H, K.LOGICAL_ROWS_PER_HALF, C), weight, np.int64)
+
+
+# --- 2. synapse bias ----------------------------------------------------------------
+def calibrate_synapse_bias(access: ChipAccess, target: CalibrationTarget, repeats: int = 2) -> StepResult:
+    count = _Counter(access)
+    access.write_weights(_all_weights(target.test_weight))
+    vec = [[_train(NEURON_TEST_DRIVERS, target.test_value)] for _ in range(H)]
+
+    def measure(settings):
+        access.write_capmem("synapse_bias", settings)
+        return quadrant_median(access.amplitudes(vec, repeats)[:, 0])
+
+    before = measure(np.asarray(access.config.capmem("synapse_bias")))
+    goal = float(before.min())
+    res = binary_search(measure, 0, K.CAPMEM_MAX, goal, increasing=True, shape=(H, 2), tolerance=0.5)
+    access.write_capmem("synapse_bias", res.settings)
+    after = measure(res.settings)
+    result = StepResult(
+        name="synapse_bias", settings={"capmem/synapse_bias": res.settings},
+        before={"quadrant_amplitude_lsb": before, "relative_spread": np.array(np.std(before) / np.mean(before))},
+        after={"quadrant_amplitude_lsb": after, "relative_spread": np.array(np.std(after) / np.mean(after))},
+        failures=_quadrant_names(~res.reached, "synapse bias"),
+        detail={"target_lsb": goal})
+    return count.fill(result)
+
+
+# --- 3. drivers ------------------------------------------------------------------------
+def calibrate_drivers(access: ChipAccess, target: CalibrationTarget, repeats: int = 2,
+                      events_per_driver: int = 16) -> StepResult:
+    count = _Counter(access)
+    access.write_weights(_all_weights(target.test_weight))
+    failures = []
+    # 3a. Ramp current per capmem block: drivers 0..63 and 64..127 of each half.
+    blocks = [np.arange(b * K.DRIVERS_PER_CAPMEM_BLOCK, (b + 1) * K.DRIVERS_PER_CAPMEM_BLOCK)[::2]
+              for b in range(K.QUADRANTS_PER_HALF)]
+    vec = [[_train(blk, target.test_value) for blk in blocks] for _ in range(H)]
+
+    def block_amp(settings):
+        access.write_capmem("driver_ramp", settings)
+        return np.median(access.amplitudes(vec, repeats), axis=2)   # (2 halves, 2 blocks)
+
+    block_before = block_amp(np.asarray(access.config.capmem("driver_ramp")))
+    goal = float(np.median(block_before))
+    ramp = binary_search(block_amp, 1, K.CAPMEM_MAX, goal, increasing=False, shape=(H, 2), tolerance=0.5)
+    access.write_capmem("driver_ramp", ramp.settings)
+    block_after = block_amp(ramp.settings)
+    failures += [f"driver ramp of block {b} (half {h})" for h, b in zip(*np.nonzero(~ramp.reached))]
+
+    # 3b. Each driver's 6-bit offset: every driver alone, repeated events of the test value.
+    dvec = [[_repeat_train(d, target.test_value, events_per_driver) for d in range(D)] for _ in range(H)]
+
+    def driver_amp(settings):
+        access.write_driver_offsets(settings)
+        return np.median(access.amplitudes(dvec, repeats), axis=2)  # (2, 128)
+
+    neutral = np.full((H, D), 32, np.int64)
+    drv_before = driver_amp(neutral)
+    goal_d = float(np.median(drv_before))
+    offs = binary_search(driver_amp, 0, K.DRIVER_OFFSET_MAX, goal_d, increasing=True, shape=(H, D),
+                         tolerance=max(0.5, 0.02 * goal_d))
+    access.write_driver_offsets(offs.settings)
+    drv_after = driver_amp(offs.settings)
+    for h, d in zip(*np.nonzero(~offs.reached)):
+        failures.append(f"driver {d} of half {h}: amplitude {offs.values[h, d]:.1f} LSB at offset "
+                        f"{offs.settings[h, d]}, target {goal_d:.1f} LSB (out of the offset's range)")
+    ok = offs.reached
+
+    def rel_spread(a, mask=None):
+        a = a if mask is None else np.where(mask, a, np.nan)
+        return np.nanstd(a, axis=-1) / np.nanmedian(a, axis=-1)
+
+    result = StepResult(
+        name="drivers",
+        settings={"capmem/driver_ramp": ramp.settings, "driver_offset": offs.settings},
+        before={"block_amplitude_lsb": block_before, "driver_relative_spread": rel_spread(drv_before)},
+        after={"block_amplitude_lsb": block_after,
+               "driver_relative_spread": rel_spread(drv_after, ok)},
+        failures=failures,
+        detail={"driver_amplitude_before": drv_before, "driver_amplitude_after": drv_after,
+                "driver_target_lsb": goal_d, "driver_reached": ok})
+    return count.fill(result)
+
+
+# --- 4. neurons ------------------------------------------------------------------------
+LEAK_ON_SETTING = 512
+"""Leak bias while the leak potential is calibrated (about 2 us membrane time constant)."""
+LEAK_SETTLE_CYCLES = 2500
+"""Wait for the membrane to settle at the leak potential: 20 us, about 10 time constants."""
+
+
+def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: int = 4) -> StepResult:
+    count = _Counter(access)
+    failures = []
+    shape = (H, C)
+
+    def names(mask, what):
+        return [f"{what} of neuron {c} (half {h})" for h, c in zip(*np.nonzero(mask))]
+
+    access.write_capmem("leak_bias", 0)
+    rest_before = access.read_codes(repeats)
+
+    def reset_read(settings):
+        access.write_capmem("reset_potential", settings)
+        return access.read_codes(repeats)
+
+    reset = binary_search(reset_read, 0, K.CAPMEM_MAX, target.resting_read, increasing=True,
+                          shape=shape, tolerance=1.0)
+    access.write_capmem("reset_potential", reset.settings)
+    failures += names(~reset.reached, "reset potential")
+
+    access.write_capmem("leak_bias", LEAK_ON_SETTING)
+
+    def leak_read(settings):
+        access.write_capmem("leak_potential", settings)
+        return access.read_codes(repeats, read_cycle=LEAK_SETTLE_CYCLES)
+
+    leak = binary_search(leak_read, 0, K.CAPMEM_MAX, target.resting_read, increasing=True,
+                         shape=shape, tolerance=1.0)
+    access.write_capmem("leak_potential", leak.settings)
+    failures += names(~leak.reached, "leak potential")
+    leak_rest = access.read_codes(repeats, read_cycle=LEAK_SETTLE_CYCLES)
+    access.write_capmem("leak_bias", 0)
+
+    # Excitatory and inhibitory strengths: one test vector, all weights +w, then -w.
+    vec = [[_train(NEURON_TEST_DRIVERS, target.test_value)] for _ in range(H)]
+    amps = {}
+    strengths = {}
+    for sign, name in ((1, "syn_strength_exc"), (-1, "syn_strength_inh")):
+        access.write_weights(_all_weights(sign * target.test_weight))
+
+        def amp(settings, _name=name, _sign=sign):
+            access.write_capmem(_name, settings)
+            return _sign * access.amplitudes(vec, 1)[:, 0]
+
+        amps[name + "/before"] = amp(np.asarray(access.config.capmem(name)))
+    goal = target.neuron_amplitude_lsb
+    if goal is None:
+        goal = float(np.median(amps["syn_strength_exc/before"]))
+    for sign, name in ((1, "syn_strength_exc"), (-1, "syn_strength_inh")):
+        access.write_weights(_all_weights(sign * target.test_weight))
+
+        def amp(settings, _name=name, _sign=sign):
+            access.write_capmem(_name, settings)
+            return _sign * access.amplitudes(vec, 1)[:, 0]
+
+        res = noise_tolerant_binary_search(amp, 0, K.CAPMEM_MAX, goal, increasing=True, shape=shape,
+                                           repeats=repeats, tolerance=1.0)
+        access.write_capmem(name, res.settings)
+        strengths[name] = res.settings
+        failures += names(~res.reached, name.replace("syn_strength_", "synaptic input strength ("))
+        amps[name + "/after"] = np.mean([amp(res.settings) for _ in range(repeats)], axis=0)
+    failures = [f.replace("(exc of", "(excitatory) of").replace("(inh of", "(inhibitory) of")
+                for f in failures]
+    rest_after = access.read_codes(repeats)
+
+    def rel(a):
+        return np.std(a, axis=1) / np.median(a, axis=1)
+
+    result = StepResult(
+        name="neurons",
+        settings={"capmem/reset_potential": reset.settings, "capmem/leak_potential": leak.settings,
+                  "capmem/leak_bias": np.zeros(shape, np.int64),
+                  "capmem/syn_strength_exc": strengths["syn_strength_exc"],
+                  "capmem/syn_strength_inh": strengths["syn_strength_inh"]},
+        before={"resting_read_std_lsb": np.std(rest_before, axis=1),
+                "exc_relative_spread": rel(amps["syn_strength_exc/before"]),
+                "inh_relative_spread": rel(amps["syn_strength_inh/before"]),
+                "exc_inh_mismatch_rel": np.std(amps["syn_strength_exc/before"]
+                                               / amps["syn_strength_inh/before"] - 1, axis=1)},
+        after={"resting_read_std_lsb": np.std(rest_after, axis=1),
+               "resting_read_mean": np.mean(rest_after, axis=1),
+               "leak_rest_std_lsb": np.std(leak_rest, axis=1),
+               "exc_relative_spread": rel(amps["syn_strength_exc/after"]),
+               "inh_relative_spread": rel(amps["syn_strength_inh/after"]),
+               "exc_inh_mismatch_rel": np.std(amps["syn_strength_exc/after"]
+                                              / amps["syn_strength_inh/after"] - 1, axis=1)},
+        failures=failures,
+        detail={"rest_before": rest_before, "rest_after": rest_after, "amplitude_target_lsb": goal,
+                **{k.replace("/", "_"): v for k, v in amps.items()}})
+    return count.fill(result)

@@ -8,6 +8,7 @@ run (figures, not assertions).
 * Dense network: 784 -> 128 -> 10 with a converting ReLU, on 10,000 inputs,
   through ``Accelerator.matmul`` at both fidelities, and the behavioural model
   against a plain numpy implementation of the same formula.
+* Calibration: wall time of a full-chip calibration.
 """
 from __future__ import annotations
 
@@ -122,10 +123,22 @@ def bench_network(num_images=10_000, seed=0, shift=1):
     return out
 
 
+def bench_calibration(seed=0):
+    """Wall time of a full-chip calibration (all four steps, both halves)."""
+    from .calibration import calibrate
+    note("calibration benchmark...")
+    t = time.perf_counter()
+    cal = calibrate(Chip(seed))
+    wall = time.perf_counter() - t
+    return {"wall_s": wall, "silicon_time_s": cal.silicon_time_s, "measurements": cal.measurements,
+            "capmem_writes": cal.capmem_writes, "silicon_over_wall": cal.silicon_time_s / wall}
+
+
 def run(num_vectors=10_000, as_json=False, seed=0):
     import numba
     analog = bench_analog(num_vectors=num_vectors, seed=seed)
     network = bench_network(num_images=num_vectors, seed=seed)
+    calib = bench_calibration(seed=seed)
     a = analog
     print(f"analog core, one half (128 signed rows x 256 columns), {a['vectors']} vectors at "
           f"{a['density']:.0%} density, wait {a['wait_between_events']}, "
@@ -148,7 +161,11 @@ def run(num_vectors=10_000, as_json=False, seed=0):
     print(f"  numpy formula: {n['numpy_formula']['images_per_s']:10.0f} images/s")
     print(f"  ratios: cycle-level / behavioural {n['cycle_level_over_behavioural']:.1f}, "
           f"behavioural / numpy formula {n['behavioural_over_numpy']:.2f}")
-    out = {"threads": numba.get_num_threads(), "analog": analog, "network": network}
+    c = calib
+    print(f"full-chip calibration (4 steps, 512 neurons): {c['wall_s']:.1f} s wall "
+          f"(target at most 30 s), {c['silicon_time_s']:.1f} s on silicon incl. capmem settling, "
+          f"{c['measurements']} reads, {c['capmem_writes']} capmem writes")
+    out = {"threads": numba.get_num_threads(), "analog": analog, "network": network, "calibration": calib}
     if as_json:
         emit_json(out)
     return out

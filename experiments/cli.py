@@ -42,6 +42,16 @@ def build_parser():
     vm.add_argument("--quick", action="store_true", help="smaller measurements (a quick look)")
     vm.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
+    ca = sub.add_parser("calibrate", help="calibrate a chip, save its calibration file "
+                                          "(writes plots/calibration_*.png)")
+    ca.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    ca.add_argument("--out", default="calibrations", help="folder for calibration files (default: calibrations)")
+    ca.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
+    ca.add_argument("--validate", type=_positive_int, metavar="N", default=None,
+                    help="instead: calibrate chip seeds 0..N-1 and compare with their ground truth "
+                         "(writes plots/calibration_validation.png)")
+    ca.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+
     be = sub.add_parser("bench", help="speed of the model against numpy, measured in one run")
     be.add_argument("--vectors", type=_positive_int, default=10_000,
                     help="input vectors for the analog benchmark (default 10000)")
@@ -58,6 +68,12 @@ def main(argv=None):
     elif args.command == "vmm":
         from . import vmm
         vmm.run(seed=args.seed, plots=args.plots_dir, as_json=args.json, quick=args.quick)
+    elif args.command == "calibrate":
+        from . import calibrate
+        if args.validate is not None:
+            calibrate.validate(seeds=range(args.validate), plots=args.plots_dir, as_json=args.json)
+        else:
+            calibrate.run(seed=args.seed, out=args.out, plots=args.plots_dir, as_json=args.json)
     elif args.command == "bench":
         from . import bench
         bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json)

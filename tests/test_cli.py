@@ -44,6 +44,7 @@ def test_bench_small_json(capsys):
     a = res["analog"]
     assert a["vectors"] == 64
     assert a["fast_over_matmul"] > 0 and a["trace_path_s_per_vector"] > 0
+    assert 0 < res["calibration"]["wall_s"] < res["calibration"]["silicon_time_s"] * 100
     n = res["network"]
     for name in ("cycle_level", "behavioural"):
         assert n[name]["chip_time_per_image_s"] > 0

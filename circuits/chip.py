@@ -13,6 +13,7 @@ operating point the kernels integrate.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import zlib
 from dataclasses import dataclass
@@ -465,6 +466,7 @@ class Chip:
         self.truth = ChipTruth.draw(self.seed, self.mismatch, self.circuit, faults)
         self.config = ChipConfig()
         self._cache = {}
+        self._tables = {}
 
     def __repr__(self):
         return f"Chip(seed={self.seed})"
@@ -582,28 +584,40 @@ class Chip:
                 -1).astype(np.int16)),
         )
 
+    def _table_key(self, kind, half):
+        """Tables depend only on the rates and strengths of the columns: key them by
+        those values, so writes that leave them alone (weights, offsets, potentials,
+        CADC ramps) reuse the tables."""
+        cp = self.operating_point(half).column_params
+        rows = cp[[_k.LAM_E, _k.LAM_I, _k.LAM_M, _k.GC_E, _k.GC_I]]
+        return (kind, hashlib.blake2b(rows.tobytes(), digest_size=16).digest())
+
+    def _table_store(self, key, tab):
+        tab.setflags(write=False)
+        self._tables[key] = tab
+        while len(self._tables) > 8:
+            self._tables.pop(next(iter(self._tables)))
+        return tab
+
     def propagator_tables(self, half: int, num_cycles: int) -> np.ndarray:
         """float32 (5, n, 256) propagators for 0 .. n-1 FPGA cycles (cached, grown on demand)."""
-        op = self.operating_point(half)
-        key = ("tab", half, self.config.version)
-        tab = self._cache.get(key)
+        key = self._table_key("tab", half)
+        tab = self._tables.get(key)
         if tab is None or tab.shape[1] < num_cycles:
-            size = max(int(num_cycles), 1024 if tab is None else 2 * tab.shape[1])
-            tab = _propagators(op.column_params, np.arange(size) * K.FPGA_CYCLE_S * 1e9).astype(np.float32)
-            tab.setflags(write=False)
-            self._cache[key] = tab
+            size = max(int(num_cycles), 64 if tab is None else 2 * tab.shape[1])
+            cp = self.operating_point(half).column_params
+            tab = self._table_store(key, _propagators(cp, np.arange(size) * K.FPGA_CYCLE_S * 1e9)
+                                    .astype(np.float32))
         return tab
 
     def conversion_tables(self, half: int) -> np.ndarray:
         """float64 (256 columns, 256 ticks, 5) propagators for the CADC ramp ticks."""
-        op = self.operating_point(half)
-        key = ("ctab", half, self.config.version)
-        if key not in self._cache:
+        key = self._table_key("ctab", half)
+        if key not in self._tables:
             t = np.arange(_k.CADC_LEVELS) * K.CADC_TICK_S * 1e9
-            tab = np.ascontiguousarray(_propagators(op.column_params, t).transpose(2, 1, 0))
-            tab.setflags(write=False)
-            self._cache[key] = tab
-        return self._cache[key]
+            cp = self.operating_point(half).column_params
+            self._table_store(key, np.ascontiguousarray(_propagators(cp, t).transpose(2, 1, 0)))
+        return self._tables[key]
 
 
 def _propagators(cp, t_ns):
@@ -623,7 +637,7 @@ def _propagators(cp, t_ns):
         lam = cp[lam_row][None, :]
         a = np.exp(-lam * t)
         diff = lam - lam_m
-        close = np.abs(diff) < 1e-9 * lam
+        close = np.abs(diff) <= 1e-6 * lam
         safe = np.where(close, 1.0, diff)
         b = np.where(close, lam * t * a, lam / safe * (am - a))
         out[a_row] = a

@@ -130,20 +130,25 @@ class EventSchedule:
         counts = [len(v) for v in vectors]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         flat = [e for v in vectors for e in v]
-        for i, e in enumerate(flat):
-            if len(e) != 3:
-                raise ValueError(f"event {i} is {e!r}; expected (driver, value, cycle)")
-        arr = np.array(flat, dtype=object).reshape(-1, 3) if flat else np.zeros((0, 3), np.int64)
-        cols = []
-        for j, name in enumerate(("driver", "value", "cycle")):
-            col = arr[:, j]
-            if any(isinstance(x, (float, np.floating)) or not isinstance(x, (int, np.integer))
-                   for x in col):
-                bad = next(x for x in col if isinstance(x, (float, np.floating))
-                           or not isinstance(x, (int, np.integer)))
-                raise ValueError(f"{name}={bad!r} is not an integer")
-            cols.append(col.astype(np.int64))
-        return cls.from_arrays(offsets, *cols)
+        if not flat:
+            empty = np.zeros(0, np.int64)
+            return cls.from_arrays(offsets, empty, empty, empty)
+        try:
+            arr = np.asarray(flat)
+        except ValueError:
+            arr = None
+        if arr is None or arr.ndim != 2 or arr.shape[1] != 3:
+            i = next((i for i, e in enumerate(flat) if not hasattr(e, "__len__") or len(e) != 3), 0)
+            raise ValueError(f"event {i} is {flat[i]!r}; expected (driver, value, cycle)")
+        if arr.dtype.kind not in "iu":
+            for j, name in enumerate(("driver", "value", "cycle")):
+                for e in flat:
+                    x = e[j]
+                    if isinstance(x, (bool, np.bool_, float, np.floating)) or \
+                            not isinstance(x, (int, np.integer)):
+                        raise ValueError(f"{name}={x!r} is not an integer")
+            raise ValueError(f"events have dtype {arr.dtype}; expected integers")
+        return cls.from_arrays(offsets, arr[:, 0], arr[:, 1], arr[:, 2])
 
     @classmethod
     def from_inputs(cls, inputs, wait_between_events: int = 5, start_cycle: int = 0) -> "EventSchedule":

@@ -13,8 +13,9 @@ at one of two fidelities behind the same calls:
 
 Integer semantics as on the chip [W20][SW]: inputs 0..31, weights -63..63,
 outputs -128..127. Matrices of any size are cut into tiles of 128 inputs x 256
-outputs; both halves run at the same time; the partial sums of row tiles are
-added digitally and clamped to int8. Every call adds its simulated chip time to
+outputs; both halves run at the same time, on two tiles, or on one tile that
+is left over with the vectors shared between them; the partial sums of row
+tiles are added digitally and clamped to int8. Every call adds its simulated chip time to
 :attr:`Accelerator.ledger`.
 """
 from __future__ import annotations
@@ -160,8 +161,10 @@ class Accelerator:
             return None
         return TrialNoise(derive_seed(self.noise_seed, pass_index, half, purpose), first_id)
 
-    def _pass(self, xs, tiles, num_sends, wait, first_id, pass_index):
-        """One analog pass of a batch of vector pairs; returns int8 results per half."""
+    def _pass(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode=0):
+        """One analog pass of a batch of vector pairs; returns int8 results per half.
+        ``first_ids[h]``: noise stream index of half h's first vector; ``mode``
+        separates the noise of split passes from that of paired ones."""
         B = next(x.shape[0] for x in xs if x is not None)
         tp = self.timing
         nnz = [np.zeros(B, np.int64) if x is None else np.count_nonzero(x, axis=1) for x in xs]
@@ -175,15 +178,15 @@ class Accelerator:
         results = [None, None]
         if self.chip is not None:
             sched = paired_schedule(xs[0], xs[1], wait, num_sends)
-            read_cycle = sched.event_phase_cycles + tp.post_event_wait_cycles
             empty = EventSchedule(np.zeros(B + 1, np.int64), *(np.zeros(0, np.int64) for _ in range(3)))
             for h in range(K.NUM_HALVES):
                 if xs[h] is None:
                     continue
                 base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles,
-                                      noise=self._noise(first_id, pass_index, h, 0))
+                                      noise=self._noise(first_ids[h], pass_index, h, 0 + mode))
+                read_cycle = sched.half_phase_cycles[h] + tp.post_event_wait_cycles
                 read = integrate_fast(self.chip, h, sched.halves[h], read_cycle,
-                                      noise=self._noise(first_id, pass_index, h, 1))
+                                      noise=self._noise(first_ids[h], pass_index, h, 1 + mode))
                 results[h] = (read.codes, base.codes)
         else:
             for h in range(K.NUM_HALVES):
@@ -196,7 +199,7 @@ class Accelerator:
                 y = xs[h].astype(np.float64) @ tiles[h][:, :used].astype(np.float64)
                 y *= self.behavioural.gain * num_sends
                 if self.noise_seed is not None and self.behavioural.sigma > 0:
-                    noise = self._noise(first_id, pass_index, h, 2)
+                    noise = self._noise(first_ids[h], pass_index, h, 2 + mode)
                     y += self.behavioural.sigma * keyed_normals(noise, B, used)
                 out = np.zeros((B, COLS), np.int64)
                 out[:, :used] = clamp_int8(np.floor(y))
@@ -261,16 +264,45 @@ class Accelerator:
         first_id = self._next_vector_id
         self._next_vector_id += B
         tiles = [(r, c) for c in range(n_col) for r in range(n_row)]
+
+        def tile_w(t):
+            return wp[t[0] * ROWS:(t[0] + 1) * ROWS, t[1] * COLS:(t[1] + 1) * COLS]
+
+        def tile_x(t, rows=slice(None)):
+            return xp[rows, t[0] * ROWS:(t[0] + 1) * ROWS]
+
         for i in range(0, len(tiles), K.NUM_HALVES):
-            pair = tiles[i:i + K.NUM_HALVES] + [None] * (K.NUM_HALVES - len(tiles[i:i + K.NUM_HALVES]))
-            wt = [None if t is None else wp[t[0] * ROWS:(t[0] + 1) * ROWS, t[1] * COLS:(t[1] + 1) * COLS]
-                  for t in pair]
-            xs = [None if t is None else xp[:, t[0] * ROWS:(t[0] + 1) * ROWS] for t in pair]
-            self._write_tiles(wt)
-            outs = self._pass(xs, wt, num_sends, wait, first_id, i)
-            for t, o in zip(pair, outs):
-                if t is not None:
+            pair = tiles[i:i + K.NUM_HALVES]
+            if len(pair) == K.NUM_HALVES:
+                wt = [tile_w(t) for t in pair]
+                self._write_tiles(wt)
+                outs = self._pass([tile_x(t) for t in pair], wt, num_sends, wait, [first_id] * 2, i)
+                for t, o in zip(pair, outs):
                     acc[:, t[1] * COLS:(t[1] + 1) * COLS] += o
+                continue
+            # A tile left over: both halves hold it and share the vectors, even ids on
+            # the top half and odd ids on the bottom, so that a vector meets the same
+            # circuits (and noise streams) however the batch is split across calls.
+            t = pair[0]
+            ids = first_id + np.arange(B)
+            rows = [np.nonzero(ids % 2 == h)[0] for h in range(K.NUM_HALVES)]
+            n = max(len(r) for r in rows)
+            xs, starts = [], []
+            for h in range(K.NUM_HALVES):
+                if len(rows[h]) == 0:
+                    xs.append(None)
+                    starts.append(0)
+                    continue
+                xh = np.zeros((n, ROWS), np.int64)
+                xh[:len(rows[h])] = tile_x(t, rows[h])
+                xs.append(xh)
+                starts.append(int(ids[rows[h][0]]) // 2)
+            wt = [tile_w(t) if x is not None else None for x in xs]
+            self._write_tiles(wt)
+            outs = self._pass(xs, wt, num_sends, wait, starts, i, mode=10)
+            for h in range(K.NUM_HALVES):
+                if xs[h] is not None:
+                    acc[rows[h], t[1] * COLS:(t[1] + 1) * COLS] += outs[h][:len(rows[h])]
         out = clamp_int8(acc[:, :N])
         return out[0] if single else out
 

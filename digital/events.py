@@ -54,14 +54,20 @@ class PairedSchedule:
     halves : tuple of EventSchedule
         The schedule of each half, cycles counted from the membrane reset.
     event_phase_cycles : int64 (num_vectors,)
-        FPGA cycles from the first slot to the end of the last slot of all sends.
+        FPGA cycles from the first slot to the end of the last slot of all sends,
+        over both halves (the longer of the two).
     slots_per_send : int64 (num_vectors,)
         Event slots of one send: the larger non-zero count of the two halves.
+    half_phase_cycles : int64 (2, num_vectors)
+        Each half's own event phase: its non-zero count x wait x num_sends. Each
+        half's PPU reads its CADC after its own phase, so a vector's result never
+        depends on the vector the other half runs.
     """
 
     halves: tuple
     event_phase_cycles: np.ndarray
     slots_per_send: np.ndarray
+    half_phase_cycles: np.ndarray
 
 
 def _half_schedule(x, start_cycle, wait, num_sends, period):
@@ -87,10 +93,11 @@ def _half_schedule(x, start_cycle, wait, num_sends, period):
 def paired_schedule(x_top, x_bottom, wait_between_events=5, num_sends=1, start_cycle=0) -> PairedSchedule:
     """Events for a batch of vector pairs, one vector per half.
 
-    Slot ``j`` of a send carries the ``j``-th non-zero input of the top vector and
-    the ``j``-th of the bottom vector; slots are ``wait_between_events`` cycles
-    apart, so a send takes ``max(nnz_top, nnz_bottom) * wait_between_events``
-    cycles; send ``s`` starts ``s`` send periods after ``start_cycle``.
+    Events of the two halves leave in pairs: slot ``k`` carries the ``k``-th event
+    of each half's stream, slots ``wait_between_events`` cycles apart. A half's
+    stream is its vector's non-zero inputs in driver order, repeated
+    ``num_sends`` times, so send ``s`` of a half starts ``s * nnz * wait`` cycles
+    after ``start_cycle``; the event phase lasts as long as the longer stream.
 
     Parameters
     ----------
@@ -125,6 +132,7 @@ def paired_schedule(x_top, x_bottom, wait_between_events=5, num_sends=1, start_c
     zeros = np.zeros((shape, K.DRIVERS_PER_HALF), np.int64)
     xs = [zeros if x is None else x for x in xs]
     slots = np.maximum((xs[0] != 0).sum(axis=1), (xs[1] != 0).sum(axis=1)).astype(np.int64)
-    period = slots * wait
-    halves = tuple(_half_schedule(x, int(start_cycle), wait, sends, period) for x in xs)
-    return PairedSchedule(halves=halves, event_phase_cycles=period * sends, slots_per_send=slots)
+    periods = [(x != 0).sum(axis=1).astype(np.int64) * wait for x in xs]
+    halves = tuple(_half_schedule(x, int(start_cycle), wait, sends, p) for x, p in zip(xs, periods))
+    return PairedSchedule(halves=halves, event_phase_cycles=slots * wait * sends, slots_per_send=slots,
+                          half_phase_cycles=np.stack(periods) * sends)

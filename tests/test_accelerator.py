@@ -95,8 +95,7 @@ def slot_schedule(x, x_other, wait, num_sends):
     vectors, periods = [], []
     for b in range(x.shape[0]):
         nz = [d for d in range(ROWS) if x[b, d] != 0]
-        other = 0 if x_other is None else int(np.count_nonzero(x_other[b]))
-        period = max(len(nz), other) * wait
+        period = len(nz) * wait         # each half's stream has its own send period
         vectors.append([(d, int(x[b, d]), s * period + j * wait)
                         for s in range(num_sends) for j, d in enumerate(nz)])
         periods.append(period)
@@ -131,7 +130,10 @@ def test_chip_single_tile_matches_hand_sequenced_program():
     w = rng.integers(-63, 64, (Kin, N))
     acc = Accelerator(chip, noise_seed=None)
     y = acc.matmul(x, w, wait_between_events=3, num_sends=2)
-    want = chip_by_hand(Chip(4), x, w, wait=3, num_sends=2)
+    # A single tile runs on both halves: even vectors on the top, odd on the bottom.
+    want = np.empty_like(y)
+    want[0::2] = chip_by_hand(Chip(4), x[0::2], w, half=0, wait=3, num_sends=2)
+    want[1::2] = chip_by_hand(Chip(4), x[1::2], w, half=1, wait=3, num_sends=2)
     np.testing.assert_array_equal(y, want)
     assert np.ptp(want) > 20
     assert np.abs(y[4]).max() <= 1
@@ -157,7 +159,9 @@ def test_chip_split_into_column_calls_equals_one_call():
     w = rng.integers(-63, 64, (ROWS, 512))
     acc = Accelerator(ideal_chip(), noise_seed=None)
     one = acc.matmul(x, w)
-    two = np.concatenate([acc.matmul(x, w[:, :256]), acc.matmul(x, w[:, 256:])], axis=1)
+    # Separate calls: each tile is shared by both halves, vectors by id parity.
+    acc2 = Accelerator(ideal_chip(), noise_seed=None)
+    two = np.concatenate([acc2.matmul(x, w[:, :256]), acc2.matmul(x, w[:, 256:])], axis=1)
     np.testing.assert_array_equal(one, two)
     assert np.ptp(one) > 20
 
@@ -259,9 +263,13 @@ def test_batch_split_gives_identical_results(fidelity, shape):
         return Accelerator(behavioural=BehaviouralParams(gain=0.0015, sigma=2.0), noise_seed=5)
 
     whole = acc().matmul(x, w)
-    split_acc = acc()
-    split = np.concatenate([split_acc.matmul(x[:2], w), split_acc.matmul(x[2:], w)])
-    np.testing.assert_array_equal(split, whole)
+    # Even and odd split points: a tile left over is shared by the halves by vector
+    # id, so where the batch is cut must not matter.
+    for cuts in ([2], [3], [1, 4], [1, 2, 3, 4, 5]):
+        split_acc = acc()
+        parts = np.split(np.arange(len(x)), cuts)
+        split = np.concatenate([split_acc.matmul(x[p], w) for p in parts])
+        np.testing.assert_array_equal(split, whole, err_msg=str(cuts))
 
 
 # --- convolutions ---------------------------------------------------------------------

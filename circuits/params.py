@@ -43,9 +43,10 @@ class CircuitParams:
     """Compressive curvature kappa of the value-to-width map
     ``w(a) = 31 (1 - exp(-kappa a / 31)) / (1 - exp(-kappa))``; 0.10 bends the curve by
     about 1.2 % of full scale at mid-range (*assumed*, "not perfectly linear" [TH])."""
-    driver_offset_step_s: float = 0.02e-9
+    driver_offset_step_s: float = 0.03e-9
     """Pulse-width change per step of the 6-bit driver offset setting; centre code 32
-    adds nothing, so the setting trims +-0.64 ns (*assumed*)."""
+    adds nothing, so the setting trims about +-1 ns, some 5 sigma of the drivers'
+    offset and gain mismatch at mid-range inputs (*assumed*)."""
     driver_ramp_nominal_a: float = 0.5e-6
     """Driver ramp current at which the pulse width is nominal; the width scales as
     nominal / actual (*assumed*)."""

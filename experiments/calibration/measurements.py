@@ -43,6 +43,9 @@ class ChipAccess:
         self._draws = 0
         self.measurements = 0
         """Analog reads (one per neuron-half and vector)."""
+        self.bad_channels = np.zeros((K.NUM_HALVES, K.COLUMNS_PER_HALF), bool)
+        """CADC channels found not to follow their input (set by the CADC step);
+        later steps leave the neurons behind them out."""
         self.capmem_writes = 0
         self.silicon_time_s = 0.0
 

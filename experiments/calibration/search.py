@@ -107,6 +107,8 @@ def linear_search(measure, lo: int, hi: int, target, *, increasing: bool, shape,
     good setting."""
     if step < 1:
         raise ValueError(f"step={step} must be >= 1")
+    if not lo < hi:
+        raise ValueError(f"lo={lo} must be below hi={hi}")
     target = _as_target(target, shape)
     sign = 1.0 if increasing else -1.0
     cur = np.full(shape, (lo + hi) // 2 if start is None else 0, np.int64)

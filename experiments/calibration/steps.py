@@ -191,7 +191,7 @@ def calibrate_cadc(access: ChipAccess, target: CalibrationTarget, repeats: int =
 
     access.write_capmem("cadc_reference", voltage_setting(v_mid))
     # Many reads: the offsets are integers, so the read noise must average well below 0.5 LSB.
-    mid = access.read_codes(16 * repeats)
+    mid = access.read_codes(64 * repeats)
     med = quadrant_median(np.where(dead, np.nan, mid))
     offsets = np.round(med[:, QUADRANT_OF_COLUMN] - mid)
     offsets = np.where(dead, 0, offsets)
@@ -201,7 +201,8 @@ def calibrate_cadc(access: ChipAccess, target: CalibrationTarget, repeats: int =
                         f"beyond {K.CADC_DIGITAL_OFFSET_MIN}..{K.CADC_DIGITAL_OFFSET_MAX}")
     offsets = np.clip(offsets, K.CADC_DIGITAL_OFFSET_MIN, K.CADC_DIGITAL_OFFSET_MAX).astype(np.int64)
     access.write_digital_offsets(offsets)
-    mid_after = access.read_codes(16 * repeats)
+    mid_after = access.read_codes(64 * repeats)
+    access.bad_channels = dead.copy()
     access.set_cadc_input("membrane")
     dev_before = mid_before - quadrant_median(mid_before)[:, QUADRANT_OF_COLUMN]
     dev_after = np.where(dead, np.nan, mid_after - quadrant_median(
@@ -330,8 +331,15 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
     failures = []
     shape = (H, C)
 
+    # Neurons read through a channel the CADC step found dead cannot be measured:
+    # they were reported there and are left out here.
+    bad = access.bad_channels
+
     def names(mask, what):
-        return [f"{what} of neuron {c} (half {h})" for h, c in zip(*np.nonzero(mask))]
+        return [f"{what} of neuron {c} (half {h})" for h, c in zip(*np.nonzero(mask & ~bad))]
+
+    def good(a):
+        return np.where(bad, np.nan, a)
 
     access.write_capmem("leak_bias", 0)
     rest_before = access.read_codes(repeats)
@@ -372,7 +380,7 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
         amps[name + "/before"] = amp(np.asarray(access.config.capmem(name)))
     goal = target.neuron_amplitude_lsb
     if goal is None:
-        goal = float(np.median(amps["syn_strength_exc/before"]))
+        goal = float(np.nanmedian(good(amps["syn_strength_exc/before"])))
     for sign, name in ((1, "syn_strength_exc"), (-1, "syn_strength_inh")):
         access.write_weights(_all_weights(sign * target.test_weight))
 
@@ -381,17 +389,25 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
             return _sign * access.amplitudes(vec, 1)[:, 0]
 
         res = noise_tolerant_binary_search(amp, 0, K.CAPMEM_MAX, goal, increasing=True, shape=shape,
-                                           repeats=repeats, tolerance=1.0)
+                                           repeats=2 * repeats, tolerance=1.0)
         access.write_capmem(name, res.settings)
         strengths[name] = res.settings
         failures += names(~res.reached, name.replace("syn_strength_", "synaptic input strength ("))
-        amps[name + "/after"] = np.mean([amp(res.settings) for _ in range(repeats)], axis=0)
+        amps[name + "/after"] = np.mean([amp(res.settings) for _ in range(2 * repeats)], axis=0)
     failures = [f.replace("(exc of", "(excitatory) of").replace("(inh of", "(inhibitory) of")
                 for f in failures]
     rest_after = access.read_codes(repeats)
 
     def rel(a):
-        return np.std(a, axis=1) / np.median(a, axis=1)
+        a = good(a)
+        return np.nanstd(a, axis=1) / np.nanmedian(a, axis=1)
+
+    def std(a):
+        return np.nanstd(good(a), axis=1)
+
+    def mismatch(which):
+        ratio = good(amps[f"syn_strength_exc/{which}"]) / good(amps[f"syn_strength_inh/{which}"])
+        return np.nanstd(ratio - 1, axis=1)
 
     result = StepResult(
         name="neurons",
@@ -399,18 +415,16 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
                   "capmem/leak_bias": np.zeros(shape, np.int64),
                   "capmem/syn_strength_exc": strengths["syn_strength_exc"],
                   "capmem/syn_strength_inh": strengths["syn_strength_inh"]},
-        before={"resting_read_std_lsb": np.std(rest_before, axis=1),
+        before={"resting_read_std_lsb": std(rest_before),
                 "exc_relative_spread": rel(amps["syn_strength_exc/before"]),
                 "inh_relative_spread": rel(amps["syn_strength_inh/before"]),
-                "exc_inh_mismatch_rel": np.std(amps["syn_strength_exc/before"]
-                                               / amps["syn_strength_inh/before"] - 1, axis=1)},
-        after={"resting_read_std_lsb": np.std(rest_after, axis=1),
-               "resting_read_mean": np.mean(rest_after, axis=1),
-               "leak_rest_std_lsb": np.std(leak_rest, axis=1),
+                "exc_inh_mismatch_rel": mismatch("before")},
+        after={"resting_read_std_lsb": std(rest_after),
+               "resting_read_mean": np.nanmean(good(rest_after), axis=1),
+               "leak_rest_std_lsb": std(leak_rest),
                "exc_relative_spread": rel(amps["syn_strength_exc/after"]),
                "inh_relative_spread": rel(amps["syn_strength_inh/after"]),
-               "exc_inh_mismatch_rel": np.std(amps["syn_strength_exc/after"]
-                                              / amps["syn_strength_inh/after"] - 1, axis=1)},
+               "exc_inh_mismatch_rel": mismatch("after")},
         failures=failures,
         detail={"rest_before": rest_before, "rest_after": rest_after, "amplitude_target_lsb": goal,
                 **{k.replace("/", "_"): v for k, v in amps.items()}})

@@ -55,7 +55,11 @@ class ChipAccess:
 
     # --- writes ----------------------------------------------------------------
     def write_capmem(self, name, values):
-        """Write a capmem parameter and wait for it to settle (20 ms on silicon)."""
+        """Write a capmem parameter and wait for it to settle (20 ms on silicon).
+        Writing the values the cells already hold is skipped, as software does."""
+        current = self.config.capmem(name)
+        if np.array_equal(np.broadcast_to(np.asarray(values), current.shape), current):
+            return
         self.config.set_capmem(name, values)
         self.capmem_writes += 1
         self.silicon_time_s += K.CAPMEM_SETTLING_S

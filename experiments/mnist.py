@@ -1,0 +1,282 @@
+"""MNIST handwritten digits: IDX reader and the training command line.
+
+The data set comes in the IDX layout of its authors (LeCun, Cortes and
+Burges): a big-endian uint32 magic number (``0x00000803`` for images,
+``0x00000801`` for labels), one big-endian uint32 per dimension, then the raw
+uint8 data. The four files of a split are named
+
+* ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte`` (60,000 digits),
+* ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (10,000 digits),
+
+each either as is or gzip-compressed with the suffix ``.gz`` (an uncompressed
+file is preferred when both exist). The folder is the ``data_dir`` argument,
+else the environment variable ``BSS2SIM_MNIST_DIR``; the machines of this
+project have no internet access, so nothing is downloaded.
+
+Anything wrong with a file -- missing, not gzip when named ``.gz``, bad magic,
+truncated header or data, trailing bytes, images that are not 28 x 28, labels
+outside 0..9, image and label counts that differ -- raises a ``ValueError``
+that names the file and the problem.
+
+Run as ``python -m experiments.mnist --data-dir D [options]`` to train the
+MNIST network (:class:`experiments.training.network.MnistNet`) and evaluate it
+in software and on the behavioural model of the chip; see ``--help``.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+if __name__ == "__main__":
+    # Run as a program: the products of this network are small, and one BLAS
+    # thread is faster than several (which spin-wait badly on a busy machine).
+    # Set before numpy loads; an explicit OPENBLAS_NUM_THREADS wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+from circuits import constants as K
+
+__all__ = ["ENV_VAR", "FILES", "IMAGE_MAGIC", "LABEL_MAGIC", "find_data_dir", "load_mnist",
+           "quantise_images", "read_idx", "main"]
+
+ENV_VAR = "BSS2SIM_MNIST_DIR"
+"""Environment variable naming the MNIST folder when no ``data_dir`` is given."""
+
+IMAGE_MAGIC = 0x00000803
+"""IDX magic of a 3-d uint8 array (images)."""
+LABEL_MAGIC = 0x00000801
+"""IDX magic of a 1-d uint8 array (labels)."""
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+"""Base names (without ``.gz``) of the image and label file of each split."""
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+
+
+def find_data_dir(data_dir=None) -> Path:
+    """The MNIST folder: ``data_dir`` if given, else ``$BSS2SIM_MNIST_DIR``."""
+    if data_dir is None or data_dir == "":
+        env = os.environ.get(ENV_VAR, "")
+        if not env:
+            raise ValueError(f"no MNIST folder given: pass --data-dir (data_dir=...) or set the "
+                             f"environment variable {ENV_VAR} to the folder holding "
+                             f"{FILES['train'][0]}[.gz] and the other IDX files")
+        data_dir = env
+    path = Path(data_dir)
+    if not path.is_dir():
+        raise ValueError(f"MNIST folder {str(path)!r} does not exist or is not a folder; pass "
+                         f"--data-dir (data_dir=...) or set {ENV_VAR} to the folder holding the "
+                         "IDX files")
+    return path
+
+
+def _find_file(folder: Path, base: str) -> Path:
+    for name in (base, base + ".gz"):
+        p = folder / name
+        if p.is_file():
+            return p
+    raise ValueError(f"MNIST file {base!r} (or {base + '.gz'!r}) is missing in {str(folder)!r}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"MNIST file {str(path)!r} cannot be read: {e}") from e
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"MNIST file {str(path)!r} is not a readable gzip file (corrupt or "
+                             f"truncated): {e}") from e
+    return raw
+
+
+def read_idx(path, magic: int) -> np.ndarray:
+    """Read one IDX file of unsigned bytes (gzip-compressed if its name ends in
+    ``.gz``) and check its magic number, header and length. Returns a uint8
+    array with the shape the header gives."""
+    path = Path(path)
+    data = _read_bytes(path)
+    where = f"MNIST file {str(path)!r}"
+    if len(data) < 4:
+        raise ValueError(f"{where} has a truncated header: {len(data)} bytes, fewer than the "
+                         "4 of the magic number")
+    got = int.from_bytes(data[:4], "big")
+    if got != magic:
+        raise ValueError(f"{where} has bad magic number 0x{got:08x}; expected 0x{magic:08x} "
+                         f"({'images' if magic == IMAGE_MAGIC else 'labels'}, IDX unsigned bytes)")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{where} has a truncated header: {len(data)} bytes, fewer than the "
+                         f"{header} of the magic number and {ndim} dimension(s)")
+    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(dims, dtype=np.int64))
+    body = len(data) - header
+    if body < size:
+        raise ValueError(f"{where} has truncated data: the header gives dimensions {dims} "
+                         f"({size} bytes) but only {body} bytes follow")
+    if body > size:
+        raise ValueError(f"{where} has {body - size} trailing bytes after the {size} bytes of "
+                         f"data its header gives (dimensions {dims}); the file is corrupt")
+    return np.frombuffer(data, np.uint8, count=size, offset=header).reshape(dims).copy()
+
+
+def load_mnist(split: str = "train", data_dir=None):
+    """Images and labels of one MNIST split.
+
+    Parameters
+    ----------
+    split : "train" (60,000 digits) or "test" (10,000 digits)
+    data_dir : folder of the IDX files; default ``$BSS2SIM_MNIST_DIR``
+
+    Returns
+    -------
+    images : uint8 (N, 28, 28), values 0..255
+    labels : uint8 (N,), values 0..9
+    """
+    if split not in FILES:
+        raise ValueError(f"split={split!r} is not allowed: use 'train' or 'test'")
+    folder = find_data_dir(data_dir)
+    img_path = _find_file(folder, FILES[split][0])
+    lab_path = _find_file(folder, FILES[split][1])
+    images = read_idx(img_path, IMAGE_MAGIC)
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise ValueError(f"MNIST file {str(img_path)!r} holds images of {images.shape[1]} x "
+                         f"{images.shape[2]} pixels; expected 28 x 28")
+    labels = read_idx(lab_path, LABEL_MAGIC)
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"MNIST files {str(img_path)!r} and {str(lab_path)!r} do not match: "
+                         f"{images.shape[0]} images but {labels.shape[0]} labels")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        i = int(np.argmax(labels >= NUM_CLASSES))
+        raise ValueError(f"MNIST file {str(lab_path)!r} has label {int(labels[i])} at index {i}; "
+                         f"labels must be in 0..{NUM_CLASSES - 1}")
+    return images, labels
+
+
+def quantise_images(images, bits: int = 5) -> np.ndarray:
+    """Pixels 0..255 to chip inputs 0..2**bits - 1: ``round(pixel / 255 * (2**bits - 1))``
+    (round half to even). Returns int64 of the same shape."""
+    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) \
+            or not 1 <= bits <= K.INPUT_BITS:
+        raise ValueError(f"bits={bits!r} is not allowed: must be an integer in 1..{K.INPUT_BITS}")
+    a = np.asarray(images)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"images have dtype {a.dtype}; expected integers 0..255 (uint8)")
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise ValueError(f"images hold values {a.min()}..{a.max()}; expected 0..255")
+    top = (1 << int(bits)) - 1
+    return np.rint(a.astype(np.float64) * (top / 255.0)).astype(np.int64)
+
+
+# --- command line -------------------------------------------------------------------
+
+def build_parser():
+    from .cli import _int_at_least
+    pos = _int_at_least(1)
+    nonneg = _int_at_least(0)
+    p = argparse.ArgumentParser(prog="python -m experiments.mnist",
+                                description="Train the MNIST network (conv 10x10/5 -> 500 -> 128 "
+                                            "-> 10) on the model of BrainScaleS-2 and evaluate it.")
+    p.add_argument("--data-dir", default=None,
+                   help=f"folder of the MNIST IDX files (default: ${ENV_VAR})")
+    p.add_argument("--mode", choices=("float", "behavioural"), default="float",
+                   help="forward pass used for training (default float)")
+    p.add_argument("--epochs", type=pos, default=6, help="training epochs (default 6)")
+    p.add_argument("--batch-size", type=pos, default=100, help="batch size (default 100)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the "
+                                                          "network's DEFAULT_LR)")
+    p.add_argument("--lr-decay", type=float, default=None,
+                   help="learning rate factor per epoch (default: the network's DEFAULT_LR_DECAY)")
+    p.add_argument("--gain", type=float, default=0.0015, help="gain of the chip (default 0.0015)")
+    p.add_argument("--sigma", type=float, default=2.0,
+                   help="trial-to-trial noise (LSB) of the behavioural model (default 2)")
+    p.add_argument("--seed", type=nonneg, default=0, help="seed of initialisation and shuffling")
+    p.add_argument("--train-subset", type=pos, default=None, help="use only the first N training images")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file written after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    return p
+
+
+def main(argv=None):
+    from digital import Accelerator
+    from digital.accelerator import BehaviouralParams
+    from .common import emit_json, note
+    from .training import Adam, MnistNet, load_checkpoint, save_checkpoint
+    from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY
+
+    args = build_parser().parse_args(argv)
+    try:
+        x_train, y_train = load_mnist("train", args.data_dir)
+        x_test, y_test = load_mnist("test", args.data_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.train_subset:
+        x_train, y_train = x_train[:args.train_subset], y_train[:args.train_subset]
+    lr = DEFAULT_LR if args.lr is None else args.lr
+    decay = DEFAULT_LR_DECAY if args.lr_decay is None else args.lr_decay
+    behav = BehaviouralParams(gain=args.gain, sigma=args.sigma)
+    train_acc = Accelerator(behavioural=behav, noise_seed=args.seed) if args.mode == "behavioural" else None
+
+    start_epoch = 0
+    if args.resume:
+        if not args.checkpoint:
+            print("error: --resume needs --checkpoint", file=sys.stderr)
+            return 2
+        ck = load_checkpoint(args.checkpoint)
+        net, opt, rng = ck.build(accelerator=train_acc)
+        start_epoch = ck.epoch
+        note(f"resumed from {args.checkpoint} after epoch {start_epoch}")
+    else:
+        net = MnistNet(gain=args.gain, seed=args.seed)
+        opt = Adam(net.parameters(), lr=lr)
+        rng = np.random.default_rng(args.seed)
+    history = []
+    t_train = 0.0
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.perf_counter()
+        stats = net.train_epoch(x_train, y_train, args.mode, opt, args.batch_size, rng,
+                                accelerator=train_acc)
+        dt = time.perf_counter() - t0
+        t_train += dt
+        opt.lr *= decay
+        acc = net.evaluate(x_test, y_test, "float")
+        history.append({"epoch": epoch + 1, "loss": stats["loss"], "train_accuracy": stats["accuracy"],
+                        "test_accuracy_float": acc, "seconds": dt})
+        note(f"epoch {epoch + 1}: loss {stats['loss']:.4f}, train {stats['accuracy']:.4f}, "
+             f"test (float) {acc:.4f}, {dt:.1f} s")
+        if args.checkpoint:
+            save_checkpoint(args.checkpoint, net, opt, epoch + 1, rng,
+                            metadata={"mode": args.mode, "batch_size": args.batch_size,
+                                      "lr_decay": decay}, accelerator=train_acc)
+    acc_float = net.evaluate(x_test, y_test, "float")
+    t0 = time.perf_counter()
+    eval_acc = Accelerator(behavioural=behav, noise_seed=args.seed + 1)
+    acc_behav = net.evaluate(x_test, y_test, "behavioural", accelerator=eval_acc)
+    t_eval = time.perf_counter() - t0
+    note(f"test accuracy: float {acc_float:.4f}, behavioural (gain {args.gain}, sigma {args.sigma}) "
+         f"{acc_behav:.4f} ({t_eval:.1f} s)")
+    if args.json:
+        emit_json({"test_accuracy_float": acc_float, "test_accuracy_behavioural": acc_behav,
+                   "training_seconds": t_train, "behavioural_eval_seconds": t_eval,
+                   "num_sends": list(net.num_sends), "temperature": net.temperature,
+                   "history": history})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -182,11 +182,15 @@ class Accelerator:
             for h in range(K.NUM_HALVES):
                 if xs[h] is None:
                     continue
+                # Columns after the tile's last weight column are never returned.
+                used = max(1, int(np.max(np.nonzero(tiles[h].any(axis=0))[0], initial=-1)) + 1)
                 base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles,
-                                      noise=self._noise(first_ids[h], pass_index, h, 0 + mode))
+                                      noise=self._noise(first_ids[h], pass_index, h, 0 + mode),
+                                      columns=used)
                 read_cycle = sched.half_phase_cycles[h] + tp.post_event_wait_cycles
                 read = integrate_fast(self.chip, h, sched.halves[h], read_cycle,
-                                      noise=self._noise(first_ids[h], pass_index, h, 1 + mode))
+                                      noise=self._noise(first_ids[h], pass_index, h, 1 + mode),
+                                      columns=used)
                 results[h] = (read.codes, base.codes)
         else:
             for h in range(K.NUM_HALVES):

@@ -1,0 +1,190 @@
+"""``bss2sim train``: the whole MNIST pipeline on a calibrated chip.
+
+1. Calibrate the chip (seed ``--seed``) and measure its behavioural
+   parameters through VMMs (gain, trial-to-trial noise).
+2. Software pre-training in float (the chip's linear model at the measured
+   gain), then noise-aware training with the behavioural model.
+3. Evaluation on the full test set: float, behavioural, and the
+   software-trained network on the chip (cycle-level model) without fine-tuning.
+4. Hardware-in-the-loop fine-tuning: forward pass through the cycle-level
+   chip, backward pass through the linear model scaled by the measured gain
+   [W20][SW]; evaluation on the chip again.
+5. The same (without and with per-chip fine-tuning) on further chip seeds.
+
+Checkpoints are written after every epoch to ``--out``; a stopped run started
+again with the same arguments resumes from them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from circuits import Chip
+from digital import Accelerator, measure_behaviour
+
+from .calibration import calibrate
+from .common import emit_json, note
+from .mnist import load_mnist
+from .progress import Progress
+from .training.checkpoint import load_checkpoint, save_checkpoint
+from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY, MnistNet
+from .training.optim import Adam
+
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+NETWORK_FILE = "mnist_net.npz"
+RESULTS_FILE = "mnist_results.json"
+TEST_IMAGES_FILE = "mnist_test.npz"
+HIL_LR = 0.1
+"""Adam learning rate of the hardware-in-the-loop fine-tuning (weight LSB):
+small, since it corrects a trained network for one chip's deviations."""
+
+
+def _atomic_json(path: Path, obj):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def _train(net, opt, rng, images, labels, mode, epochs, first_epoch, ckpt, label, acc=None,
+           batch_size=100, lr_decay=DEFAULT_LR_DECAY):
+    """Epochs ``first_epoch..epochs-1`` with a checkpoint after each."""
+    for epoch in range(first_epoch, epochs):
+        nb = -(-len(images) // batch_size)
+        with Progress(f"{label} epoch {epoch + 1}/{epochs}", nb) as bar:
+            net.train_epoch(images, labels, mode, opt, batch_size, rng, accelerator=acc,
+                            progress=lambda b, n, loss: bar.update(1, f"loss {loss:.3f}"))
+        opt.lr *= lr_decay
+        save_checkpoint(ckpt, net, opt, epoch + 1, rng, metadata={"stage": label}, accelerator=acc)
+
+
+def _evaluate(net, images, labels, mode, acc=None, label="", batch=500):
+    correct = 0
+    with Progress(f"evaluating {label}", len(images)) as bar:
+        for i in range(0, len(images), batch):
+            pred = net.predict(images[i:i + batch], mode, acc, batch_size=batch)
+            correct += int(np.sum(pred == labels[i:i + batch]))
+            bar.update(len(pred), f"{correct / min(i + batch, len(images)):.2%}")
+    return correct / len(images)
+
+
+def _resume_or_new(ckpt: Path, make, acc=None):
+    """(network, optimizer, rng, epochs done) from a checkpoint if it exists."""
+    if ckpt.exists():
+        c = load_checkpoint(ckpt)
+        net, opt, rng = c.build(accelerator=acc)
+        note(f"resuming {ckpt.name} after epoch {c.epoch}")
+        return net, opt, rng, c.epoch
+    net, opt, rng = make()
+    return net, opt, rng, 0
+
+
+def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, noise_seed=3):
+    """Hardware-in-the-loop fine-tuning of a copy of ``net`` on ``chip``."""
+    ckpt = out / f"ckpt_hil_{tag}.npz"
+    acc = Accelerator(chip, noise_seed=noise_seed)
+
+    def make():
+        n2 = MnistNet(**net.config())
+        n2.load_state_dict(net.state_dict())
+        return n2, Adam(n2.parameters(), lr=HIL_LR), np.random.default_rng(noise_seed)
+
+    tuned, opt, rng, done = _resume_or_new(ckpt, make, acc)
+    _train(tuned, opt, rng, images, labels, "chip", epochs, done, ckpt, f"fine-tuning on chip {tag}", acc)
+    return tuned
+
+
+def run(data_dir=None, seed=0, out="mnist_run", float_epochs=5, noise_epochs=1, hil_images=10_000,
+        hil_epochs=1, extra_seeds=(1, 2, 3, 4, 5), extra_hil_images=5_000, test_images=None,
+        ship=False, as_json=False):
+    """Run the pipeline; returns the results dict (also written to ``out``)."""
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = load_mnist("train", data_dir)
+    test_x, test_y = load_mnist("test", data_dir)
+    if test_images is not None:
+        test_x, test_y = test_x[:test_images], test_y[:test_images]
+    res = {"chip_seed": seed, "test_images": int(len(test_y))}
+
+    note(f"calibrating chip {seed} and measuring its behaviour...")
+    chip = Chip(seed)
+    cal = calibrate(chip)
+    meas = measure_behaviour(chip)
+    beh = meas.behavioural()
+    res["behaviour"] = meas.summary()
+    note(f"gain {beh.gain:.5f} LSB per unit x*w, sigma {beh.sigma:.2f} LSB")
+
+    def make():
+        net = MnistNet(gain=beh.gain, seed=seed)
+        return net, Adam(net.parameters(), lr=DEFAULT_LR), np.random.default_rng(seed)
+
+    net, opt, rng, done = _resume_or_new(out / "ckpt_float.npz", make)
+    _train(net, opt, rng, train_x, train_y, "float", float_epochs, done, out / "ckpt_float.npz",
+           "float training")
+    res["float"] = _evaluate(net, test_x, test_y, "float", label="float")
+    beh_acc = Accelerator(behavioural=beh, noise_seed=1)
+    res["behavioural_after_float"] = _evaluate(net, test_x, test_y, "behavioural", beh_acc, "behavioural")
+
+    if noise_epochs > 0:
+        ckpt = out / "ckpt_noise.npz"
+        train_acc = Accelerator(behavioural=beh, noise_seed=2)
+        if ckpt.exists():
+            net, opt, rng, done = _resume_or_new(ckpt, None, train_acc)
+        else:
+            opt.lr = DEFAULT_LR * DEFAULT_LR_DECAY ** float_epochs
+            done = 0
+        _train(net, opt, rng, train_x, train_y, "behavioural", noise_epochs, done, ckpt,
+               "noise-aware training", train_acc)
+    res["float_final"] = _evaluate(net, test_x, test_y, "float", label="float")
+    res["behavioural"] = _evaluate(net, test_x, test_y, "behavioural",
+                                   Accelerator(behavioural=beh, noise_seed=1), "behavioural")
+    save_checkpoint(out / "software_net.npz", net, opt, 0, rng, metadata={"stage": "software"})
+
+    res["chip_without_fine_tuning"] = _evaluate(net, test_x, test_y, "chip",
+                                                Accelerator(chip, noise_seed=4), f"chip {seed}")
+    hil_idx = np.random.default_rng(seed + 100).permutation(len(train_y))[:hil_images]
+    tuned = fine_tune_on_chip(net, chip, train_x[hil_idx], train_y[hil_idx], out, f"seed{seed}",
+                              epochs=hil_epochs)
+    ev_acc = Accelerator(chip, noise_seed=4)
+    res["chip_after_fine_tuning"] = _evaluate(tuned, test_x, test_y, "chip", ev_acc, f"chip {seed} tuned")
+    rep = ev_acc.report()
+    res["chip_time_per_image_s"] = rep["total_s"] / len(test_y)
+    res["asic_energy_per_image_j"] = rep["asic_j"] / len(test_y)
+    save_checkpoint(out / NETWORK_FILE, tuned, Adam(tuned.parameters(), lr=HIL_LR), 0,
+                    np.random.default_rng(0), metadata={"stage": "fine-tuned", "chip_seed": seed,
+                                                        "accuracy_on_chip": res["chip_after_fine_tuning"]})
+    _atomic_json(out / RESULTS_FILE, res)
+
+    res["further_chips"] = []
+    for s in extra_seeds:
+        note(f"further chip {s}: calibrating...")
+        c = Chip(s)
+        calibrate(c)
+        pre = _evaluate(net, test_x, test_y, "chip", Accelerator(c, noise_seed=4), f"chip {s}")
+        idx = np.random.default_rng(s + 100).permutation(len(train_y))[:extra_hil_images]
+        t = fine_tune_on_chip(net, c, train_x[idx], train_y[idx], out, f"seed{s}", epochs=hil_epochs)
+        post = _evaluate(t, test_x, test_y, "chip", Accelerator(c, noise_seed=4), f"chip {s} tuned")
+        res["further_chips"].append({"chip_seed": s, "without_fine_tuning": pre, "with_fine_tuning": post})
+        _atomic_json(out / RESULTS_FILE, res)
+    res["wall_time_s"] = time.perf_counter() - t_start
+    _atomic_json(out / RESULTS_FILE, res)
+    if ship:
+        PACKAGE_DATA.mkdir(exist_ok=True)
+        shutil.copyfile(out / NETWORK_FILE, PACKAGE_DATA / NETWORK_FILE)
+        shutil.copyfile(out / RESULTS_FILE, PACKAGE_DATA / RESULTS_FILE)
+        tx, ty = load_mnist("test", data_dir)
+        np.savez_compressed(PACKAGE_DATA / TEST_IMAGES_FILE, images=tx, labels=ty)
+    print(f"chip seed {seed}: float {res['float_final']:.2%}, behavioural {res['behavioural']:.2%}, "
+          f"chip without fine-tuning {res['chip_without_fine_tuning']:.2%}, "
+          f"after fine-tuning {res['chip_after_fine_tuning']:.2%}")
+    for f in res["further_chips"]:
+        print(f"chip seed {f['chip_seed']}: {f['without_fine_tuning']:.2%} -> {f['with_fine_tuning']:.2%}")
+    print(f"wall time {res['wall_time_s']:.0f} s")
+    if as_json:
+        emit_json(res)
+    return res

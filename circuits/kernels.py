@@ -240,6 +240,27 @@ def _column_peak(offsets, ev_driver, ev_cycle, ev_width, cur_t, lam_cycle, b, c)
     return peak
 
 
+@njit(cache=True)
+def _column_excursion(offsets, ev_driver, ev_width, ie_t, ii_t, gce, gci, b, c):
+    """Largest and smallest running difference gc_e * (excitatory charge arrived)
+    - gc_i * (inhibitory charge arrived) over the events of vector b, column c.
+    The membrane's excursion lies within these plus the charge still held on the
+    inputs: a bound on reaching the rails that is tight when exc and inh mix."""
+    run = 0.0
+    hi = 0.0
+    lo = 0.0
+    ie_c = ie_t[c]
+    ii_c = ii_t[c]
+    for k in range(offsets[b], offsets[b + 1]):
+        d = ev_driver[k]
+        run += ev_width[k] * (gce * ie_c[d] - gci * ii_c[d])
+        if run > hi:
+            hi = run
+        elif run < lo:
+            lo = run
+    return hi, lo
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, ii_t, cp, tab, ctab,
                           cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
@@ -342,6 +363,16 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
             bi = cur_max_i[c] * peak_i
             knee_ok = (tot_e if tot_e < be else be) <= 0.999 * cp[KNEE_E, c] \
                 and (tot_i if tot_i < bi else bi) <= 0.999 * cp[KNEE_I, c]
+            if knee_ok and not rails_ok and cp[LINEAR_OK, c] > 0.0:
+                # Tighter: the running exc - inh difference, plus what the inputs
+                # still hold (at most their peak), plus the leak's pull over the run.
+                d_hi, d_lo = _column_excursion(offsets, ev_driver, ev_width, ie_t, ii_t,
+                                               cp[GC_E, c], cp[GC_I, c], b, c)
+                up = d_hi + cp[GC_I, c] * min(tot_i, bi)
+                down = d_lo - cp[GC_E, c] * min(tot_e, be)
+                leak = 1.0 - tab[T_AM, rc, c]
+                rails_ok = (v0 if v0 > el else el) + up - down * leak < cp[RAIL_HI, c] \
+                    and (v0 if v0 < el else el) + down - up * leak > cp[RAIL_LO, c]
             status[c] = 0 if (rails_ok and knee_ok) else (1 if rails_ok else 2)
         # Stage 2 (rare): exact peaks where the bound was not enough; walk the rest.
         for c in range(ncol):

@@ -9,6 +9,7 @@ run (figures, not assertions).
   through ``Accelerator.matmul`` at both fidelities, and the behavioural model
   against a plain numpy implementation of the same formula.
 * Calibration: wall time of a full-chip calibration.
+* MNIST: the shipped network on the test set through the cycle-level chip.
 """
 from __future__ import annotations
 
@@ -134,11 +135,29 @@ def bench_calibration(seed=0):
             "capmem_writes": cal.capmem_writes, "silicon_over_wall": cal.silicon_time_s / wall}
 
 
+def bench_mnist(num_images=10_000, seed=0):
+    """The shipped MNIST network on ``num_images`` test images through the
+    cycle-level chip: wall time against simulated chip time."""
+    from .demo import run as demo_run
+    import os
+    import tempfile
+    note("MNIST benchmark (cycle-level model)...")
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.devnull, "w") as devnull:
+            import contextlib
+            with contextlib.redirect_stdout(devnull):
+                r = demo_run(seed=seed, images=num_images, plots=tmp)
+    return {"images": r["images"], "wall_s": r["wall_time_s"], "accuracy": r["accuracy"],
+            "chip_time_s": r["chip_time_per_image_s"] * r["images"],
+            "chip_time_over_wall": r["chip_time_over_wall"]}
+
+
 def run(num_vectors=10_000, as_json=False, seed=0):
     import numba
     analog = bench_analog(num_vectors=num_vectors, seed=seed)
     network = bench_network(num_images=num_vectors, seed=seed)
     calib = bench_calibration(seed=seed)
+    mnist = bench_mnist(num_images=num_vectors, seed=seed)
     a = analog
     print(f"analog core, one half (128 signed rows x 256 columns), {a['vectors']} vectors at "
           f"{a['density']:.0%} density, wait {a['wait_between_events']}, "
@@ -165,7 +184,12 @@ def run(num_vectors=10_000, as_json=False, seed=0):
     print(f"full-chip calibration (4 steps, 512 neurons): {c['wall_s']:.1f} s wall "
           f"(target at most 30 s), {c['silicon_time_s']:.1f} s on silicon incl. capmem settling, "
           f"{c['measurements']} reads, {c['capmem_writes']} capmem writes")
-    out = {"threads": numba.get_num_threads(), "analog": analog, "network": network, "calibration": calib}
+    m = mnist
+    print(f"MNIST, shipped network, {m['images']} test images through the cycle-level chip: "
+          f"{m['wall_s']:.1f} s wall (target at most 60 s for 10,000), {m['chip_time_s']:.2f} s chip time, "
+          f"chip time / wall {m['chip_time_over_wall']:.3f}, accuracy {m['accuracy']:.2%}")
+    out = {"threads": numba.get_num_threads(), "analog": analog, "network": network,
+           "calibration": calib, "mnist": mnist}
     if as_json:
         emit_json(out)
     return out

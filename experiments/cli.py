@@ -30,6 +30,33 @@ def build_parser():
     p = argparse.ArgumentParser(prog="bss2sim", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
+    de = sub.add_parser("demo", help="the shipped MNIST network on a simulated chip "
+                                     "(writes plots/mnist_*.png)")
+    de.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    de.add_argument("--images", type=_positive_int, default=None,
+                    help="classify only the first N test images (default: all 10,000)")
+    de.add_argument("--data-dir", default=None, help="read the test set from this MNIST folder "
+                                                     "instead of the shipped copy")
+    de.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
+    de.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+
+    tn = sub.add_parser("train", help="the MNIST pipeline: calibrate, train in software and "
+                                      "noise-aware, fine-tune through the chip, evaluate")
+    tn.add_argument("--data-dir", default=None,
+                    help="MNIST folder (default: the environment variable BSS2SIM_MNIST_DIR)")
+    tn.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    tn.add_argument("--out", default="mnist_run", help="folder for checkpoints and results")
+    tn.add_argument("--float-epochs", type=_nonneg_int, default=5)
+    tn.add_argument("--noise-epochs", type=_nonneg_int, default=1)
+    tn.add_argument("--hil-images", type=_positive_int, default=10_000,
+                    help="training images for the fine-tuning on the chip (default 10000)")
+    tn.add_argument("--further-seeds", type=_nonneg_int, nargs="*", default=[1, 2, 3, 4, 5])
+    tn.add_argument("--further-hil-images", type=_positive_int, default=5_000)
+    tn.add_argument("--test-images", type=_positive_int, default=None,
+                    help="evaluate on the first N test images only (default: all)")
+    tn.add_argument("--ship", action="store_true", help="copy the network and results into the package")
+    tn.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+
     tr = sub.add_parser("traces", help="membrane traces during one VMM (writes plots/membrane_traces.png)")
     tr.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
     tr.add_argument("--half", type=int, choices=(0, 1), default=0, help="chip half (default 0)")
@@ -62,7 +89,17 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command == "traces":
+    if args.command == "demo":
+        from . import demo
+        demo.run(seed=args.seed, images=args.images, data_dir=args.data_dir, plots=args.plots_dir,
+                 as_json=args.json)
+    elif args.command == "train":
+        from . import train
+        train.run(data_dir=args.data_dir, seed=args.seed, out=args.out, float_epochs=args.float_epochs,
+                  noise_epochs=args.noise_epochs, hil_images=args.hil_images,
+                  extra_seeds=tuple(args.further_seeds), extra_hil_images=args.further_hil_images,
+                  test_images=args.test_images, ship=args.ship, as_json=args.json)
+    elif args.command == "traces":
         from . import traces
         traces.run(seed=args.seed, half=args.half, plots=args.plots_dir, as_json=args.json)
     elif args.command == "vmm":

@@ -1,0 +1,151 @@
+"""``bss2sim demo``: the shipped MNIST network on a simulated chip.
+
+A chip (default seed 0) gets the shipped calibration when one exists for its
+seed, or is calibrated (a few seconds); the shipped network, trained and
+fine-tuned on chip seed 0 by ``bss2sim train``, classifies the shipped MNIST
+test set through the cycle-level model. Prints the accuracy, the simulated
+chip time and energy per image, and writes ``plots/mnist_confusion.png``,
+``plots/mnist_misclassified.png`` and ``plots/mnist_accuracy_per_seed.png``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from circuits import Chip
+from digital import Accelerator
+
+from .calibration import CalibrationTarget, calibrate
+from .calibration.persistence import calibration_filename, load_calibration
+from .common import emit_json, note, plots_dir, save_figure
+from .progress import Progress
+from .train import NETWORK_FILE, PACKAGE_DATA, RESULTS_FILE, TEST_IMAGES_FILE
+from .training.checkpoint import load_checkpoint
+
+
+def _load_test_images(data_dir=None):
+    if data_dir is not None:
+        from .mnist import load_mnist
+        return load_mnist("test", data_dir)
+    path = PACKAGE_DATA / TEST_IMAGES_FILE
+    if not path.exists():
+        raise ValueError(f"the shipped test images ({path.name}) are missing from the package; "
+                         "pass --data-dir with the MNIST files")
+    with np.load(path, allow_pickle=False) as f:
+        images, labels = f["images"], f["labels"]
+    if images.shape != (len(labels), 28, 28) or images.dtype != np.uint8:
+        raise ValueError(f"{path.name} is corrupt: images {images.shape} {images.dtype}")
+    return images, labels
+
+
+def _prepare_chip(seed):
+    chip = Chip(seed)
+    target = CalibrationTarget()
+    path = PACKAGE_DATA / calibration_filename(seed, target.target_id)
+    if path.exists():
+        load_calibration(path, chip_seed=seed, target_id=target.target_id).apply(chip.config)
+        return chip, f"shipped calibration {path.name}"
+    note(f"calibrating chip seed {seed} (no shipped calibration for it)...")
+    calibrate(chip)
+    return chip, "calibrated now"
+
+
+def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=500):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = time.perf_counter()
+    net_path = PACKAGE_DATA / NETWORK_FILE
+    if not net_path.exists():
+        raise ValueError(f"the shipped network ({net_path.name}) is missing; run bss2sim train --ship")
+    net = load_checkpoint(net_path).make_network()
+    x, y = _load_test_images(data_dir)
+    if images is not None:
+        x, y = x[:images], y[:images]
+    chip, how = _prepare_chip(seed)
+    acc = Accelerator(chip, noise_seed=0)
+    pred = np.empty(len(y), np.int64)
+    with Progress(f"classifying {len(y)} test images on chip {seed}", len(y)) as bar:
+        for i in range(0, len(y), batch):
+            pred[i:i + batch] = net.predict(x[i:i + batch], "chip", acc, batch_size=batch)
+            bar.update(len(pred[i:i + batch]), f"{np.mean(pred[:i + batch] == y[:i + batch]):.2%}")
+    wall = time.perf_counter() - t0
+    accuracy = float(np.mean(pred == y))
+    rep = acc.report()
+    per_image = rep["total_s"] / len(y)
+
+    out = plots_dir(plots)
+    conf = np.zeros((10, 10), np.int64)
+    np.add.at(conf, (y.astype(int), pred), 1)
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    im = ax.imshow(conf / conf.sum(axis=1, keepdims=True), cmap="Blues", vmin=0, vmax=1)
+    for i in range(10):
+        for j in range(10):
+            if conf[i, j]:
+                ax.text(j, i, conf[i, j], ha="center", va="center", fontsize=7,
+                        color="white" if i == j else "black")
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_title(f"MNIST on simulated chip {seed}: {accuracy:.2%} of {len(y)} test images", fontsize=10)
+    fig.colorbar(im, ax=ax, label="fraction of the true digit")
+    fig.tight_layout()
+    save_figure(fig, out / "mnist_confusion.png")
+    plt.close(fig)
+
+    wrong = np.nonzero(pred != y)[0][:32]
+    fig, axes = plt.subplots(4, 8, figsize=(9, 5))
+    for ax, i in zip(axes.ravel(), list(wrong) + [None] * (32 - len(wrong))):
+        ax.axis("off")
+        if i is not None:
+            ax.imshow(x[i], cmap="gray_r")
+            ax.set_title(f"{y[i]} as {pred[i]}", fontsize=8)
+    fig.suptitle(f"Misclassified test digits on chip {seed} (true as predicted), first {len(wrong)}",
+                 fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out / "mnist_misclassified.png")
+    plt.close(fig)
+
+    seeds, pre, post = [seed], [np.nan], [accuracy]
+    results_path = PACKAGE_DATA / RESULTS_FILE
+    shipped = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for f in shipped.get("further_chips", []):
+        if f["chip_seed"] != seed:
+            seeds.append(f["chip_seed"])
+            pre.append(f["without_fine_tuning"])
+            post.append(f["with_fine_tuning"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    pos = np.arange(len(seeds))
+    ax.bar(pos - 0.2, np.array(pre) * 100, 0.4, label="software-trained, no fine-tuning (training run)")
+    ax.bar(pos + 0.2, np.array(post) * 100, 0.4,
+           label="this run (chip %d) / fine-tuned on each chip (training run)" % seed)
+    ax.axhline(98.0, color="k", ls="--", lw=1, label="98.0 % on silicon [W20]")
+    ax.set_xticks(pos)
+    ax.set_xticklabels([f"chip {s}" for s in seeds])
+    ax.set_ylim(90, 100)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("MNIST accuracy per simulated chip", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, out / "mnist_accuracy_per_seed.png")
+    plt.close(fig)
+
+    res = {"chip_seed": seed, "calibration": how, "images": int(len(y)), "accuracy": accuracy,
+           "chip_time_per_image_s": per_image, "asic_energy_per_image_j": rep["asic_j"] / len(y),
+           "system_energy_per_image_j": rep["system_j"] / len(y),
+           "energy_assumption": rep["energy_assumption"], "wall_time_s": wall,
+           "chip_time_over_wall": rep["total_s"] / wall,
+           "figures": [str(out / n) for n in ("mnist_confusion.png", "mnist_misclassified.png",
+                                               "mnist_accuracy_per_seed.png")]}
+    print(f"MNIST on simulated chip {seed} ({how}): {accuracy:.2%} of {len(y)} test images")
+    print(f"chip time {per_image * 1e6:.0f} us per image, ASIC energy {res['asic_energy_per_image_j'] * 1e6:.0f} uJ "
+          f"per image ({rep['energy_assumption']})")
+    print(f"wall time {wall:.1f} s (the model runs at {res['chip_time_over_wall']:.3f} x the chip's speed)")
+    if as_json:
+        emit_json(res)
+    return res

@@ -1,0 +1,25 @@
+"""The main job: the shipped network, calibration and test images run offline."""
+import json
+
+from experiments.cli import main
+from experiments.demo import _load_test_images
+from experiments.train import PACKAGE_DATA, NETWORK_FILE, TEST_IMAGES_FILE
+
+
+def test_shipped_files_exist_and_load():
+    assert (PACKAGE_DATA / NETWORK_FILE).exists()
+    assert (PACKAGE_DATA / TEST_IMAGES_FILE).exists()
+    x, y = _load_test_images()
+    assert x.shape == (10_000, 28, 28) and len(y) == 10_000
+    assert sorted(set(y.tolist())) == list(range(10))
+
+
+def test_demo_classifies_through_the_chip(tmp_path, capsys):
+    assert main(["demo", "--images", "300", "--json", "--plots-dir", str(tmp_path)]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["images"] == 300
+    assert res["accuracy"] > 0.93
+    assert "shipped calibration" in res["calibration"]
+    assert res["chip_time_per_image_s"] > 1e-6 and res["asic_energy_per_image_j"] > 0
+    for name in ("mnist_confusion.png", "mnist_misclassified.png", "mnist_accuracy_per_seed.png"):
+        assert (tmp_path / name).stat().st_size > 5_000

@@ -12,7 +12,7 @@ three kinds of numbers apart:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def _check_finite_nonneg(obj, names):

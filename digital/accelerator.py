@@ -336,8 +336,8 @@ class Accelerator:
         if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
             raise ValueError(f"conv2d expects x (batch, C_in, H, W) and w (C_out, C_in, kH, kW) with "
                              f"equal C_in; got {x.shape} and {w.shape}")
-        sh, sw = _pair("stride", stride, 1)
-        ph, pw = _pair("padding", padding, 0)
+        sh, sw = int_pair("stride", stride, 1)
+        ph, pw = int_pair("padding", padding, 0)
         cols, (ho, wo) = unfold2d(x, w.shape[2:], (sh, sw), (ph, pw))
         y = self.matmul(cols, w.reshape(w.shape[0], -1).T, **kw)
         return y.reshape(x.shape[0], ho, wo, w.shape[0]).transpose(0, 3, 1, 2)
@@ -373,7 +373,8 @@ class Accelerator:
         return self.ledger.summary(self.timing)
 
 
-def _pair(name, v, minimum):
+def int_pair(name, v, minimum):
+    """An integer or a pair of integers >= minimum, as a pair (stride, padding)."""
     if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
         v = (int(v), int(v))
     if not (isinstance(v, (tuple, list)) and len(v) == 2

@@ -31,6 +31,44 @@ def save_figure(fig, path: Path):
             os.unlink(tmp)
 
 
+def atomic_savez(path, arrays: dict) -> Path:
+    """Write ``arrays`` as an .npz file atomically: a temporary file in the same
+    folder, flushed and synced, then renamed over ``path``; on any error the old
+    file stays and the temporary one is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                # mkstemp creates 0600; give the file the usual permissions.
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(f.fileno(), 0o666 & ~umask)
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    # Make the rename durable where the platform allows it (best effort).
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+    return path
+
+
 def emit_json(obj):
     """Print one JSON object as the last line of stdout."""
     sys.stdout.flush()

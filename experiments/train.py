@@ -113,7 +113,7 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=5, noise_epochs=1, 
 
     note(f"calibrating chip {seed} and measuring its behaviour...")
     chip = Chip(seed)
-    cal = calibrate(chip)
+    calibrate(chip)
     meas = measure_behaviour(chip)
     beh = meas.behavioural()
     res["behaviour"] = meas.summary()

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +35,8 @@ import numpy as np
 
 from circuits import constants as K
 from circuits.chip import CAPMEM_PARAMETERS, ChipConfig
+
+from ..common import atomic_savez
 
 __all__ = [
     "FORMAT_VERSION", "MAGIC", "CalibrationFile", "calibration_filename",
@@ -248,41 +248,9 @@ def save_calibration(path, config: ChipConfig, *, chip_seed: int, target_id: str
     arrays = dict(settings)
     arrays[HEADER_NAME] = np.frombuffer(header_bytes, dtype=np.uint8)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                # mkstemp creates 0600; give the file the usual permissions.
-                umask = os.umask(0)
-                os.umask(umask)
-                os.fchmod(f.fileno(), 0o666 & ~umask)
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_savez(path, arrays)
 
 
-def _fsync_dir(folder):
-    """Make the rename durable where the platform allows it (best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- loading ------------------------------------------------------------------

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from circuits import constants as K
-from circuits.chip import CAPMEM_PARAMETERS
 
 from .measurements import ChipAccess
 from .search import binary_search, noise_tolerant_binary_search

@@ -29,8 +29,6 @@ a ``ValueError`` that names the file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration.persistence import settings_checksum
+from ..common import atomic_savez
 from .network import MnistNet
 from .optim import Adam
 
@@ -230,35 +229,7 @@ def save_checkpoint(path, network, optimizer, epoch: int, rng, metadata: dict | 
     }
     arrays[HEADER_NAME] = np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                umask = os.umask(0)
-                os.umask(umask)
-                os.fchmod(f.fileno(), 0o666 & ~umask)
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-    return path
+    return atomic_savez(path, arrays)
 
 
 # --- loading ------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import numpy as np
 
 from circuits import constants as K
 from digital import Accelerator, unfold2d
+from digital.accelerator import int_pair
 from digital.ppu import CONVERTING_RELU_MAX_SHIFT
 
 __all__ = ["MODES", "DEFAULT_GAIN", "Layer", "Linear", "Conv2d", "ConvertingReLU",
@@ -269,9 +270,9 @@ class Conv2d(_MACLayer):
                  rng=None, input_rms: float = 8.0, target_std: float = 32.0):
         self.in_channels = _check_int("in_channels", in_channels, 1, 1 << 16)
         self.out_channels = _check_int("out_channels", out_channels, 1, 1 << 16)
-        self.kernel_size = _pair("kernel_size", kernel_size, 1)
-        self.stride = _pair("stride", stride, 1)
-        self.padding = _pair("padding", padding, 0)
+        self.kernel_size = int_pair("kernel_size", kernel_size, 1)
+        self.stride = int_pair("stride", stride, 1)
+        self.padding = int_pair("padding", padding, 0)
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         super().__init__((self.out_channels, self.in_channels) + self.kernel_size, fan_in,
                          num_sends, wait_between_events, gain, rng, input_rms, target_std)
@@ -361,12 +362,3 @@ class ConvertingReLU(Layer):
         return np.asarray(grad, np.float64) * mask / 2 ** self.shift
 
 
-def _pair(name, v, minimum):
-    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-        v = (int(v), int(v))
-    if not (isinstance(v, (tuple, list)) and len(v) == 2
-            and all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in v)):
-        raise ValueError(f"{name}={v!r} must be an integer or a pair of integers >= {minimum}")
-    if min(v) < minimum:
-        raise ValueError(f"{name}={v!r} is not allowed: must be >= {minimum}")
-    return int(v[0]), int(v[1])

@@ -799,7 +799,7 @@ def _fig_validation(plt, seeds, per_seed, fault, diffs):
             label=f"equal pulse widths: median |diff| {np.median(np.abs(w)):.2f}")
     ax.hist(a, bins=bins, histtype="step", lw=1.5, color="C3",
             label=f"equal width x synapse row: median |diff| {np.median(np.abs(a)):.2f}")
-    ax.set_xlabel(f"calibrated - truth-optimal driver offset (steps of 20 ps), per block")
+    ax.set_xlabel("calibrated - truth-optimal driver offset (offset-setting steps), per block")
     ax.set_ylabel("drivers (reached, optimum in range)")
     ax.set_title("(c) driver offsets at the test value", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")

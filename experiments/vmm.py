@@ -156,7 +156,7 @@ def _fig_linearity(plt, seed, m, lin, cfg):
         ax.axhline(v, color="k", ls="--", lw=0.9, label=None if txt is None else
                    f"measured linear range {lo:.0f}..{hi:.0f} LSB")
     ax.set_ylim(min(lo, y0.min()) - 12, max(hi, y0.max()) + 12)
-    ax.set_title(f"within the linear range (random inputs, density 5-60 %)", fontsize=10)
+    ax.set_title("within the linear range (random inputs, density 5-60 %)", fontsize=10)
 
     ax = axes[1]
     ideal_s = lin["ideal_strong"]

@@ -10,6 +10,7 @@ import pytest
 
 from circuits import constants as K
 from circuits.chip import CAPMEM_PARAMETERS, CapmemParameter, ChipConfig
+from experiments import common
 from experiments.calibration import persistence as P
 
 
@@ -183,7 +184,7 @@ def test_failed_rename_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("rename failed (simulated)")
 
-    monkeypatch.setattr(P.os, "replace", broken_replace)
+    monkeypatch.setattr(common.os, "replace", broken_replace)
     with pytest.raises(OSError, match="simulated"):
         _save(tmp_path, _random_config(2))
     monkeypatch.undo()

@@ -90,7 +90,7 @@ RESIDUAL_TARGETS = {
         "one bias step is 0.2 % of the amplitude; 2 % keeps quadrant borders below the neuron spread"),
     "driver_spread": ResidualTarget(
         "drivers", "driver_relative_spread", 0.02, "driver amplitude, relative spread (reached)", "",
-        "one offset step (20 ps) is 0.7 % of the 2.9 ns test pulse; the search stops within 2 %"),
+        "one offset step (30 ps) is 1 % of the 2.9 ns test pulse; the search stops within 2 %"),
     "resting_read_std": ResidualTarget(
         "neurons", "resting_read_std_lsb", 1.5, "resting read, std", "LSB",
         "1 LSB search tolerance and 0.6 LSB noise of a 4-read mean add to about 1.2 LSB"),

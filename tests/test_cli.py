@@ -1,7 +1,6 @@
 """The command line: each subcommand runs, writes its figures and ends its
 stdout with one JSON object."""
 import json
-from pathlib import Path
 
 import pytest
 

@@ -110,9 +110,11 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
     save_figure(fig, out / "mnist_misclassified.png")
     plt.close(fig)
 
-    seeds, pre, post = [seed], [np.nan], [accuracy]
     results_path = PACKAGE_DATA / RESULTS_FILE
     shipped = json.loads(results_path.read_text()) if results_path.exists() else {}
+    # The training run's figure for this chip before fine-tuning, where it trained on it.
+    before = shipped.get("chip_without_fine_tuning", np.nan) if shipped.get("chip_seed") == seed else np.nan
+    seeds, pre, post = [seed], [before], [accuracy]
     for f in shipped.get("further_chips", []):
         if f["chip_seed"] != seed:
             seeds.append(f["chip_seed"])

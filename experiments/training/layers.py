@@ -34,6 +34,7 @@ Everything random comes from a ``numpy.random.Generator`` the caller passes.
 """
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -138,7 +139,7 @@ def fold2d(cols, x_shape, kernel, stride, padding):
     return xp[:, :, ph:ph + H, pw:pw + W]
 
 
-class Layer:
+class Layer(abc.ABC):
     """Base of all layers: ``forward``, ``backward``, parameters and their gradients."""
 
     def parameters(self) -> list:
@@ -147,11 +148,13 @@ class Layer:
     def gradients(self) -> list:
         return []
 
-    def forward(self, x, mode="float", accelerator=None):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, x, mode="float", accelerator=None):
+        """Output of the layer for input ``x`` in ``mode``."""
 
-    def backward(self, grad, need_input_grad=True):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def backward(self, grad, need_input_grad=True):
+        """Gradient of the input from the gradient of the output (of the last forward)."""
 
 
 class _MACLayer(Layer):

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,49 @@ def atomic_savez(path, arrays: dict) -> Path:
     finally:
         os.close(dfd)
     return path
+
+
+def read_npz_arrays(path, where: str, header_name: str, what: str) -> dict:
+    """Every array of an .npz file written by :func:`atomic_savez`, read with
+    ``allow_pickle=False``. Anything unreadable (missing, not a zip, truncated,
+    a lone .npy, a repeated name, no ``header_name`` array, an array whose data
+    is corrupt) raises ``ValueError`` naming ``where``; ``what`` says what kind of
+    file was expected ("a calibration", "a checkpoint")."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{where} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{where} is not a regular file")
+    # np.load and the zip layer raise all of these for damaged files.
+    unreadable = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError,
+                  NotImplementedError)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as e:
+        raise ValueError(f"{where} cannot be read: {e}") from e
+    if start != b"PK\x03\x04":
+        raise ValueError(f"{where} is not an .npz (zip) file: it is empty, truncated or "
+                         "holds other data")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except unreadable as e:
+        raise ValueError(f"{where} is not a readable .npz file (truncated or corrupt?): {e}") from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{where} is a single .npy array, not {what} .npz file")
+    arrays = {}
+    with npz:
+        names = list(npz.files)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where} is corrupt: it holds an array name twice")
+        if header_name not in names:
+            raise ValueError(f"{where} has no header (array {header_name!r}); it is not {what} file")
+        for name in names:
+            try:
+                arrays[name] = npz[name]
+            except unreadable as e:
+                raise ValueError(f"{where} is corrupt: array {name!r} cannot be read: {e}") from e
+    return arrays
 
 
 def emit_json(obj):

@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +34,7 @@ import numpy as np
 from circuits import constants as K
 from circuits.chip import CAPMEM_PARAMETERS, ChipConfig
 
-from ..common import atomic_savez
+from ..common import atomic_savez, read_npz_arrays
 
 __all__ = [
     "FORMAT_VERSION", "MAGIC", "CalibrationFile", "calibration_filename",
@@ -265,41 +263,7 @@ def load_calibration(path, *, chip_seed: int | None = None,
     if target_id is not None:
         target_id = _check_target(target_id)
     where = f"calibration file {str(path)!r}"
-    if not path.exists():
-        raise ValueError(f"{where} does not exist")
-    if not path.is_file():
-        raise ValueError(f"{where} is not a regular file")
-
-    unreadable = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error,
-                  KeyError, NotImplementedError)
-    try:
-        with open(path, "rb") as f:
-            start = f.read(4)
-    except OSError as e:
-        raise ValueError(f"{where} cannot be read: {e}") from e
-    if start != b"PK\x03\x04":
-        raise ValueError(f"{where} is not an .npz (zip) file: it is empty, truncated or "
-                         "holds other data")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except unreadable as e:
-        raise ValueError(f"{where} is not a readable .npz file (truncated or not a "
-                         f"calibration?): {e}") from e
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{where} is a single .npy array, not a calibration .npz file")
-    with npz:
-        names = list(npz.files)
-        if len(set(names)) != len(names):
-            raise ValueError(f"{where} is corrupt: it holds an array name twice")
-        if HEADER_NAME not in names:
-            raise ValueError(f"{where} has no header (array {HEADER_NAME!r}); it is not a "
-                             "calibration file")
-        arrays = {}
-        for name in names:
-            try:
-                arrays[name] = npz[name]
-            except unreadable as e:
-                raise ValueError(f"{where} is corrupt: array {name!r} cannot be read: {e}") from e
+    arrays = read_npz_arrays(path, where, HEADER_NAME, "a calibration")
 
     header = _parse_header(arrays.pop(HEADER_NAME), where)
     version = header["format_version"]

@@ -29,15 +29,13 @@ a ``ValueError`` that names the file.
 from __future__ import annotations
 
 import json
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..calibration.persistence import settings_checksum
-from ..common import atomic_savez
+from ..common import atomic_savez, read_npz_arrays
 from .network import MnistNet
 from .optim import Adam
 
@@ -238,32 +236,7 @@ def load_checkpoint(path) -> TrainingCheckpoint:
     """Read and check a checkpoint written by :func:`save_checkpoint`."""
     path = Path(path)
     where = f"checkpoint file {str(path)!r}"
-    if not path.is_file():
-        raise ValueError(f"{where} does not exist or is not a regular file")
-    unreadable = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError,
-                  NotImplementedError)
-    try:
-        with open(path, "rb") as f:
-            start = f.read(4)
-    except OSError as e:
-        raise ValueError(f"{where} cannot be read: {e}") from e
-    if start != b"PK\x03\x04":
-        raise ValueError(f"{where} is not an .npz (zip) file: it is empty, truncated or holds other data")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except unreadable as e:
-        raise ValueError(f"{where} is not a readable .npz file (truncated or corrupt?): {e}") from e
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{where} is a single .npy array, not a checkpoint")
-    arrays = {}
-    with npz:
-        if HEADER_NAME not in npz.files:
-            raise ValueError(f"{where} has no header (array {HEADER_NAME!r}); it is not a checkpoint")
-        for name in npz.files:
-            try:
-                arrays[name] = npz[name]
-            except unreadable as e:
-                raise ValueError(f"{where} is corrupt: array {name!r} cannot be read: {e}") from e
+    arrays = read_npz_arrays(path, where, HEADER_NAME, "a checkpoint")
     header = _parse_header(arrays.pop(HEADER_NAME), where)
 
     names = header["param_names"]

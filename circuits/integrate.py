@@ -170,7 +170,7 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
                                  float(cp[_k.LAM_I].min() * K.FPGA_CYCLE_S * 1e9),
                                  float(cp[_k.LAM_M].max()),
                                  rc, K.FPGA_CYCLE_S * 1e9,
-                                 K.CADC_TICK_S * 1e9, 8, noise_on, seed, first, out_codes, out_v,
+                                 K.CADC_TICK_S * 1e9, _k.WALK_CYCLES, noise_on, seed, first, out_codes, out_v,
                                  out_stepped)
         codes[:, part] = out_codes
         v_read[:, part] = out_v

@@ -38,6 +38,11 @@ NUM_TABLES = 5
 CADC_LEVELS = 256
 CADC_MAX_CODE = 255
 
+WALK_CYCLES = 5
+"""Longest Runge-Kutta step (FPGA cycles, 40 ns) of a saturating column between events."""
+CONVERT_TICKS_PER_STEP = 8
+"""Ramp ticks (8 x 2.1 ns) per Runge-Kutta step of a saturating column's conversion."""
+
 
 @njit(cache=True, inline="always")
 def _knee(x, knee, head):
@@ -112,19 +117,21 @@ def _propagate_exact(xe, xi, v, tab, n, c, el):
 
 
 @njit(cache=True)
-def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, substeps):
+def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles):
     """Advance one column by ``n_cycles`` without input: exact where linear,
-    Runge-Kutta substeps where it may saturate."""
-    dt = cycle_ns / substeps
+    Runge-Kutta steps of at most ``walk_cycles`` cycles where it may saturate.
+    The synaptic time constants (~320 ns) and the membrane's (~1 us) are long
+    against a step of a few cycles (lam * h <= 0.15 for 40 ns), so one
+    classical RK4 step per event interval keeps the local error near 1e-7."""
     remaining = n_cycles
     while remaining > 0:
-        # Re-checked every cycle: once the column has decayed below the knee and
+        # Re-checked every step: once the column has decayed below the knee and
         # away from the rails, the rest of the interval is exact again.
         if _linear_safe(xe, xi, v, cp, c):
             return _propagate_exact(xe, xi, v, tab, remaining, c, cp[E_LEAK, c])
-        for _ in range(substeps):
-            xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, dt, cp, c)
-        remaining -= 1
+        step = walk_cycles if remaining > walk_cycles else remaining
+        xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, step * cycle_ns, cp, c)
+        remaining -= step
     return xe, xi, v
 
 
@@ -171,14 +178,22 @@ def _convert_linear(xe, xi, v, ctab, cp, c, extra):
 
 
 @njit(cache=True)
-def _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, substeps):
-    """CADC conversion with Runge-Kutta substeps between ticks (saturating columns)."""
-    dt = tick_ns / substeps
+def _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, ticks_per_step):
+    """CADC conversion of a saturating column: one Runge-Kutta step per
+    ``ticks_per_step`` ramp ticks, the membrane interpolated linearly between
+    steps for the comparator (it moves slowly against a step of ~17 ns)."""
+    dt = tick_ns * ticks_per_step
+    v_prev = v
+    base = 0
+    xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, dt, cp, c)
     for m in range(CADC_MAX_CODE):
-        if _cadc_fires(v, m, cp, c, extra):
-            return m
-        for _ in range(substeps):
+        if m - base > ticks_per_step:
+            base += ticks_per_step
+            v_prev = v
             xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, dt, cp, c)
+        vm = v_prev + (m - base) / ticks_per_step * (v - v_prev)
+        if _cadc_fires(vm, m, cp, c, extra):
+            return m
     return CADC_MAX_CODE
 
 
@@ -264,7 +279,7 @@ def _column_excursion(offsets, ev_driver, ev_width, ie_t, ii_t, gce, gci, b, c):
 @njit(cache=True, parallel=True, error_model="numpy")
 def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, ii_t, cp, tab, ctab,
                           cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
-                          read_cycle, cycle_ns, tick_ns, substeps, noise_on, seed, first_index,
+                          read_cycle, cycle_ns, tick_ns, walk_cycles, noise_on, seed, first_index,
                           codes, v_read, stepped):
     """Event-driven fast path for a batch of vectors of one half.
 
@@ -278,7 +293,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
     the bound fails) and the membrane cannot reach a rail even if all
     excitation (inhibition) arrived at once.
     Pass 2 (only columns not proven linear): walk that column's events with
-    exact intervals where possible and Runge-Kutta substeps where it saturates.
+    exact intervals where possible and Runge-Kutta steps where it saturates.
     """
     num_vectors = offsets.shape[0] - 1
     ncol = ie.shape[1]
@@ -389,11 +404,11 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 prev = 0
                 for k in range(offsets[b], offsets[b + 1]):
                     cyc = ev_cycle[k]
-                    ye, yi, y = _propagate(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns, substeps)
+                    ye, yi, y = _propagate(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns, walk_cycles)
                     prev = cyc
                     ye += ev_width[k] * ie[ev_driver[k], c]
                     yi += ev_width[k] * ii[ev_driver[k], c]
-                xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, substeps)
+                xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles)
             stepped[b, c] = status[c] == 2
             v_read[b, c] = v[c]
         # Stage 3: trial-to-trial noise. Membrane noise integrated up to the read
@@ -418,7 +433,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
             if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):
                 m = _convert_linear(xe[c], xi[c], v[c], ctab, cp, c, extra[c])
             else:
-                m = _convert_stepped(xe[c], xi[c], v[c], cp, c, extra[c], tick_ns, 2)
+                m = _convert_stepped(xe[c], xi[c], v[c], cp, c, extra[c], tick_ns, CONVERT_TICKS_PER_STEP)
             codes[b, c] = _finish_code(m, cp, c)
 
 

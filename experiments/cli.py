@@ -46,12 +46,19 @@ def build_parser():
                     help="MNIST folder (default: the environment variable BSS2SIM_MNIST_DIR)")
     tn.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
     tn.add_argument("--out", default="mnist_run", help="folder for checkpoints and results")
-    tn.add_argument("--float-epochs", type=_nonneg_int, default=5)
-    tn.add_argument("--noise-epochs", type=_nonneg_int, default=1)
+    tn.add_argument("--float-epochs", type=_nonneg_int, default=8,
+                    help="epochs of float training (default 8)")
+    tn.add_argument("--noise-epochs", type=_nonneg_int, default=2,
+                    help="epochs of noise-aware training with the behavioural model (default 2)")
     tn.add_argument("--hil-images", type=_positive_int, default=10_000,
                     help="training images for the fine-tuning on the chip (default 10000)")
+    tn.add_argument("--hil-epochs", type=_positive_int, default=1,
+                    help="fine-tuning epochs on each chip (default 1)")
+    tn.add_argument("--augment-shift", type=_nonneg_int, default=2,
+                    help="largest random shift of the training images, pixels (default 2; 0: none)")
     tn.add_argument("--further-seeds", type=_nonneg_int, nargs="*", default=[1, 2, 3, 4, 5])
-    tn.add_argument("--further-hil-images", type=_positive_int, default=5_000)
+    tn.add_argument("--further-hil-images", type=_positive_int, default=10_000,
+                    help="fine-tuning images on each further chip (default 10000)")
     tn.add_argument("--test-images", type=_positive_int, default=None,
                     help="evaluate on the first N test images only (default: all)")
     tn.add_argument("--ship", action="store_true", help="copy the network and results into the package")
@@ -96,7 +103,8 @@ def main(argv=None):
     elif args.command == "train":
         from . import train
         train.run(data_dir=args.data_dir, seed=args.seed, out=args.out, float_epochs=args.float_epochs,
-                  noise_epochs=args.noise_epochs, hil_images=args.hil_images,
+                  noise_epochs=args.noise_epochs, hil_images=args.hil_images, hil_epochs=args.hil_epochs,
+                  augment_shift=args.augment_shift,
                   extra_seeds=tuple(args.further_seeds), extra_hil_images=args.further_hil_images,
                   test_images=args.test_images, ship=args.ship, as_json=args.json)
     elif args.command == "traces":

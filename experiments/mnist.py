@@ -181,6 +181,41 @@ def quantise_images(images, bits: int = 5) -> np.ndarray:
     return np.rint(a.astype(np.float64) * (top / 255.0)).astype(np.int64)
 
 
+def random_shift(images, max_shift: int, rng) -> np.ndarray:
+    """Training augmentation: each image moved by a whole number of pixels drawn
+    uniformly from -max_shift..max_shift in each direction (rows first, then
+    columns, from ``rng``), the uncovered border filled with 0. ``max_shift=0``
+    returns the images unchanged.
+
+    images : uint8 (batch, 28, 28); max_shift : pixels, 0..27; rng : numpy Generator.
+    """
+    a = np.asarray(images)
+    if a.ndim != 3:
+        raise ValueError(f"images have shape {a.shape}; expected (batch, height, width)")
+    if isinstance(max_shift, (bool, np.bool_)) or not isinstance(max_shift, (int, np.integer)) \
+            or not 0 <= max_shift < min(a.shape[1:], default=1):
+        raise ValueError(f"max_shift={max_shift!r} is not allowed: must be an integer in "
+                         f"0..{min(a.shape[1:], default=1) - 1} pixels")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng={rng!r} is not a numpy.random.Generator")
+    m = int(max_shift)
+    if m == 0:
+        return a.copy()
+    B, H, W = a.shape
+    dy = rng.integers(-m, m + 1, B)
+    dx = rng.integers(-m, m + 1, B)
+    padded = np.pad(a, ((0, 0), (m, m), (m, m)))
+    out = np.empty_like(a)
+    # One slice per distinct shift (at most (2m + 1)^2), not one per image.
+    for sy in range(-m, m + 1):
+        for sx in range(-m, m + 1):
+            sel = np.nonzero((dy == sy) & (dx == sx))[0]
+            if sel.size:
+                # Content moves by (sy, sx): output pixel (i, j) shows input (i - sy, j - sx).
+                out[sel] = padded[sel, m - sy:m - sy + H, m - sx:m - sx + W]
+    return out
+
+
 # --- command line -------------------------------------------------------------------
 
 def build_parser():

@@ -29,7 +29,7 @@ from digital import Accelerator, measure_behaviour
 
 from .calibration import calibrate
 from .common import emit_json, note
-from .mnist import load_mnist
+from .mnist import load_mnist, random_shift
 from .progress import Progress
 from .training.checkpoint import load_checkpoint, save_checkpoint
 from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY, MnistNet
@@ -42,6 +42,12 @@ TEST_IMAGES_FILE = "mnist_test.npz"
 HIL_LR = 0.1
 """Adam learning rate of the hardware-in-the-loop fine-tuning (weight LSB):
 small, since it corrects a trained network for one chip's deviations."""
+HIL_LR_DECAY = 0.5
+"""Learning-rate factor per fine-tuning epoch."""
+AUGMENT_SHIFT = 2
+"""Largest random shift (pixels, each direction) of the training images in every
+stage; it lifts the float test accuracy from about 98.3 % to 98.7 % and leaves
+the fine-tuning images something left to learn."""
 
 
 def _atomic_json(path: Path, obj):
@@ -51,12 +57,15 @@ def _atomic_json(path: Path, obj):
 
 
 def _train(net, opt, rng, images, labels, mode, epochs, first_epoch, ckpt, label, acc=None,
-           batch_size=100, lr_decay=DEFAULT_LR_DECAY):
-    """Epochs ``first_epoch..epochs-1`` with a checkpoint after each."""
+           batch_size=100, lr_decay=DEFAULT_LR_DECAY, augment_shift=AUGMENT_SHIFT, augment_seed=0):
+    """Epochs ``first_epoch..epochs-1`` with a checkpoint after each. Each epoch
+    sees the images shifted by :func:`experiments.mnist.random_shift` with a
+    generator keyed by (augment_seed, epoch), so a resumed run sees the same images."""
     for epoch in range(first_epoch, epochs):
         nb = -(-len(images) // batch_size)
+        shifted = random_shift(images, augment_shift, np.random.default_rng([augment_seed, epoch]))
         with Progress(f"{label} epoch {epoch + 1}/{epochs}", nb) as bar:
-            net.train_epoch(images, labels, mode, opt, batch_size, rng, accelerator=acc,
+            net.train_epoch(shifted, labels, mode, opt, batch_size, rng, accelerator=acc,
                             progress=lambda b, n, loss: bar.update(1, f"loss {loss:.3f}"))
         opt.lr *= lr_decay
         save_checkpoint(ckpt, net, opt, epoch + 1, rng, metadata={"stage": label}, accelerator=acc)
@@ -83,7 +92,8 @@ def _resume_or_new(ckpt: Path, make, acc=None):
     return net, opt, rng, 0
 
 
-def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, noise_seed=3):
+def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, noise_seed=3,
+                      augment_shift=AUGMENT_SHIFT):
     """Hardware-in-the-loop fine-tuning of a copy of ``net`` on ``chip``."""
     ckpt = out / f"ckpt_hil_{tag}.npz"
     acc = Accelerator(chip, noise_seed=noise_seed)
@@ -94,13 +104,14 @@ def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, 
         return n2, Adam(n2.parameters(), lr=HIL_LR), np.random.default_rng(noise_seed)
 
     tuned, opt, rng, done = _resume_or_new(ckpt, make, acc)
-    _train(tuned, opt, rng, images, labels, "chip", epochs, done, ckpt, f"fine-tuning on chip {tag}", acc)
+    _train(tuned, opt, rng, images, labels, "chip", epochs, done, ckpt, f"fine-tuning on chip {tag}", acc,
+           lr_decay=HIL_LR_DECAY, augment_shift=augment_shift, augment_seed=noise_seed + 2)
     return tuned
 
 
-def run(data_dir=None, seed=0, out="mnist_run", float_epochs=5, noise_epochs=1, hil_images=10_000,
-        hil_epochs=1, extra_seeds=(1, 2, 3, 4, 5), extra_hil_images=5_000, test_images=None,
-        ship=False, as_json=False):
+def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, hil_images=10_000,
+        hil_epochs=1, extra_seeds=(1, 2, 3, 4, 5), extra_hil_images=10_000, test_images=None,
+        augment_shift=AUGMENT_SHIFT, ship=False, as_json=False):
     """Run the pipeline; returns the results dict (also written to ``out``)."""
     t_start = time.perf_counter()
     out = Path(out)
@@ -109,7 +120,10 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=5, noise_epochs=1, 
     test_x, test_y = load_mnist("test", data_dir)
     if test_images is not None:
         test_x, test_y = test_x[:test_images], test_y[:test_images]
-    res = {"chip_seed": seed, "test_images": int(len(test_y))}
+    res = {"chip_seed": seed, "test_images": int(len(test_y)),
+           "settings": {"float_epochs": float_epochs, "noise_epochs": noise_epochs,
+                        "hil_images": hil_images, "hil_epochs": hil_epochs,
+                        "further_hil_images": extra_hil_images, "augment_shift": augment_shift}}
 
     note(f"calibrating chip {seed} and measuring its behaviour...")
     chip = Chip(seed)
@@ -125,7 +139,7 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=5, noise_epochs=1, 
 
     net, opt, rng, done = _resume_or_new(out / "ckpt_float.npz", make)
     _train(net, opt, rng, train_x, train_y, "float", float_epochs, done, out / "ckpt_float.npz",
-           "float training")
+           "float training", augment_shift=augment_shift, augment_seed=0)
     res["float"] = _evaluate(net, test_x, test_y, "float", label="float")
     beh_acc = Accelerator(behavioural=beh, noise_seed=1)
     res["behavioural_after_float"] = _evaluate(net, test_x, test_y, "behavioural", beh_acc, "behavioural")
@@ -139,7 +153,7 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=5, noise_epochs=1, 
             opt.lr = DEFAULT_LR * DEFAULT_LR_DECAY ** float_epochs
             done = 0
         _train(net, opt, rng, train_x, train_y, "behavioural", noise_epochs, done, ckpt,
-               "noise-aware training", train_acc)
+               "noise-aware training", train_acc, augment_shift=augment_shift, augment_seed=1)
     res["float_final"] = _evaluate(net, test_x, test_y, "float", label="float")
     res["behavioural"] = _evaluate(net, test_x, test_y, "behavioural",
                                    Accelerator(behavioural=beh, noise_seed=1), "behavioural")
@@ -149,7 +163,7 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=5, noise_epochs=1, 
                                                 Accelerator(chip, noise_seed=4), f"chip {seed}")
     hil_idx = np.random.default_rng(seed + 100).permutation(len(train_y))[:hil_images]
     tuned = fine_tune_on_chip(net, chip, train_x[hil_idx], train_y[hil_idx], out, f"seed{seed}",
-                              epochs=hil_epochs)
+                              epochs=hil_epochs, augment_shift=augment_shift)
     ev_acc = Accelerator(chip, noise_seed=4)
     res["chip_after_fine_tuning"] = _evaluate(tuned, test_x, test_y, "chip", ev_acc, f"chip {seed} tuned")
     rep = ev_acc.report()
@@ -167,9 +181,11 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=5, noise_epochs=1, 
         calibrate(c)
         pre = _evaluate(net, test_x, test_y, "chip", Accelerator(c, noise_seed=4), f"chip {s}")
         idx = np.random.default_rng(s + 100).permutation(len(train_y))[:extra_hil_images]
-        t = fine_tune_on_chip(net, c, train_x[idx], train_y[idx], out, f"seed{s}", epochs=hil_epochs)
+        t = fine_tune_on_chip(net, c, train_x[idx], train_y[idx], out, f"seed{s}", epochs=hil_epochs,
+                              augment_shift=augment_shift)
         post = _evaluate(t, test_x, test_y, "chip", Accelerator(c, noise_seed=4), f"chip {s} tuned")
-        res["further_chips"].append({"chip_seed": s, "without_fine_tuning": pre, "with_fine_tuning": post})
+        res["further_chips"].append({"chip_seed": s, "without_fine_tuning": pre, "with_fine_tuning": post,
+                                     "test_images": int(len(test_y)), "hil_images": len(idx)})
         _atomic_json(out / RESULTS_FILE, res)
     res["wall_time_s"] = time.perf_counter() - t_start
     _atomic_json(out / RESULTS_FILE, res)

@@ -203,3 +203,59 @@ def test_missing_file(tmp_path):
     (tmp_path / (M.FILES["test"][1] + ".gz")).unlink()
     with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.*missing"):
         M.load_mnist("test", tmp_path)
+
+
+# --- training augmentation -----------------------------------------------------------
+
+def _shift_one(img, dy, dx):
+    """Slow reference: move one image by (dy, dx) pixels, pixel by pixel."""
+    out = np.zeros_like(img)
+    h, w = img.shape
+    for i in range(h):
+        for j in range(w):
+            si, sj = i - dy, j - dx
+            if 0 <= si < h and 0 <= sj < w:
+                out[i, j] = img[si, sj]
+    return out
+
+
+@pytest.mark.parametrize("max_shift", [1, 2, 3])
+def test_random_shift_matches_pixel_loop(max_shift):
+    rng = np.random.default_rng(max_shift)
+    imgs = rng.integers(0, 256, (40, 28, 28)).astype(np.uint8)
+    out = M.random_shift(imgs, max_shift, np.random.default_rng(9))
+    # The documented draw order: row shifts for the batch, then column shifts.
+    draw = np.random.default_rng(9)
+    dy = draw.integers(-max_shift, max_shift + 1, 40)
+    dx = draw.integers(-max_shift, max_shift + 1, 40)
+    assert out.dtype == np.uint8 and out.shape == imgs.shape
+    for b in range(40):
+        np.testing.assert_array_equal(out[b], _shift_one(imgs[b], dy[b], dx[b]))
+    # Several different shifts were exercised, including a diagonal one.
+    assert len(set(zip(dy, dx))) > 5 and np.any((dy != 0) & (dx != 0))
+
+
+def test_random_shift_zero_is_a_copy_and_input_untouched():
+    imgs = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    keep = imgs.copy()
+    out = M.random_shift(imgs, 0, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, imgs)
+    assert out is not imgs
+    M.random_shift(imgs, 2, np.random.default_rng(0))
+    np.testing.assert_array_equal(imgs, keep)
+
+
+@pytest.mark.parametrize("bad,match", [(-1, r"max_shift=-1 is not allowed: must be an integer in 0\.\.27"),
+                                       (28, r"max_shift=28 is not allowed"),
+                                       (1.5, r"max_shift=1\.5 is not allowed"),
+                                       (True, r"max_shift=True is not allowed")])
+def test_random_shift_bad_shift(bad, match):
+    with pytest.raises(ValueError, match=match):
+        M.random_shift(np.zeros((1, 28, 28), np.uint8), bad, np.random.default_rng(0))
+
+
+def test_random_shift_bad_images_and_rng():
+    with pytest.raises(ValueError, match=r"images have shape \(28, 28\); expected \(batch, height, width\)"):
+        M.random_shift(np.zeros((28, 28), np.uint8), 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"rng=3 is not a numpy.random.Generator"):
+        M.random_shift(np.zeros((1, 28, 28), np.uint8), 1, 3)

@@ -31,7 +31,7 @@ DEFAULT_TEMPERATURE = 0.1
 """Factor on the int8-scale logits inside the softmax."""
 DEFAULT_LR = 0.5
 """Adam learning rate in weight LSB (weights live in -63..63) for batch size 100."""
-DEFAULT_LR_DECAY = 0.7
+DEFAULT_LR_DECAY = 0.75
 """Learning-rate factor per epoch used by the command line."""
 
 MNIST_INPUT_RMS = 10.4

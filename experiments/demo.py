@@ -128,7 +128,7 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
     ax.axhline(98.0, color="k", ls="--", lw=1, label="98.0 % on silicon [W20]")
     ax.set_xticks(pos)
     ax.set_xticklabels([f"chip {s}" for s in seeds])
-    ax.set_ylim(90, 100)
+    ax.set_ylim(95, 100)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("MNIST accuracy per simulated chip", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")

@@ -56,6 +56,12 @@ def build_parser():
                     help="fine-tuning epochs on each chip (default 1)")
     tn.add_argument("--augment-shift", type=_nonneg_int, default=2,
                     help="largest random shift of the training images, pixels (default 2; 0: none)")
+    tn.add_argument("--num-sends", type=_positive_int, nargs=3, metavar=("CONV", "FC1", "FC2"),
+                    default=None, help="sends per vector of each layer (default: chosen by the "
+                                       "gain-aware initialisation, 1..64)")
+    tn.add_argument("--wait-between-events", type=_positive_int, nargs=3, metavar=("CONV", "FC1", "FC2"),
+                    default=[5, 5, 5], help="event spacing of each layer, FPGA cycles of 8 ns "
+                                            "(default 5 5 5; 1..255)")
     tn.add_argument("--further-seeds", type=_nonneg_int, nargs="*", default=[1, 2, 3, 4, 5])
     tn.add_argument("--further-hil-images", type=_positive_int, default=10_000,
                     help="fine-tuning images on each further chip (default 10000)")
@@ -96,6 +102,15 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ValueError as e:
+        # Every input check raises ValueError naming the parameter, value and range.
+        print(f"bss2sim {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args):
     if args.command == "demo":
         from . import demo
         demo.run(seed=args.seed, images=args.images, data_dir=args.data_dir, plots=args.plots_dir,
@@ -105,6 +120,8 @@ def main(argv=None):
         train.run(data_dir=args.data_dir, seed=args.seed, out=args.out, float_epochs=args.float_epochs,
                   noise_epochs=args.noise_epochs, hil_images=args.hil_images, hil_epochs=args.hil_epochs,
                   augment_shift=args.augment_shift,
+                  num_sends=tuple(args.num_sends) if args.num_sends else (None, None, None),
+                  wait_between_events=tuple(args.wait_between_events),
                   extra_seeds=tuple(args.further_seeds), extra_hil_images=args.further_hil_images,
                   test_images=args.test_images, ship=args.ship, as_json=args.json)
     elif args.command == "traces":

@@ -115,8 +115,16 @@ def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, 
 
 def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, hil_images=10_000,
         hil_epochs=1, extra_seeds=(1, 2, 3, 4, 5), extra_hil_images=10_000, test_images=None,
-        augment_shift=AUGMENT_SHIFT, ship=False, as_json=False):
-    """Run the pipeline; returns the results dict (also written to ``out``)."""
+        augment_shift=AUGMENT_SHIFT, num_sends=(None, None, None), wait_between_events=(5, 5, 5),
+        ship=False, as_json=False):
+    """Run the pipeline; returns the results dict (also written to ``out``).
+
+    ``num_sends`` and ``wait_between_events`` (FPGA cycles) go to
+    :class:`~experiments.training.network.MnistNet`, one value or one per layer
+    (conv, fc1, fc2); a None send count is chosen by the gain-aware initialisation.
+    They are checked before anything runs."""
+    # Fail on bad layer settings now, not after the data are loaded and the chip calibrated.
+    MnistNet(num_sends=num_sends, wait_between_events=wait_between_events)
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,10 +146,12 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
     note(f"gain {beh.gain:.5f} LSB per unit x*w, sigma {beh.sigma:.2f} LSB")
 
     def make():
-        net = MnistNet(gain=beh.gain, seed=seed)
+        net = MnistNet(gain=beh.gain, seed=seed, num_sends=num_sends,
+                       wait_between_events=wait_between_events)
         return net, Adam(net.parameters(), lr=DEFAULT_LR), np.random.default_rng(seed)
 
     net, opt, rng, done = _resume_or_new(out / "ckpt_float.npz", make)
+    res["settings"].update(num_sends=list(net.num_sends), wait_between_events=list(net.wait_between_events))
     _train(net, opt, rng, train_x, train_y, "float", float_epochs, done, out / "ckpt_float.npz",
            "float training", augment_shift=augment_shift, augment_seed=0)
     res["float"] = _evaluate(net, test_x, test_y, "float", label="float")

@@ -57,3 +57,15 @@ def test_bad_arguments_exit_with_message(argv, capsys):
         main(argv)
     assert e.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--num-sends", "65", "5", "9"], "num_sends=65 is not allowed: must be an integer in 1..64"),
+    (["train", "--wait-between-events", "5", "5", "300"],
+     "wait_between_events=300 is not allowed: must be an integer in 1..255"),
+])
+def test_train_rejects_bad_layer_settings_before_running(argv, match, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "bss2sim train: error:" in err and match in err
+    assert not (tmp_path / "run").exists()

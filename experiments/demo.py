@@ -126,6 +126,9 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
     ax.bar(pos + 0.2, np.array(post) * 100, 0.4,
            label="this run (chip %d) / fine-tuned on each chip (training run)" % seed)
     ax.axhline(98.0, color="k", ls="--", lw=1, label="98.0 % on silicon [W20]")
+    if "float_final" in shipped:
+        ax.axhline(shipped["float_final"] * 100, color="0.4", ls=":", lw=1,
+                   label=f"float software, same network ({shipped['float_final']:.2%})")
     ax.set_xticks(pos)
     ax.set_xticklabels([f"chip {s}" for s in seeds])
     ax.set_ylim(95, 100)

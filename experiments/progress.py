@@ -18,6 +18,7 @@ class Progress:
         self._last = 0.0
         self.min_interval_s = min_interval_s
         self.extra = ""
+        self._drawn = None    # (done, extra) of the last line drawn
 
     def update(self, n: int = 1, extra: str = ""):
         self.done = min(self.done + int(n), self.total)
@@ -29,6 +30,7 @@ class Progress:
             self._draw(now)
 
     def _draw(self, now):
+        self._drawn = (self.done, self.extra)
         frac = self.done / self.total
         el = now - self.t0
         left = el / frac - el if frac > 0 else float("nan")
@@ -41,7 +43,9 @@ class Progress:
         return self
 
     def __exit__(self, *exc):
-        self._draw(time.perf_counter())
+        # The last line stays; draw it again only if it is out of date.
+        if self._drawn != (self.done, self.extra):
+            self._draw(time.perf_counter())
         self.stream.write("\n")
         self.stream.flush()
         return False

@@ -113,6 +113,19 @@ def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, 
     return tuned
 
 
+def _check_resumed_layers(net, num_sends, wait_between_events, out):
+    """A resumed run keeps its network's layer settings: refuse other requested ones."""
+    asked = MnistNet(num_sends=num_sends, wait_between_events=wait_between_events)
+    for name, want, have in (("num_sends", asked.num_sends, net.num_sends),
+                             ("wait_between_events", asked.wait_between_events, net.wait_between_events)):
+        given = num_sends if name == "num_sends" else wait_between_events
+        given = (given,) * 3 if not isinstance(given, (tuple, list)) else tuple(given)
+        for layer, g, w, h in zip(("conv", "fc1", "fc2"), given, want, have):
+            if g is not None and w != h:
+                raise ValueError(f"{name}={list(given)} differs from the run in {str(out)!r}, which "
+                                 f"has {name}={list(have)} ({layer}); use another --out folder")
+
+
 def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, hil_images=10_000,
         hil_epochs=1, extra_seeds=(1, 2, 3, 4, 5), extra_hil_images=10_000, test_images=None,
         augment_shift=AUGMENT_SHIFT, num_sends=(None, None, None), wait_between_events=(5, 5, 5),
@@ -151,6 +164,7 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
         return net, Adam(net.parameters(), lr=DEFAULT_LR), np.random.default_rng(seed)
 
     net, opt, rng, done = _resume_or_new(out / "ckpt_float.npz", make)
+    _check_resumed_layers(net, num_sends, wait_between_events, out)
     res["settings"].update(num_sends=list(net.num_sends), wait_between_events=list(net.wait_between_events))
     _train(net, opt, rng, train_x, train_y, "float", float_epochs, done, out / "ckpt_float.npz",
            "float training", augment_shift=augment_shift, augment_seed=0)

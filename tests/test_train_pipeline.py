@@ -36,3 +36,11 @@ def test_stopped_run_resumes_from_its_checkpoints(small_run, capsys):
     assert "resuming ckpt_float.npz after epoch 1" in capsys.readouterr().err
     for key in ("float", "chip_without_fine_tuning", "chip_after_fine_tuning"):
         assert again[key] == res[key], key
+
+
+def test_resumed_run_refuses_other_layer_settings(small_run):
+    out, _ = small_run
+    with pytest.raises(ValueError, match=r"num_sends=\[2, 2, 2\] differs from the run in .*, which has "
+                                         r"num_sends=\[\d+, \d+, \d+\] \(conv\); use another --out folder"):
+        train.run(data_dir=str(DATA), seed=1, out=str(out), float_epochs=1, noise_epochs=0,
+                  hil_images=100, extra_seeds=(), test_images=200, num_sends=2)

@@ -32,7 +32,7 @@ from .common import emit_json, note
 from .mnist import load_mnist, random_shift
 from .progress import Progress
 from .training.checkpoint import load_checkpoint, save_checkpoint
-from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY, MnistNet
+from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY, LAYER_NAMES, MnistNet, _triple
 from .training.optim import Adam
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
@@ -115,13 +115,11 @@ def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, 
 
 def _check_resumed_layers(net, num_sends, wait_between_events, out):
     """A resumed run keeps its network's layer settings: refuse other requested ones."""
-    asked = MnistNet(num_sends=num_sends, wait_between_events=wait_between_events)
-    for name, want, have in (("num_sends", asked.num_sends, net.num_sends),
-                             ("wait_between_events", asked.wait_between_events, net.wait_between_events)):
-        given = num_sends if name == "num_sends" else wait_between_events
-        given = (given,) * 3 if not isinstance(given, (tuple, list)) else tuple(given)
-        for layer, g, w, h in zip(("conv", "fc1", "fc2"), given, want, have):
-            if g is not None and w != h:
+    for name, given, have in (("num_sends", _triple("num_sends", num_sends, None), net.num_sends),
+                              ("wait_between_events", _triple("wait_between_events", wait_between_events, 5),
+                               net.wait_between_events)):
+        for layer, g, h in zip(LAYER_NAMES, given, have):
+            if g is not None and g != h:
                 raise ValueError(f"{name}={list(given)} differs from the run in {str(out)!r}, which "
                                  f"has {name}={list(have)} ({layer}); use another --out folder")
 

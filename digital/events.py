@@ -70,20 +70,18 @@ class PairedSchedule:
     half_phase_cycles: np.ndarray
 
 
-def _half_schedule(x, start_cycle, wait, num_sends):
-    """One half's schedule: a vector with n non-zero inputs sends them in driver
-    order, ``num_sends`` times back to back, so its j-th event (send j // n,
-    rank j % n) leaves at ``start + j * wait``. Built by gathers, no sort."""
-    nz = x != 0
-    counts = nz.sum(axis=1).astype(np.int64)
-    vec, drv = np.nonzero(nz)
+def _half_schedule(x, counts, start_cycle, wait, num_sends):
+    """One half's schedule: a vector with n = ``counts[vector]`` non-zero inputs
+    sends them in driver order, ``num_sends`` times back to back, so its j-th
+    event (send j // n, rank j % n) leaves at ``start + j * wait``. Built by
+    gathers, no sort."""
+    _, drv = np.nonzero(x)
     first_nz = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts * num_sends)]).astype(np.int64)
-    total = int(offsets[-1])
+    # Vectors without events get no entries here, so the modulo never sees n = 0.
     ev_vec = np.repeat(np.arange(len(counts), dtype=np.int64), counts * num_sends)
-    j = np.arange(total, dtype=np.int64) - offsets[ev_vec]
-    flat = first_nz[ev_vec] + j % np.maximum(counts, 1)[ev_vec]
-    driver = drv[flat].astype(np.int64) if total else np.zeros(0, np.int64)
+    j = np.arange(int(offsets[-1]), dtype=np.int64) - offsets[ev_vec]
+    driver = drv[first_nz[ev_vec] + j % counts[ev_vec]].astype(np.int64)
     out = EventSchedule(offsets, driver, x[ev_vec, driver].astype(np.int64),
                         (start_cycle + j * wait).astype(np.int64))
     for arr in (out.offsets, out.driver, out.value, out.cycle):
@@ -132,8 +130,8 @@ def paired_schedule(x_top, x_bottom, wait_between_events=5, num_sends=1, start_c
         raise ValueError("x_top and x_bottom are both None; at least one half needs inputs")
     zeros = np.zeros((shape, K.DRIVERS_PER_HALF), np.int64)
     xs = [zeros if x is None else x for x in xs]
-    slots = np.maximum((xs[0] != 0).sum(axis=1), (xs[1] != 0).sum(axis=1)).astype(np.int64)
-    periods = [(x != 0).sum(axis=1).astype(np.int64) * wait for x in xs]
-    halves = tuple(_half_schedule(x, int(start_cycle), wait, sends) for x in xs)
+    counts = [np.count_nonzero(x, axis=1).astype(np.int64) for x in xs]
+    slots = np.maximum(counts[0], counts[1])
+    halves = tuple(_half_schedule(x, n, int(start_cycle), wait, sends) for x, n in zip(xs, counts))
     return PairedSchedule(halves=halves, event_phase_cycles=slots * wait * sends, slots_per_send=slots,
-                          half_phase_cycles=np.stack(periods) * sends)
+                          half_phase_cycles=np.stack(counts) * wait * sends)

@@ -2,7 +2,7 @@
 operating point the kernels integrate.
 
 * :class:`ChipTruth` holds every mismatch value of one chip, drawn from
-  :class:`~circuits.params.MismatchParams` with the chip seed. It is what
+  :class:`~bss2sim.circuits.params.MismatchParams` with the chip seed. It is what
   fabrication decided; tests may read it, calibration and training code may not.
 * :class:`ChipConfig` is everything software can write on silicon: synapse
   weights and row signs, capmem settings, driver offsets and CADC digital
@@ -406,7 +406,7 @@ class HalfOperatingPoint(NamedTuple):
     current_inh_ua: np.ndarray
     """float32 (128, 256): current into the inhibitory input per driver and column."""
     column_params: np.ndarray
-    """float64 (NUM_COLUMN_PARAMS, 256): see the row names in ``circuits.kernels``."""
+    """float64 (NUM_COLUMN_PARAMS, 256): see the row names in ``bss2sim.circuits.kernels``."""
     stuck_codes: np.ndarray
     """int16 (256,): code a stuck channel reports (digital offset included), -1 if working."""
 
@@ -446,7 +446,7 @@ class Chip:
         Nominal circuit values.
     noise : NoiseParams
         Trial-to-trial noise amplitudes (used only when a run is given a
-        :class:`~circuits.rng.TrialNoise`).
+        :class:`~bss2sim.circuits.rng.TrialNoise`).
     faults : Faults, optional
         Defects injected into the ground truth.
     """
@@ -461,7 +461,7 @@ class Chip:
         self.circuit = circuit if circuit is not None else CircuitParams()
         self.noise = noise if noise is not None else NoiseParams()
         if faults is not None and not isinstance(faults, Faults):
-            raise ValueError(f"faults={faults!r} is not a circuits.Faults")
+            raise ValueError(f"faults={faults!r} is not a bss2sim.circuits.Faults")
         self.faults = faults
         self.truth = ChipTruth.draw(self.seed, self.mismatch, self.circuit, faults)
         self.config = ChipConfig()

@@ -5,7 +5,7 @@ are fixed by the silicon. Values come from ``bss2-facts`` sources:
 [TH] Billaudelle 2022 thesis (system chapter), [SW] the group's public
 software (hxtorch, grenade, calix), [W20] Weis et al. 2020 (arXiv:2006.13177).
 Anything tunable (mismatch amplitudes, nominal circuit values) lives in
-:mod:`circuits.params` instead.
+:mod:`bss2sim.circuits.params` instead.
 """
 
 # --- organisation [TH] ---------------------------------------------------

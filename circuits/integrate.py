@@ -2,7 +2,7 @@
 front of the numba kernels).
 
 Both paths start from a membrane reset at cycle 0, take an
-:class:`~circuits.events.EventSchedule`, and end with a CADC conversion that
+:class:`~bss2sim.circuits.events.EventSchedule`, and end with a CADC conversion that
 starts at ``read_cycle`` and returns 8-bit codes; the membrane keeps moving
 while the ramp runs.
 
@@ -62,13 +62,13 @@ class TraceResult(IntegrationResult):
 
 def _check_common(chip, half, schedule, read_cycle, noise):
     if not isinstance(chip, Chip):
-        raise ValueError(f"chip={chip!r} is not a circuits.Chip")
+        raise ValueError(f"chip={chip!r} is not a bss2sim.circuits.Chip")
     half = _check_half(half)
     if not isinstance(schedule, EventSchedule):
-        raise ValueError(f"schedule={type(schedule).__name__} is not a circuits.EventSchedule; "
+        raise ValueError(f"schedule={type(schedule).__name__} is not a bss2sim.circuits.EventSchedule; "
                          "build one with EventSchedule.from_inputs / from_lists / from_arrays")
     if noise is not None and not isinstance(noise, TrialNoise):
-        raise ValueError(f"noise={noise!r} must be None (noise off) or a circuits.TrialNoise")
+        raise ValueError(f"noise={noise!r} must be None (noise off) or a bss2sim.circuits.TrialNoise")
     rc = np.asarray(read_cycle)
     if rc.dtype.kind not in "iu":
         raise ValueError(f"read_cycle has dtype {rc.dtype}; expected integer FPGA cycles "

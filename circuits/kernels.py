@@ -2,7 +2,7 @@
 
 Internal units: time in ns, charge in fC, voltage in mV, current in uA
 (uA x ns = fC), capacitance in pF (fC / pF = mV). The public functions in
-:mod:`circuits.integrate` validate everything and convert from SI before any
+:mod:`bss2sim.circuits.integrate` validate everything and convert from SI before any
 kernel runs; nothing here checks its input.
 
 State per column: ``xe``, ``xi`` (charge held on the excitatory / inhibitory

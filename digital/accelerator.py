@@ -9,7 +9,7 @@ at one of two fidelities behind the same calls:
   and the PPU subtracts the baseline and saturates to int8.
 * ``"behavioural"``: ``gain * (x . W) * num_sends + N(0, sigma^2)``, floored and
   clamped to int8 per tile, with gain and sigma as measured on a chip
-  (:func:`digital.measure.measure_behaviour`) [W20][SW].
+  (:func:`bss2sim.digital.measure.measure_behaviour`) [W20][SW].
 
 Integer semantics as on the chip [W20][SW]: inputs 0..31, weights -63..63,
 outputs -128..127. Matrices of any size are cut into tiles of 128 inputs x 256
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuits import Chip, EventSchedule, TrialNoise, integrate_fast
-from circuits import constants as K
-from circuits.rng import derive_seed, keyed_normals
+from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast
+from bss2sim.circuits import constants as K
+from bss2sim.circuits.rng import derive_seed, keyed_normals
 
 from .events import check_num_sends, check_wait, paired_schedule
 from .ppu import PPU, PPUCostParams
@@ -112,7 +112,7 @@ class Accelerator:
         if (chip is None) == (behavioural is None):
             raise ValueError("give exactly one of chip= (cycle-level) and behavioural= (behavioural model)")
         if chip is not None and not isinstance(chip, Chip):
-            raise ValueError(f"chip={chip!r} is not a circuits.Chip")
+            raise ValueError(f"chip={chip!r} is not a bss2sim.circuits.Chip")
         if behavioural is not None and not isinstance(behavioural, BehaviouralParams):
             raise ValueError(f"behavioural={behavioural!r} is not a BehaviouralParams")
         self.chip = chip

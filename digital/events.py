@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuits import constants as K
-from circuits.events import EventSchedule
+from bss2sim.circuits import constants as K
+from bss2sim.circuits.events import EventSchedule
 
 MAX_WAIT_BETWEEN_EVENTS = 255
 """Largest spacing accepted, in FPGA cycles (*assumed* 8-bit timer field)."""

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuits import Chip
-from circuits import constants as K
+from bss2sim.circuits import Chip
+from bss2sim.circuits import constants as K
 
 from .accelerator import Accelerator, BehaviouralParams
 

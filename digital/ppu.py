@@ -25,7 +25,7 @@ Two parts:
   Streaming through the FPGA link is counted in seconds (``stream_seconds``),
   apart from the cycles.
 
-Chip constants come from :mod:`circuits.constants` only.
+Chip constants come from :mod:`bss2sim.circuits.constants` only.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from circuits.constants import (CADC_MAX, COLUMNS_PER_HALF, FPGA_CLOCK_HZ, INPUT_MAX,
+from bss2sim.circuits.constants import (CADC_MAX, COLUMNS_PER_HALF, FPGA_CLOCK_HZ, INPUT_MAX,
                                 NUM_HALVES, OUTPUT_MAX, OUTPUT_MIN, PPU_CLOCK_HZ,
                                 PPU_MEMORY_BYTES, PPU_SIMD_BITS)
 

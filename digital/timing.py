@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from circuits import constants as K
+from bss2sim.circuits import constants as K
 
 CATEGORIES = ("event_phase", "waits", "cadc_conversions", "ppu", "weight_writes", "transfers")
 

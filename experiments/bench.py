@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from circuits import Chip, EventSchedule, TrialNoise, integrate_fast, integrate_trace
-from circuits import constants as K
-from digital import Accelerator, BehaviouralParams, converting_relu
+from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast, integrate_trace
+from bss2sim.circuits import constants as K
+from bss2sim.digital import Accelerator, BehaviouralParams, converting_relu
 
 from .common import emit_json, note
 

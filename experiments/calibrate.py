@@ -2,7 +2,7 @@
 what each step did; ``bss2sim calibrate --validate N``: calibrate N chips and
 judge the calibration against their hidden ground truth.
 
-:func:`run` calibrates ``Chip(seed)`` (``experiments.calibration``, which only
+:func:`run` calibrates ``Chip(seed)`` (``bss2sim.experiments.calibration``, which only
 configures and measures), saves the settings, and writes four figures of the
 spread before and after each step, per quadrant, with the stated targets
 marked:
@@ -14,7 +14,7 @@ marked:
   amplitudes and their ratio per neuron.
 
 It then measures the calibrated chip's behavioural parameters through VMMs
-(``digital.measure_behaviour``) and prints them next to the silicon figures.
+(``bss2sim.digital.measure_behaviour``) and prints them next to the silicon figures.
 
 :func:`validate` is the one place that reads ``chip.truth``: it compares the
 settings the calibration chose with the optimum computed from the ground truth
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuits import Chip, Faults
-from circuits import constants as K
-from circuits import kernels as _k
-from circuits.chip import value_to_width_shape
-from digital import measure_behaviour
+from bss2sim.circuits import Chip, Faults
+from bss2sim.circuits import constants as K
+from bss2sim.circuits import kernels as _k
+from bss2sim.circuits.chip import value_to_width_shape
+from bss2sim.digital import measure_behaviour
 
 from .calibration import CalibrationTarget, calibrate, save
 from .calibration.steps import QUADRANT_OF_COLUMN, quadrant_median, voltage_setting
@@ -526,7 +526,7 @@ def run(seed: int = 0, out="calibrations", plots="plots", as_json=False) -> dict
     print(f"calibration file: {path}")
     lo, hi = m.linear_range
     in_band = SILICON_GAIN_BAND[0] <= m.gain <= SILICON_GAIN_BAND[1]
-    print("behaviour after calibration (digital.measure_behaviour)   this chip        calibrated silicon [SW]")
+    print("behaviour after calibration (bss2sim.digital.measure_behaviour)   this chip        calibrated silicon [SW]")
     print(f"  gain (LSB per unit of x*w, median)                     {m.gain:<16.5f} "
           f"{SILICON_GAIN_BAND[0]:g}-{SILICON_GAIN_BAND[1]:g} ({'inside' if in_band else 'OUTSIDE'})")
     print(f"  trial-to-trial noise sigma_trial (LSB)                 {m.sigma_trial:<16.2f} "

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from circuits import Chip
-from digital import Accelerator
+from bss2sim.circuits import Chip
+from bss2sim.digital import Accelerator
 
 from .calibration import CalibrationTarget, calibrate
 from .calibration.persistence import calibration_filename, load_calibration

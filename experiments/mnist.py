@@ -18,8 +18,8 @@ truncated header or data, trailing bytes, images that are not 28 x 28, labels
 outside 0..9, image and label counts that differ -- raises a ``ValueError``
 that names the file and the problem.
 
-Run as ``python -m experiments.mnist --data-dir D [options]`` to train the
-MNIST network (:class:`experiments.training.network.MnistNet`) and evaluate it
+Run as ``python -m bss2sim.experiments.mnist --data-dir D [options]`` to train the
+MNIST network (:class:`bss2sim.experiments.training.network.MnistNet`) and evaluate it
 in software and on the behavioural model of the chip; see ``--help``.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ if __name__ == "__main__":
 
 import numpy as np
 
-from circuits import constants as K
+from bss2sim.circuits import constants as K
 
 __all__ = ["ENV_VAR", "FILES", "IMAGE_MAGIC", "LABEL_MAGIC", "find_data_dir", "load_mnist",
            "quantise_images", "read_idx", "main"]
@@ -222,7 +222,7 @@ def build_parser():
     from .cli import _int_at_least
     pos = _int_at_least(1)
     nonneg = _int_at_least(0)
-    p = argparse.ArgumentParser(prog="python -m experiments.mnist",
+    p = argparse.ArgumentParser(prog="python -m bss2sim.experiments.mnist",
                                 description="Train the MNIST network (conv 10x10/5 -> 500 -> 128 "
                                             "-> 10) on the model of BrainScaleS-2 and evaluate it.")
     p.add_argument("--data-dir", default=None,
@@ -247,8 +247,8 @@ def build_parser():
 
 
 def main(argv=None):
-    from digital import Accelerator
-    from digital.accelerator import BehaviouralParams
+    from bss2sim.digital import Accelerator
+    from bss2sim.digital.accelerator import BehaviouralParams
     from .common import emit_json, note
     from .training import Adam, MnistNet, load_checkpoint, save_checkpoint
     from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuits import Chip, EventSchedule, integrate_fast, integrate_trace
-from circuits import constants as K
+from bss2sim.circuits import Chip, EventSchedule, integrate_fast, integrate_trace
+from bss2sim.circuits import constants as K
 
 from .common import emit_json, note, plots_dir, save_figure
 
@@ -59,7 +59,7 @@ def run(seed: int = 0, half: int = 0, columns=(3, 70, 130, 200), plots="plots", 
         op = chip.operating_point(half)
         cp = op.column_params
         # Where the CADC ramp sits for the first plotted column (it counts up from the read).
-        from circuits import kernels as _k
+        from bss2sim.circuits import kernels as _k
         c0 = columns[0]
         t_read = read * K.FPGA_CYCLE_S * 1e6
         ticks = np.arange(K.CADC_RAMP_STEPS)

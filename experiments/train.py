@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from circuits import Chip
-from digital import Accelerator, measure_behaviour
+from bss2sim.circuits import Chip
+from bss2sim.digital import Accelerator, measure_behaviour
 
 from .calibration import calibrate
 from .common import emit_json, note
@@ -63,7 +63,7 @@ def _atomic_json(path: Path, obj):
 def _train(net, opt, rng, images, labels, mode, epochs, first_epoch, ckpt, label, acc=None,
            batch_size=100, lr_decay=DEFAULT_LR_DECAY, augment_shift=AUGMENT_SHIFT, augment_seed=0):
     """Epochs ``first_epoch..epochs-1`` with a checkpoint after each. Each epoch
-    sees the images shifted by :func:`experiments.mnist.random_shift` with a
+    sees the images shifted by :func:`bss2sim.experiments.mnist.random_shift` with a
     generator keyed by (augment_seed, epoch), so a resumed run sees the same images."""
     for epoch in range(first_epoch, epochs):
         nb = -(-len(images) // batch_size)
@@ -131,7 +131,7 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
     """Run the pipeline; returns the results dict (also written to ``out``).
 
     ``num_sends`` and ``wait_between_events`` (FPGA cycles) go to
-    :class:`~experiments.training.network.MnistNet`, one value or one per layer
+    :class:`~bss2sim.experiments.training.network.MnistNet`, one value or one per layer
     (conv, fc1, fc2); a None send count is chosen by the gain-aware initialisation.
     They are checked before anything runs."""
     # Fail on bad layer settings now, not after the data are loaded and the chip calibrated.

@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
-from circuits import Chip
-from circuits import constants as K
-from digital import Accelerator, measure_behaviour
+from bss2sim.circuits import Chip
+from bss2sim.circuits import constants as K
+from bss2sim.digital import Accelerator, measure_behaviour
 
 from .common import emit_json, note, plots_dir, save_figure
 
@@ -35,7 +35,7 @@ SILICON_GAIN_BAND = (0.0012, 0.002)
 """Gain of calibrated silicon, LSB per unit of x*w per send [SW]."""
 DEFAULT_WAIT = 5
 FIT_WINDOW_LSB = 60
-"""Repeat means within +-60 LSB enter the line fits, as in digital.measure."""
+"""Repeat means within +-60 LSB enter the line fits, as in bss2sim.digital.measure."""
 
 SIZES = {
     False: dict(main_vectors=96, main_repeats=6, ramp_steps=33,

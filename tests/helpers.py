@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from circuits import EventSchedule
+from bss2sim.circuits import EventSchedule
 
 def events_of(schedule: EventSchedule, b: int):
     """Events of vector b as a list of (driver, value, cycle) tuples."""

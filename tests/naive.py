@@ -16,7 +16,7 @@ import numpy as np
 from scipy.linalg import expm
 
 # Row indices of the per-column parameter pack, spelled out here on purpose
-# (a test checks them against circuits.kernels).
+# (a test checks them against bss2sim.circuits.kernels).
 LAM_E, LAM_I, LAM_M, GC_E, GC_I, KNEE_E, KNEE_I, HEAD_E, HEAD_I, E_LEAK, V_RESET, \
     RAIL_LO, RAIL_HI, CADC_START, CADC_STEP, CADC_OFFSET, NOISE_MEM, NOISE_READ, \
     DIGITAL_OFFSET = range(19)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from circuits import (CAPMEM_PARAMETERS, Chip, CircuitParams, EventSchedule, MismatchParams,
+from bss2sim.circuits import (CAPMEM_PARAMETERS, Chip, CircuitParams, EventSchedule, MismatchParams,
                       NoiseParams, integrate_fast)
-from circuits import constants as K
-from digital import Accelerator, BehaviouralParams, TimingParams, measure_behaviour, unfold2d
-from digital.ppu import PPUCostParams
+from bss2sim.circuits import constants as K
+from bss2sim.digital import Accelerator, BehaviouralParams, TimingParams, measure_behaviour, unfold2d
+from bss2sim.digital.ppu import PPUCostParams
 
 ROWS, COLS = 128, 256
 PPU_HZ = 250e6
@@ -581,7 +581,7 @@ def test_rejected_ppu_operations_add_no_time():
 
 def test_both_fidelities_report_the_same_chip_time():
     """The timing model belongs to the chip's program, not to the fidelity."""
-    from circuits import Chip
+    from bss2sim.circuits import Chip
     rng = np.random.default_rng(3)
     x = rng.integers(0, 32, (20, 300)) * (rng.random((20, 300)) < 0.4)
     w = rng.integers(-63, 64, (300, 100))

@@ -1,4 +1,4 @@
-"""Whole-chip calibration (experiments.calibration): convergence, residual
+"""Whole-chip calibration (bss2sim.experiments.calibration): convergence, residual
 spreads against the stated targets, settings against each chip's hidden ground
 truth, injected faults, behaviour through VMMs, determinism and bad input.
 
@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import experiments.calibration as calibration_package
-from circuits import Chip
-from circuits import constants as K
-from circuits import kernels as KR
-from circuits.chip import CAPMEM_PARAMETERS, ChipConfig, Faults, capmem_value, value_to_width_shape
-from digital.measure import measure_behaviour
-from experiments.calibration import CalibrationTarget, calibrate
-from experiments.calibration.measurements import ChipAccess
+import bss2sim.experiments.calibration as calibration_package
+from bss2sim.circuits import Chip
+from bss2sim.circuits import constants as K
+from bss2sim.circuits import kernels as KR
+from bss2sim.circuits.chip import CAPMEM_PARAMETERS, ChipConfig, Faults, capmem_value, value_to_width_shape
+from bss2sim.digital.measure import measure_behaviour
+from bss2sim.experiments.calibration import CalibrationTarget, calibrate
+from bss2sim.experiments.calibration.measurements import ChipAccess
 
 SEEDS = tuple(range(20))
 BEHAVIOUR_SEEDS = (0, 1, 2)

@@ -1,4 +1,4 @@
-"""Saving and loading calibration results (experiments.calibration.persistence)."""
+"""Saving and loading calibration results (bss2sim.experiments.calibration.persistence)."""
 import dataclasses
 import io
 import json
@@ -8,10 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from circuits import constants as K
-from circuits.chip import CAPMEM_PARAMETERS, CapmemParameter, ChipConfig
-from experiments import common
-from experiments.calibration import persistence as P
+from bss2sim.circuits import constants as K
+from bss2sim.circuits.chip import CAPMEM_PARAMETERS, CapmemParameter, ChipConfig
+from bss2sim.experiments import common
+from bss2sim.experiments.calibration import persistence as P
 
 
 def _random_config(seed=0):

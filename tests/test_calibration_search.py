@@ -1,4 +1,4 @@
-"""Search algorithms of the calibration (experiments.calibration.search) against
+"""Search algorithms of the calibration (bss2sim.experiments.calibration.search) against
 slow, obvious references on random monotonic functions.
 
 The reference for every search is an exhaustive scan: measure every setting of
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments.calibration.search import (SearchResult, binary_search, linear_search,
+from bss2sim.experiments.calibration.search import (SearchResult, binary_search, linear_search,
                                             noise_tolerant_binary_search)
 
 

@@ -1,7 +1,7 @@
 """Configuration writes and the operating points derived from them."""
 import numpy as np
 
-from circuits import Chip, EventSchedule, integrate_fast
+from bss2sim.circuits import Chip, EventSchedule, integrate_fast
 
 
 def _codes(chip):

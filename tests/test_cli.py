@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments.cli import main
+from bss2sim.experiments.cli import main
 
 
 def _last_json(capsys):

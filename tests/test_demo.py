@@ -1,9 +1,9 @@
 """The main job: the shipped network, calibration and test images run offline."""
 import json
 
-from experiments.cli import main
-from experiments.demo import _load_test_images
-from experiments.train import PACKAGE_DATA, NETWORK_FILE, TEST_IMAGES_FILE
+from bss2sim.experiments.cli import main
+from bss2sim.experiments.demo import _load_test_images
+from bss2sim.experiments.train import PACKAGE_DATA, NETWORK_FILE, TEST_IMAGES_FILE
 
 
 def test_shipped_files_exist_and_load():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import naive
-from circuits import (Chip, EventSchedule, MismatchParams, NoiseParams, TrialNoise,
+from bss2sim.circuits import (Chip, EventSchedule, MismatchParams, NoiseParams, TrialNoise,
                       integrate_fast, integrate_trace)
 from helpers import sparse_inputs
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from circuits import Chip, EventSchedule
-from digital import Accelerator, BehaviouralParams, TimingParams, paired_schedule
-from digital.ppu import PPUCostParams
+from bss2sim.circuits import Chip, EventSchedule
+from bss2sim.digital import Accelerator, BehaviouralParams, TimingParams, paired_schedule
+from bss2sim.digital.ppu import PPUCostParams
 
 CYCLE_S = 8e-9                # 125 MHz FPGA event clock
 CADC_S = 0.54e-6              # one CADC conversion

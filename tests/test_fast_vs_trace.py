@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import naive
-from circuits import Chip, EventSchedule, integrate_fast, integrate_trace
+from bss2sim.circuits import Chip, EventSchedule, integrate_fast, integrate_trace
 from helpers import events_of, irregular_schedule, rms_and_max
 
 

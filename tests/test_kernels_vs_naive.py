@@ -6,10 +6,10 @@ import pytest
 from numba import njit
 
 import naive
-from circuits import Chip, EventSchedule, TrialNoise, integrate_fast, integrate_trace
-from circuits import kernels as K
-from circuits.kernels import _normal_pair
-from circuits.rng import next_normal, next_uniform, stream_key
+from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast, integrate_trace
+from bss2sim.circuits import kernels as K
+from bss2sim.circuits.kernels import _normal_pair
+from bss2sim.circuits.rng import next_normal, next_uniform, stream_key
 from helpers import events_of, irregular_schedule, sparse_inputs
 
 

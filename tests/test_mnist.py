@@ -1,4 +1,4 @@
-"""The MNIST IDX reader (experiments.mnist) on the real files and on corrupt ones."""
+"""The MNIST IDX reader (bss2sim.experiments.mnist) on the real files and on corrupt ones."""
 import gzip
 import struct
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import mnist as M
+from bss2sim.experiments import mnist as M
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import naive
-from circuits import (Chip, EventSchedule, MismatchParams, integrate_fast,
+from bss2sim.circuits import (Chip, EventSchedule, MismatchParams, integrate_fast,
                       integrate_trace)
 from helpers import one_driver_logical
 

@@ -9,8 +9,8 @@ import itertools
 import numpy as np
 import pytest
 
-from circuits.constants import PPU_CLOCK_HZ, PPU_MEMORY_BYTES
-from digital.ppu import (PPU, PPUCostParams, add_sat, clamp, converting_relu, lane_dtype,
+from bss2sim.circuits.constants import PPU_CLOCK_HZ, PPU_MEMORY_BYTES
+from bss2sim.digital.ppu import (PPU, PPUCostParams, add_sat, clamp, converting_relu, lane_dtype,
                          lane_range, lanes, relu, saturate, shift_right, sub_sat)
 
 LANE_TYPES = [(8, True), (8, False), (16, True), (16, False)]

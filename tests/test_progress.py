@@ -1,7 +1,7 @@
 """The progress bar: what it writes, and that the final line is not repeated."""
 import io
 
-from experiments.progress import Progress
+from bss2sim.experiments.progress import Progress
 
 
 def test_progress_draws_final_state_once():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import train
+from bss2sim.experiments import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

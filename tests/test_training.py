@@ -1,4 +1,4 @@
-"""Training stack (experiments.training): layer gradients, hardware forward
+"""Training stack (bss2sim.experiments.training): layer gradients, hardware forward
 passes, a small MNIST training run, Adam and resumable checkpoints."""
 import json
 import time
@@ -6,15 +6,15 @@ import time
 import numpy as np
 import pytest
 
-from circuits import constants as K
-from digital import Accelerator, BehaviouralParams
-from experiments.training import (Adam, Conv2d, ConvertingReLU, Linear, MnistNet, load_checkpoint,
+from bss2sim.circuits import constants as K
+from bss2sim.digital import Accelerator, BehaviouralParams
+from bss2sim.experiments.training import (Adam, Conv2d, ConvertingReLU, Linear, MnistNet, load_checkpoint,
                                   save_checkpoint, softmax_cross_entropy)
-from experiments.training import checkpoint as CK
-from experiments.training.layers import fold2d, gain_aware_std, relu_output_rms
+from bss2sim.experiments.training import checkpoint as CK
+from bss2sim.experiments.training.layers import fold2d, gain_aware_std, relu_output_rms
 
 from test_mnist import require_data
-from experiments import mnist as M
+from bss2sim.experiments import mnist as M
 
 _CACHE = {}
 
@@ -80,7 +80,7 @@ def test_conv2d_gradients_and_fold():
                 ref[:, o, i, j] = np.sum(xp[:, :, 2 * i:2 * i + 3, j:j + 4] * layer.weight[o], axis=(1, 2, 3))
     assert np.allclose(y, ref * 0.02 * 2)
     # fold2d is the adjoint of unfold2d: <unfold(x), c> = <x, fold(c)>.
-    from digital import unfold2d
+    from bss2sim.digital import unfold2d
     cols, _ = unfold2d(x, (3, 4), (2, 1), (1, 2))
     c = rng.normal(size=cols.shape)
     assert np.sum(cols * c) == pytest.approx(np.sum(x * fold2d(c, x.shape, (3, 4), (2, 1), (1, 2))))
@@ -225,7 +225,7 @@ def test_mode_checks():
         net.forward(images, "behavioural")
     with pytest.raises(ValueError, match="mode"):
         net.forward(images, "analog")
-    from circuits import Chip
+    from bss2sim.circuits import Chip
     chip_acc = Accelerator(Chip(seed=0))
     with pytest.raises(ValueError, match="fidelity 'chip'"):
         net.forward(images, "behavioural", chip_acc)
@@ -238,7 +238,7 @@ def test_mode_checks():
 
 def test_chip_mode_forward_and_backward():
     """The cycle-level chip runs the same network (one image) and trains on it."""
-    from circuits import Chip
+    from bss2sim.circuits import Chip
     x_all, y_all = load_mnist("test", require_data())
     net = MnistNet(gain=0.0015, seed=0)
     acc = Accelerator(Chip(seed=3), noise_seed=0)

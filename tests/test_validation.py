@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from circuits import (Chip, EventSchedule, MismatchParams, NoiseParams, TrialNoise,
+from bss2sim.circuits import (Chip, EventSchedule, MismatchParams, NoiseParams, TrialNoise,
                       integrate_fast, integrate_trace)
 
 

@@ -1,7 +1,7 @@
 """What calibration may do with a chip: write its configuration and measure
 through CADC reads and VMM-like event trains, as on silicon.
 
-A :class:`ChipAccess` wraps a :class:`circuits.Chip` and never touches its
+A :class:`ChipAccess` wraps a :class:`bss2sim.circuits.Chip` and never touches its
 ground truth. It counts every measurement and the time the same work would
 take on silicon, capmem settling included.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuits import Chip, EventSchedule, TrialNoise, integrate_fast
-from circuits import constants as K
-from circuits.rng import derive_seed
+from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast
+from bss2sim.circuits import constants as K
+from bss2sim.circuits.rng import derive_seed
 
 SRAM_WRITE_S = 10e-6
 """Time to write one half's SRAM settings (driver or CADC offsets) from the
@@ -19,7 +19,7 @@ host (*assumed*)."""
 READ_OVERHEAD_S = 2e-6
 """Host round trip per batch of reads (*assumed*)."""
 RESET_SETTLE_CYCLES = 63
-"""Wait after a reset before a read: about 0.5 us (*assumed*, as digital.TimingParams)."""
+"""Wait after a reset before a read: about 0.5 us (*assumed*, as bss2sim.digital.TimingParams)."""
 POST_EVENT_WAIT_CYCLES = 125
 """Wait after the last event before the read: 1 us [SW]."""
 
@@ -36,7 +36,7 @@ class ChipAccess:
 
     def __init__(self, chip: Chip, noise_seed: int = 0):
         if not isinstance(chip, Chip):
-            raise ValueError(f"chip={chip!r} is not a circuits.Chip")
+            raise ValueError(f"chip={chip!r} is not a bss2sim.circuits.Chip")
         self.chip = chip
         self.config = chip.config
         self._noise_seed = int(noise_seed)

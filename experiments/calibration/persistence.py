@@ -2,7 +2,7 @@
 
 A calibration result is one ``.npz`` file per chip seed and target set (see
 :func:`calibration_filename`). It holds the calibrated settings of a
-:class:`~circuits.chip.ChipConfig` -- driver offsets, CADC digital offsets and
+:class:`~bss2sim.circuits.chip.ChipConfig` -- driver offsets, CADC digital offsets and
 every capmem parameter in ``CAPMEM_PARAMETERS`` -- but no weights or row signs,
 which belong to the network, not to the calibration.
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from circuits import constants as K
-from circuits.chip import CAPMEM_PARAMETERS, ChipConfig
+from bss2sim.circuits import constants as K
+from bss2sim.circuits.chip import CAPMEM_PARAMETERS, ChipConfig
 
 from ..common import atomic_savez, read_npz_arrays
 
@@ -75,7 +75,7 @@ def calibration_settings(config: ChipConfig) -> dict:
     """The calibrated settings of a configuration as name -> array (copies in
     the file's dtypes): driver offsets, CADC digital offsets, all capmem arrays."""
     if not isinstance(config, ChipConfig):
-        raise ValueError(f"config={config!r} is not a circuits.ChipConfig")
+        raise ValueError(f"config={config!r} is not a bss2sim.circuits.ChipConfig")
     layout = expected_layout()
     settings = {
         "driver_offset": np.asarray(config.driver_offset),
@@ -201,7 +201,7 @@ class CalibrationFile:
         Weights, row signs and other settings of ``config`` are left alone. If
         any value is refused, ``config`` is left unchanged."""
         if not isinstance(config, ChipConfig):
-            raise ValueError(f"config={config!r} is not a circuits.ChipConfig")
+            raise ValueError(f"config={config!r} is not a bss2sim.circuits.ChipConfig")
         self._write(ChipConfig())   # dry run: raises before touching config
         self._write(config)
 

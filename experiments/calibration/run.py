@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from circuits import Chip
+from bss2sim.circuits import Chip
 
 from .measurements import ChipAccess
 from .persistence import calibration_filename, load_calibration, save_calibration

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from circuits import constants as K
+from bss2sim.circuits import constants as K
 
 from .measurements import ChipAccess
 from .search import binary_search, noise_tolerant_binary_search
@@ -91,7 +91,7 @@ class StepResult:
     """Per-element values for plots (e.g. per-channel codes before and after)."""
 
     def apply(self, config):
-        """Write this step's settings into a :class:`circuits.ChipConfig`."""
+        """Write this step's settings into a :class:`bss2sim.circuits.ChipConfig`."""
         for key, value in self.settings.items():
             if key.startswith("capmem/"):
                 config.set_capmem(key.split("/", 1)[1], value)

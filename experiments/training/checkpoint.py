@@ -18,7 +18,7 @@ File layout (``FORMAT_VERSION`` 1), one array per ``.npy`` member:
   ``state`` dictionary, JSON-able), ``accelerator`` (null or ``fidelity``,
   ``noise_seed``, ``next_vector_id``), ``metadata`` and ``sha256``, the
   checksum of all other arrays
-  (:func:`experiments.calibration.persistence.settings_checksum`).
+  (:func:`bss2sim.experiments.calibration.persistence.settings_checksum`).
 
 Files are written to a temporary file in the same folder, flushed to disk and
 renamed over the target, so a reader sees the old file or the complete new
@@ -105,9 +105,9 @@ def _make_rng(state: dict, where: str) -> np.random.Generator:
 def _accelerator_state(acc):
     if acc is None:
         return None
-    from digital import Accelerator
+    from bss2sim.digital import Accelerator
     if not isinstance(acc, Accelerator):
-        raise ValueError(f"accelerator={acc!r} is not a digital.Accelerator")
+        raise ValueError(f"accelerator={acc!r} is not a bss2sim.digital.Accelerator")
     # The accelerator draws its trial-to-trial noise from streams keyed by a
     # running vector counter; resuming bit-identically needs its position.
     return {"fidelity": acc.fidelity, "noise_seed": acc.noise_seed,

@@ -6,7 +6,7 @@ Every layer's ``forward(x, mode, accelerator=None)`` runs in one of
   ``y = gain * num_sends * (x . W)`` in float64 with the float ("shadow")
   weights clipped to -63..63: no noise, no rounding, no saturation.
 * ``"behavioural"`` / ``"chip"``: the product runs on the
-  :class:`digital.Accelerator` passed in (of that fidelity). Inputs must be
+  :class:`bss2sim.digital.Accelerator` passed in (of that fidelity). Inputs must be
   integers 0..31; the weights are written as ``round(clip(W, -63, 63))``;
   outputs are the accelerator's int8 results (-128..127).
 
@@ -39,10 +39,10 @@ import math
 
 import numpy as np
 
-from circuits import constants as K
-from digital import Accelerator, unfold2d
-from digital.accelerator import int_pair
-from digital.ppu import CONVERTING_RELU_MAX_SHIFT
+from bss2sim.circuits import constants as K
+from bss2sim.digital import Accelerator, unfold2d
+from bss2sim.digital.accelerator import int_pair
+from bss2sim.digital.ppu import CONVERTING_RELU_MAX_SHIFT
 
 __all__ = ["MODES", "DEFAULT_GAIN", "Layer", "Linear", "Conv2d", "ConvertingReLU",
            "check_mode", "gain_aware_std", "relu_output_rms", "fold2d"]
@@ -67,7 +67,7 @@ def check_mode(mode, accelerator):
     if accelerator is None:
         raise ValueError(f"mode={mode!r} runs on the chip model: pass accelerator=Accelerator(...)")
     if not isinstance(accelerator, Accelerator):
-        raise ValueError(f"accelerator={accelerator!r} is not a digital.Accelerator")
+        raise ValueError(f"accelerator={accelerator!r} is not a bss2sim.digital.Accelerator")
     if accelerator.fidelity != mode:
         raise ValueError(f"mode={mode!r} but the accelerator has fidelity {accelerator.fidelity!r}; "
                          "they must agree")
@@ -122,7 +122,7 @@ def _truncated_normal(rng, shape, std):
 
 
 def fold2d(cols, x_shape, kernel, stride, padding):
-    """Adjoint of :func:`digital.unfold2d` (col2im): sums the columns
+    """Adjoint of :func:`bss2sim.digital.unfold2d` (col2im): sums the columns
     ``(batch * H_out * W_out, C * kH * kW)`` back onto an input of ``x_shape``."""
     B, C, H, W = x_shape
     kh, kw = kernel
@@ -218,7 +218,7 @@ class _MACLayer(Layer):
 
 class Linear(_MACLayer):
     """Dense layer ``(batch, in_features) -> (batch, out_features)``, weights
-    ``(in_features, out_features)`` as :meth:`digital.Accelerator.matmul` takes them.
+    ``(in_features, out_features)`` as :meth:`bss2sim.digital.Accelerator.matmul` takes them.
 
     Keyword arguments: ``gain`` (default :data:`DEFAULT_GAIN`), ``rng`` (weight
     initialisation), ``input_rms`` (assumed root mean square of the inputs,
@@ -264,8 +264,8 @@ class Linear(_MACLayer):
 class Conv2d(_MACLayer):
     """2-d convolution without bias, ``(batch, in_channels, H, W) ->
     (batch, out_channels, H_out, W_out)``, weights ``(out_channels, in_channels,
-    kH, kW)``. Hardware modes use :meth:`digital.Accelerator.conv2d`; float mode
-    the same im2col (:func:`digital.unfold2d`) and a float product. Keyword
+    kH, kW)``. Hardware modes use :meth:`bss2sim.digital.Accelerator.conv2d`; float mode
+    the same im2col (:func:`bss2sim.digital.unfold2d`) and a float product. Keyword
     arguments as for :class:`Linear`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -324,7 +324,7 @@ class ConvertingReLU(Layer):
     """int8 result to 5-bit input of the next layer [W20][SW].
 
     Hardware modes: ``min(max(y, 0) >> shift, 31)`` on the PPUs
-    (:meth:`digital.Accelerator.converting_relu`). Float mode:
+    (:meth:`bss2sim.digital.Accelerator.converting_relu`). Float mode:
     ``clip(clip(y, 0, 127) / 2**shift, 0, 31)``, continuous; with
     ``quantise=True`` floored as on the chip (the backward pass then treats
     the floor as the identity, a straight-through estimator).

@@ -1,6 +1,6 @@
 """The MNIST network of Weis et al. 2020 [W20] and the group's public example [SW].
 
-Input 28 x 28 quantised to 0..31 (:func:`experiments.mnist.quantise_images`)
+Input 28 x 28 quantised to 0..31 (:func:`bss2sim.experiments.mnist.quantise_images`)
 and zero-padded by 1 -> Conv2d 1 -> 20 channels, 10 x 10 kernel, stride 5
 (20 x 5 x 5 = 500 features) -> converting ReLU (shift 1) -> dense 500 -> 128
 -> converting ReLU (shift 1) -> dense 128 -> 10 -> argmax. No biases: the chip
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from circuits import constants as K
+from bss2sim.circuits import constants as K
 
 from ..mnist import quantise_images
 from .layers import (DEFAULT_GAIN, Conv2d, ConvertingReLU, Linear, check_mode,
@@ -100,7 +100,7 @@ class MnistNet:
         Seed of the weight initialisation.
     num_sends : int, or one per layer (conv, fc1, fc2); None entries choose the
         smallest value whose initial weight spread fits the weight range
-        (see :mod:`experiments.training.layers`).
+        (see :mod:`bss2sim.experiments.training.layers`).
     wait_between_events : int or one per layer (FPGA cycles, default 5).
     shifts : the two converting ReLUs' shifts (default (1, 1)).
     temperature : factor on the logits in the loss (default

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import constants as K
 from . import kernels as _k
+from .checks import WrongTypeError, as_int_array, check_instance, check_int, check_real, check_seed
 from .params import CircuitParams, MismatchParams, NoiseParams
 
 
@@ -87,22 +88,27 @@ class Faults:
     """(half, driver, seconds) triples added to the driver's pulse-width offset."""
 
     def __post_init__(self):
-        for h, r in self.dead_synapse_rows:
-            _check_half(h)
-            if not 0 <= r < K.SYNAPSE_ROWS_PER_HALF:
-                raise ValueError(f"dead synapse row {r} is out of range 0..{K.SYNAPSE_ROWS_PER_HALF - 1}")
-        for h, c, code in self.stuck_cadc_channels:
-            _check_half(h)
-            if not 0 <= c < K.COLUMNS_PER_HALF:
-                raise ValueError(f"stuck CADC column {c} is out of range 0..{K.COLUMNS_PER_HALF - 1}")
-            if not 0 <= code <= K.CADC_MAX:
-                raise ValueError(f"stuck CADC code {code} is out of range 0..{K.CADC_MAX}")
-        for h, d, extra in self.driver_offset_extra_s:
-            _check_half(h)
-            if not 0 <= d < K.DRIVERS_PER_HALF:
-                raise ValueError(f"driver {d} is out of range 0..{K.DRIVERS_PER_HALF - 1}")
-            if not np.isfinite(extra):
-                raise ValueError(f"driver offset extra {extra!r} must be finite")
+        fields = {
+            "dead_synapse_rows": (("half", 0, K.NUM_HALVES - 1), ("row", 0, K.SYNAPSE_ROWS_PER_HALF - 1)),
+            "stuck_cadc_channels": (("half", 0, K.NUM_HALVES - 1), ("column", 0, K.COLUMNS_PER_HALF - 1),
+                                    ("code", 0, K.CADC_MAX)),
+            "driver_offset_extra_s": (("half", 0, K.NUM_HALVES - 1), ("driver", 0, K.DRIVERS_PER_HALF - 1),
+                                      ("seconds", None, None)),
+        }
+        for name, parts in fields.items():
+            entries = getattr(self, name)
+            shape = "(" + ", ".join(p[0] for p in parts) + ")"
+            if isinstance(entries, (str, bytes, dict)) or not isinstance(entries, (tuple, list)):
+                raise WrongTypeError(f"Faults.{name}={entries!r} must be a tuple of {shape} entries")
+            checked = []
+            for i, e in enumerate(entries):
+                if not isinstance(e, (tuple, list)) or len(e) != len(parts):
+                    raise WrongTypeError(f"Faults.{name}[{i}]={e!r} must be a {shape} tuple")
+                checked.append(tuple(
+                    check_real(f"Faults.{name}[{i}].{field}", v) if lo is None
+                    else check_int(f"Faults.{name}[{i}].{field}", v, lo, hi)
+                    for v, (field, lo, hi) in zip(e, parts)))
+            object.__setattr__(self, name, tuple(checked))
 
 
 def _readonly(a):
@@ -225,26 +231,14 @@ class ChipTruth:
 
 
 def _check_half(half):
-    if isinstance(half, (bool, np.bool_)) or not isinstance(half, (int, np.integer)) \
-            or not 0 <= half < K.NUM_HALVES:
-        raise ValueError(f"half={half!r} is not allowed: must be 0 (top) or 1 (bottom)")
-    return int(half)
+    return check_int("half", half, 0, K.NUM_HALVES - 1, "(0 top, 1 bottom)")
 
 
 def _check_int_array(name, values, shape, lo, hi):
     """Validate an integer array: exact shape, integer dtype, within lo..hi."""
-    a = np.asarray(values)
+    a = as_int_array(name, values, lo, hi)
     if a.shape != tuple(shape):
         raise ValueError(f"{name} has shape {a.shape}; expected {tuple(shape)}")
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN or infinity; expected integers in {lo}..{hi}")
-        raise ValueError(f"{name} has dtype {a.dtype}; expected an integer dtype with values in {lo}..{hi}")
-    if a.size:
-        bad = (a < lo) | (a > hi)
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{name}{list(idx)}={a[idx]} is out of range {lo}..{hi}")
     return a
 
 
@@ -304,6 +298,19 @@ class ChipConfig:
     def capmem(self, name):
         """10-bit settings of one capmem parameter (see ``CAPMEM_PARAMETERS``)."""
         return self._view(self._capmem[self._param(name).name])
+
+    # --- all-or-nothing calls ------------------------------------------------
+    def _snapshot(self):
+        """Copies of everything written here and the version, for :meth:`_restore`."""
+        return (self._weights.copy(), self._row_sign.copy(), self._driver_offset.copy(),
+                self._cadc_digital_offset.copy(), self._cadc_input.copy(),
+                {k: v.copy() for k, v in self._capmem.items()}, self.version)
+
+    def _restore(self, snap):
+        """Put back a :meth:`_snapshot` (after a call that failed half-way); the
+        version too, so operating points cached for it are valid again."""
+        (self._weights, self._row_sign, self._driver_offset, self._cadc_digital_offset,
+         self._cadc_input, self._capmem, self.version) = snap
 
     # --- writes ----------------------------------------------------------
     def _touch(self):
@@ -411,6 +418,10 @@ class HalfOperatingPoint(NamedTuple):
     """int16 (256,): code a stuck channel reports (digital offset included), -1 if working."""
 
 
+PROPAGATOR_TABLE_CYCLES = 32769
+"""Longest interval (FPGA cycles, 0..32768 = 262 us) whose propagators are
+kept in a table per half (5 x 4 bytes x 256 columns per cycle: 168 MB at
+most); the fast path computes longer ones per column from the same formula."""
 MAX_PULSE_WIDTH_NS = K.FPGA_CYCLE_S * 1e9
 """The enable pulse ends at the latest with the driver's next 8 ns slot (*assumed*)."""
 
@@ -454,14 +465,14 @@ class Chip:
     def __init__(self, seed: int = 0, mismatch: MismatchParams | None = None,
                  circuit: CircuitParams | None = None, noise: NoiseParams | None = None,
                  faults: Faults | None = None):
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed={seed!r} is not allowed: must be an integer >= 0")
-        self.seed = int(seed)
+        self.seed = check_seed("seed", seed)
+        for name, value, cls in (("mismatch", mismatch, MismatchParams), ("circuit", circuit, CircuitParams),
+                                 ("noise", noise, NoiseParams), ("faults", faults, Faults)):
+            if value is not None:
+                check_instance(name, value, cls, f"bss2sim.circuits.{cls.__name__} or None (the default)")
         self.mismatch = mismatch if mismatch is not None else MismatchParams()
         self.circuit = circuit if circuit is not None else CircuitParams()
         self.noise = noise if noise is not None else NoiseParams()
-        if faults is not None and not isinstance(faults, Faults):
-            raise ValueError(f"faults={faults!r} is not a bss2sim.circuits.Faults")
         self.faults = faults
         self.truth = ChipTruth.draw(self.seed, self.mismatch, self.circuit, faults)
         self.config = ChipConfig()
@@ -600,11 +611,14 @@ class Chip:
         return tab
 
     def propagator_tables(self, half: int, num_cycles: int) -> np.ndarray:
-        """float32 (5, n, 256) propagators for 0 .. n-1 FPGA cycles (cached, grown on demand)."""
+        """float32 (5, n, 256) propagators for 0 .. n-1 FPGA cycles (cached, grown
+        on demand), n at most :data:`PROPAGATOR_TABLE_CYCLES`: the kernels
+        compute longer intervals, so a result never depends on the table size."""
         key = self._table_key("tab", half)
         tab = self._tables.get(key)
+        num_cycles = min(int(num_cycles), PROPAGATOR_TABLE_CYCLES)
         if tab is None or tab.shape[1] < num_cycles:
-            size = max(int(num_cycles), 64 if tab is None else 2 * tab.shape[1])
+            size = min(PROPAGATOR_TABLE_CYCLES, max(num_cycles, 64 if tab is None else 2 * tab.shape[1]))
             cp = self.operating_point(half).column_params
             tab = self._table_store(key, _propagators(cp, np.arange(size) * K.FPGA_CYCLE_S * 1e9)
                                     .astype(np.float32))

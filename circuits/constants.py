@@ -56,6 +56,10 @@ OUTPUT_MAX = 127
 FPGA_CLOCK_HZ = 125e6
 FPGA_CYCLE_S = 1.0 / FPGA_CLOCK_HZ
 """One FPGA event-timer cycle: 8 ns."""
+MAX_CYCLE = 2**31 - 1
+"""Latest FPGA cycle of an event or of a CADC read after the reset, 17.2 s
+(*assumed*: a 31-bit timestamp; far beyond any integration, it only keeps
+cycle counts within the int64 arithmetic of the kernels and the schedules)."""
 DRIVER_MIN_EVENT_INTERVAL_CYCLES = 1
 """A driver accepts at most one event per 8 ns (one FPGA cycle)."""
 PPU_CLOCK_HZ = 250e6

@@ -12,27 +12,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import constants as K
+from .checks import WrongTypeError, as_int_array, check_int
 
 
 def _as_int_array(name, values, lo, hi):
-    a = np.asarray(values)
+    a = as_int_array(name, values, lo, hi)
     if a.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional; got shape {a.shape}")
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN or infinity; expected integers in {lo}..{hi}")
-        raise ValueError(f"{name} has dtype {a.dtype}; expected integers in {lo}..{hi}")
-    if a.size:
-        bad = (a < lo) | (a > hi)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"{name}[{i}]={a[i]} is out of range {lo}..{hi}")
-    return a.astype(np.int64)
+    return a
+
+
+def _frozen(*arrays):
+    for a in arrays:
+        a.setflags(write=False)
 
 
 @dataclass(frozen=True)
 class EventSchedule:
     """A batch of event lists for one half, in CSR form.
+
+    Every constructor validates (the plain one too), so the kernels never see
+    a bad schedule; ``ValueError`` names the field, the bad entry and the range.
 
     Attributes
     ----------
@@ -43,8 +43,8 @@ class EventSchedule:
     value : int64 (num_events,)
         5-bit input value 1..31 (zero inputs send no event).
     cycle : int64 (num_events,)
-        FPGA cycle (8 ns) after the reset at which the event reaches the driver;
-        non-decreasing within a vector; a driver takes at most one event per cycle.
+        FPGA cycle (8 ns) after the reset at which the event reaches the driver,
+        0..``constants.MAX_CYCLE``; non-decreasing within a vector; a driver takes at most one event per cycle.
     """
 
     offsets: np.ndarray
@@ -75,24 +75,25 @@ class EventSchedule:
 
     def slice(self, start, stop) -> "EventSchedule":
         """Vectors start..stop-1 as a new schedule."""
+        start = check_int("start", start)
+        stop = check_int("stop", stop)
         if not 0 <= start <= stop <= self.num_vectors:
             raise ValueError(f"slice {start}:{stop} is outside 0..{self.num_vectors}")
         a, b = self.offsets[start], self.offsets[stop]
-        return EventSchedule(self.offsets[start:stop + 1] - a, self.driver[a:b],
-                             self.value[a:b], self.cycle[a:b])
+        return EventSchedule._trusted(self.offsets[start:stop + 1] - a, self.driver[a:b],
+                                      self.value[a:b], self.cycle[a:b])
 
-    @classmethod
-    def from_arrays(cls, offsets, driver, value, cycle) -> "EventSchedule":
-        """Validated schedule from CSR arrays; raises ``ValueError`` naming the
-        parameter, the bad value and the allowed range."""
-        driver = _as_int_array("driver", driver, 0, K.DRIVERS_PER_HALF - 1)
-        value = _as_int_array("value", value, 1, K.INPUT_MAX)
-        cycle = _as_int_array("cycle", cycle, 0, 2**31 - 1)
+    def __post_init__(self):
+        # Every schedule is validated once, when it is built, whichever
+        # constructor built it: the kernels index tables with these values.
+        driver = _as_int_array("driver", self.driver, 0, K.DRIVERS_PER_HALF - 1)
+        value = _as_int_array("value", self.value, 1, K.INPUT_MAX)
+        cycle = _as_int_array("cycle", self.cycle, 0, K.MAX_CYCLE)
         n = len(driver)
         if len(value) != n or len(cycle) != n:
             raise ValueError(f"driver, value and cycle must have equal lengths; got "
                              f"{len(driver)}, {len(value)}, {len(cycle)}")
-        offsets = _as_int_array("offsets", offsets, 0, n)
+        offsets = _as_int_array("offsets", self.offsets, 0, n)
         if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n:
             raise ValueError(f"offsets must start at 0 and end at the number of events {n}; "
                              f"got {offsets[:1]}..{offsets[-1:]}")
@@ -109,7 +110,7 @@ class EventSchedule:
                 raise ValueError(f"cycle[{i}]={cycle[i]} is earlier than cycle[{i - 1}]={cycle[i - 1]} "
                                  f"in vector {vec[i]}; events must be in time order (non-decreasing cycles)")
             # A driver accepts one event per cycle: find repeats of (vector, cycle, driver).
-            key = (vec * (2**31) + cycle) * K.DRIVERS_PER_HALF + driver
+            key = (vec * (K.MAX_CYCLE + 1) + cycle) * K.DRIVERS_PER_HALF + driver
             order = np.argsort(key, kind="stable")
             ks = key[order]
             dup = ks[1:] == ks[:-1]
@@ -119,14 +120,35 @@ class EventSchedule:
                     f"driver[{i}]={driver[i]} is busy: it already has an event at cycle {cycle[i]} "
                     f"in vector {vec[i]}; a driver accepts at most one event per "
                     f"{K.FPGA_CYCLE_S * 1e9:.0f} ns cycle")
-        for a in (offsets, driver, value, cycle):
-            a.setflags(write=False)
+        # as_int_array copied every array, so freezing never touches the caller's.
+        for name, a in (("offsets", offsets), ("driver", driver), ("value", value), ("cycle", cycle)):
+            _frozen(a)
+            object.__setattr__(self, name, a)
+
+    @classmethod
+    def _trusted(cls, offsets, driver, value, cycle) -> "EventSchedule":
+        """A schedule from int64 arrays that are valid by construction (the
+        builders below and the event interface); skips the checks."""
+        out = object.__new__(cls)
+        for name, a in (("offsets", offsets), ("driver", driver), ("value", value), ("cycle", cycle)):
+            _frozen(a)
+            object.__setattr__(out, name, a)
+        return out
+
+    @classmethod
+    def from_arrays(cls, offsets, driver, value, cycle) -> "EventSchedule":
+        """Validated schedule from CSR arrays; raises ``ValueError`` naming the
+        parameter, the bad value and the allowed range (as the constructor does)."""
         return cls(offsets, driver, value, cycle)
 
     @classmethod
     def from_lists(cls, vectors) -> "EventSchedule":
         """Schedule from a list (one item per vector) of lists of
         (driver, value, cycle) tuples."""
+        if isinstance(vectors, (str, bytes, dict)) or not hasattr(vectors, "__len__") \
+                or any(isinstance(v, (str, bytes, dict)) or not hasattr(v, "__len__") for v in vectors):
+            raise WrongTypeError(f"vectors={vectors!r:.80} must be a list (one item per vector) of "
+                                 "lists of (driver, value, cycle) tuples")
         counts = [len(v) for v in vectors]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         flat = [e for v in vectors for e in v]
@@ -156,30 +178,21 @@ class EventSchedule:
         of ``inputs`` (num_vectors x 128, integers 0..31) leave in driver order,
         one every ``wait_between_events`` cycles from ``start_cycle``; zeros send
         nothing and take no time [SW]."""
-        x = np.asarray(inputs)
+        x = as_int_array("inputs", inputs, 0, K.INPUT_MAX)
         if x.ndim != 2 or x.shape[1] != K.DRIVERS_PER_HALF:
             raise ValueError(f"inputs has shape {x.shape}; expected (num_vectors, {K.DRIVERS_PER_HALF})")
-        if x.dtype.kind not in "iu":
-            if x.dtype.kind == "f" and x.size and not np.all(np.isfinite(x)):
-                raise ValueError(f"inputs contains NaN or infinity; expected integers in 0..{K.INPUT_MAX}")
-            raise ValueError(f"inputs has dtype {x.dtype}; expected integers in 0..{K.INPUT_MAX}")
-        if x.size and (x.min() < 0 or x.max() > K.INPUT_MAX):
-            idx = tuple(int(i) for i in np.argwhere((x < 0) | (x > K.INPUT_MAX))[0])
-            raise ValueError(f"inputs{list(idx)}={x[idx]} is out of range 0..{K.INPUT_MAX}")
-        if isinstance(wait_between_events, (bool, np.bool_)) or \
-                not isinstance(wait_between_events, (int, np.integer)) or wait_between_events < 1:
-            raise ValueError(f"wait_between_events={wait_between_events!r} is not allowed: must be an "
-                             f"integer >= {K.DRIVER_MIN_EVENT_INTERVAL_CYCLES} FPGA cycle (8 ns)")
-        if isinstance(start_cycle, (bool, np.bool_)) or not isinstance(start_cycle, (int, np.integer)) \
-                or start_cycle < 0:
-            raise ValueError(f"start_cycle={start_cycle!r} must be an integer >= 0")
+        wait = check_int("wait_between_events", wait_between_events,
+                         K.DRIVER_MIN_EVENT_INTERVAL_CYCLES, K.MAX_CYCLE, "FPGA cycles (8 ns)")
+        start_cycle = check_int("start_cycle", start_cycle, 0, K.MAX_CYCLE, "FPGA cycles (8 ns)")
         nz = x != 0
         counts = nz.sum(axis=1)
+        longest = int(counts.max(initial=0))
+        if longest and start_cycle + (longest - 1) * wait > K.MAX_CYCLE:
+            raise ValueError(f"wait_between_events={wait} with start_cycle={start_cycle} puts the last of "
+                             f"{longest} events at cycle {start_cycle + (longest - 1) * wait}, beyond "
+                             f"the latest cycle {K.MAX_CYCLE} (FPGA cycles of 8 ns)")
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         vec, drv = np.nonzero(nz)
         rank = np.arange(len(vec)) - offsets[vec]
-        cycle = start_cycle + rank * int(wait_between_events)
-        out = cls(offsets, drv.astype(np.int64), x[vec, drv].astype(np.int64), cycle.astype(np.int64))
-        for a in (out.offsets, out.driver, out.value, out.cycle):
-            a.setflags(write=False)
-        return out
+        cycle = start_cycle + rank * wait
+        return cls._trusted(offsets, drv.astype(np.int64), x[vec, drv].astype(np.int64), cycle.astype(np.int64))

@@ -20,13 +20,16 @@ import numpy as np
 
 from . import constants as K
 from . import kernels as _k
+from .checks import as_int_array, check_instance, check_int
 from .chip import Chip, _check_half
 from .events import EventSchedule
 from .rng import TrialNoise
 
-MAX_READ_CYCLE = 32768
-"""Latest read accepted (262 us): the fast path keeps dense propagator tables up
-to the read time, and an integration this long is no longer a VMM."""
+MAX_READ_CYCLE = K.MAX_CYCLE
+"""Latest read accepted, FPGA cycles after the reset (17.2 s): any integration
+the event interface can produce (up to 128 events x 255 cycles x 64 sends) and
+far beyond. The fast path looks propagators up in tables up to
+``chip.PROPAGATOR_TABLE_CYCLES`` and computes longer intervals per column."""
 MAX_TRACE_BYTES = 2 * 1024**3
 
 
@@ -61,29 +64,22 @@ class TraceResult(IntegrationResult):
 
 
 def _check_common(chip, half, schedule, read_cycle, noise):
-    if not isinstance(chip, Chip):
-        raise ValueError(f"chip={chip!r} is not a bss2sim.circuits.Chip")
+    check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
     half = _check_half(half)
-    if not isinstance(schedule, EventSchedule):
-        raise ValueError(f"schedule={type(schedule).__name__} is not a bss2sim.circuits.EventSchedule; "
-                         "build one with EventSchedule.from_inputs / from_lists / from_arrays")
-    if noise is not None and not isinstance(noise, TrialNoise):
-        raise ValueError(f"noise={noise!r} must be None (noise off) or a bss2sim.circuits.TrialNoise")
-    rc = np.asarray(read_cycle)
-    if rc.dtype.kind not in "iu":
-        raise ValueError(f"read_cycle has dtype {rc.dtype}; expected integer FPGA cycles "
-                         f"in 0..{MAX_READ_CYCLE}")
+    check_instance("schedule", schedule, EventSchedule,
+                   "bss2sim.circuits.EventSchedule (build one with EventSchedule.from_inputs / "
+                   "from_lists / from_arrays)")
+    if noise is not None:
+        check_instance("noise", noise, TrialNoise, "bss2sim.circuits.TrialNoise or None (noise off)")
+    rc = as_int_array("read_cycle", read_cycle)
     if rc.ndim == 0:
         rc = np.full(schedule.num_vectors, int(rc), np.int64)
     if rc.shape != (schedule.num_vectors,):
         raise ValueError(f"read_cycle has shape {rc.shape}; expected a scalar or "
                          f"({schedule.num_vectors},)")
-    rc = rc.astype(np.int64)
+    rc = as_int_array("read_cycle", rc, 0, MAX_READ_CYCLE)   # names the vector of a bad read
     last = schedule.last_cycle()
     if rc.size:
-        if rc.max() > MAX_READ_CYCLE or rc.min() < 0:
-            i = int(np.argmax((rc > MAX_READ_CYCLE) | (rc < 0)))
-            raise ValueError(f"read_cycle[{i}]={rc[i]} is out of range 0..{MAX_READ_CYCLE}")
         early = rc < last
         if early.any():
             i = int(np.argmax(early))
@@ -145,7 +141,7 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
     stepped = np.zeros((B, K.COLUMNS_PER_HALF), np.bool_)
     noise_on, seed, first = _noise_args(noise, B)
     if B:
-        tab = chip.propagator_tables(half, int(rc.max()) + 1)
+        tab = chip.propagator_tables(half, int(rc.max()) + 1)   # at most PROPAGATOR_TABLE_CYCLES
         ctab = chip.conversion_tables(half)
         offsets, drv, cyc, width = _event_arrays(op, schedule)
         cp = op.column_params

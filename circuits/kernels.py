@@ -107,12 +107,54 @@ def _linear_safe(xe, xi, v, cp, c):
     return top < cp[RAIL_HI, c] and bottom > cp[RAIL_LO, c]
 
 
+@njit(cache=True)
+def _far_entry(cp, row, n, c, cycle_ns):
+    """Propagator table entry ``row`` of column c after ``n`` cycles, for the
+    intervals beyond the tables: the same formula as the tables
+    (``chip._propagators``), rounded to float32 as they are."""
+    t = n * cycle_ns
+    lam_m = cp[LAM_M, c]
+    am = np.exp(-lam_m * t)
+    if row == T_AM:
+        return np.float32(am)
+    exc = row == T_AE or row == T_BE
+    lam = cp[LAM_E, c] if exc else cp[LAM_I, c]
+    a = np.exp(-lam * t)
+    if row == T_AE or row == T_AI:
+        return np.float32(a)
+    diff = lam - lam_m
+    if abs(diff) <= 1e-6 * lam:
+        b = lam * t * a
+    else:
+        b = lam / diff * (am - a)
+    return np.float32((cp[GC_E, c] if exc else cp[GC_I, c]) * b)
+
+
 @njit(cache=True, inline="always")
-def _propagate_exact(xe, xi, v, tab, n, c, el):
-    am = tab[T_AM, n, c]
-    v = el + (v - el) * am + xe * tab[T_BE, n, c] - xi * tab[T_BI, n, c]
-    xe = xe * tab[T_AE, n, c]
-    xi = xi * tab[T_AI, n, c]
+def _entry(tab, cp, row, n, c, cycle_ns):
+    """Table entry where the tables reach (bit-identical to a table lookup),
+    computed beyond them (intervals longer than ``tab.shape[1] - 1`` cycles)."""
+    if n < tab.shape[1]:
+        return tab[row, n, c]
+    return _far_entry(cp, row, n, c, cycle_ns)
+
+
+@njit(cache=True)
+def _far_rows(cp, n, cycle_ns, out):
+    """All columns' table rows after ``n`` cycles into ``out`` (5, columns)."""
+    for r in range(NUM_TABLES):
+        for c in range(out.shape[1]):
+            out[r, c] = _far_entry(cp, r, n, c, cycle_ns)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _propagate_exact(xe, xi, v, tab, n, c, el, cp, cycle_ns):
+    am = _entry(tab, cp, T_AM, n, c, cycle_ns)
+    v = el + (v - el) * am + xe * _entry(tab, cp, T_BE, n, c, cycle_ns) \
+        - xi * _entry(tab, cp, T_BI, n, c, cycle_ns)
+    xe = xe * _entry(tab, cp, T_AE, n, c, cycle_ns)
+    xi = xi * _entry(tab, cp, T_AI, n, c, cycle_ns)
     return xe, xi, v
 
 
@@ -128,7 +170,7 @@ def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles):
         # Re-checked every step: once the column has decayed below the knee and
         # away from the rails, the rest of the interval is exact again.
         if _linear_safe(xe, xi, v, cp, c):
-            return _propagate_exact(xe, xi, v, tab, remaining, c, cp[E_LEAK, c])
+            return _propagate_exact(xe, xi, v, tab, remaining, c, cp[E_LEAK, c], cp, cycle_ns)
         step = walk_cycles if remaining > walk_cycles else remaining
         xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, step * cycle_ns, cp, c)
         remaining -= step
@@ -297,8 +339,11 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
     """
     num_vectors = offsets.shape[0] - 1
     ncol = ie.shape[1]
+    ntab = tab.shape[1]
     for b in prange(num_vectors):
         st = np.zeros((4, ncol), np.float32)   # run_e, run_i, mem_e, mem_i
+        # Table rows of intervals beyond the tables (long waits), computed.
+        far_gap = np.empty((NUM_TABLES, ncol), np.float32)
         rc = read_cycle[b]
         last = 0
         k = offsets[b]
@@ -306,9 +351,33 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
         # Two events per sweep over the columns (four where their spacings are
         # equal, as in every schedule with one wait) cut the state and table
         # traffic; the arithmetic is the same sequence as one event at a time.
-        while k + 1 < k_end:
+        while k < k_end:
             gap1 = ev_cycle[k] - last
-            gap2 = ev_cycle[k + 1] - ev_cycle[k]
+            gap2 = ev_cycle[k + 1] - ev_cycle[k] if k + 1 < k_end else 0
+            if k + 1 == k_end or gap1 >= ntab or gap2 >= ntab:
+                # The last event, or an interval beyond the tables: one event alone.
+                w1 = ev_width[k]
+                last = ev_cycle[k]
+                ie1 = ie[ev_driver[k]]
+                ii1 = ii[ev_driver[k]]
+                if gap1 < ntab:
+                    ge1 = tab[T_AE, gap1]
+                    gi1 = tab[T_AI, gap1]
+                    gm1 = tab[T_AM, gap1]
+                else:
+                    _far_rows(cp, gap1, cycle_ns, far_gap)
+                    ge1 = far_gap[T_AE]
+                    gi1 = far_gap[T_AI]
+                    gm1 = far_gap[T_AM]
+                for c in range(ncol):
+                    pe1 = w1 * ie1[c]
+                    pi1 = w1 * ii1[c]
+                    st[0, c] = st[0, c] * ge1[c] + pe1
+                    st[1, c] = st[1, c] * gi1[c] + pi1
+                    st[2, c] = st[2, c] * gm1[c] + pe1
+                    st[3, c] = st[3, c] * gm1[c] + pi1
+                k += 1
+                continue
             if k + 3 < k_end and gap2 == gap1 and ev_cycle[k + 2] - ev_cycle[k + 1] == gap1 \
                     and ev_cycle[k + 3] - ev_cycle[k + 2] == gap1:
                 w1 = ev_width[k]
@@ -368,28 +437,32 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 st[2, c] = (st[2, c] * gm1[c] + pe1) * gm2[c] + pe2
                 st[3, c] = (st[3, c] * gm1[c] + pi1) * gm2[c] + pi2
             k += 2
-        if k < k_end:
-            w1 = ev_width[k]
-            gap1 = ev_cycle[k] - last
-            last = ev_cycle[k]
-            ie1 = ie[ev_driver[k]]
-            ii1 = ii[ev_driver[k]]
-            ge1 = tab[T_AE, gap1]
-            gi1 = tab[T_AI, gap1]
-            gm1 = tab[T_AM, gap1]
-            for c in range(ncol):
-                pe1 = w1 * ie1[c]
-                pi1 = w1 * ii1[c]
-                st[0, c] = st[0, c] * ge1[c] + pe1
-                st[1, c] = st[1, c] * gi1[c] + pi1
-                st[2, c] = st[2, c] * gm1[c] + pe1
-                st[3, c] = st[3, c] * gm1[c] + pi1
         tail = rc - last
+        # Rows of the read (from the reset) and of the tail (from the last event).
+        if tail < ntab:
+            at_e = tab[T_AE, tail]
+            at_i = tab[T_AI, tail]
+            at_m = tab[T_AM, tail]
+        else:
+            far_tail = _far_rows(cp, tail, cycle_ns, np.empty((NUM_TABLES, ncol), np.float32))
+            at_e = far_tail[T_AE]
+            at_i = far_tail[T_AI]
+            at_m = far_tail[T_AM]
+        if rc < ntab:
+            am_rc = tab[T_AM, rc]
+        else:
+            am_rc = _far_rows(cp, rc, cycle_ns, np.empty((NUM_TABLES, ncol), np.float32))[T_AM]
         peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
         peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
         t0 = rc * cycle_ns
         # The leak-free total charge is at most mem * exp(lam_m * t_last).
         growth = np.exp(lam_m_max * last * cycle_ns)
+        # Beyond float range (events over ~1 ms): bound the total charge by the
+        # column's largest current times the widths' sum instead.
+        width_sum = 0.0
+        if not np.isfinite(growth):
+            for kk in range(offsets[b], offsets[b + 1]):
+                width_sum += ev_width[kk]
         xe = np.empty(ncol)
         xi = np.empty(ncol)
         v = np.empty(ncol)
@@ -398,13 +471,17 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
         for c in range(ncol):
             el = cp[E_LEAK, c]
             v0 = cp[V_RESET, c]
-            tot_e = st[2, c] * growth
-            tot_i = st[3, c] * growth
-            xe[c] = st[0, c] * tab[T_AE, tail, c]
-            xi[c] = st[1, c] * tab[T_AI, tail, c]
-            me = st[2, c] * tab[T_AM, tail, c]
-            mi = st[3, c] * tab[T_AM, tail, c]
-            v[c] = el + (v0 - el) * tab[T_AM, rc, c] \
+            if width_sum > 0.0:
+                tot_e = cur_max_e[c] * width_sum
+                tot_i = cur_max_i[c] * width_sum
+            else:
+                tot_e = st[2, c] * growth
+                tot_i = st[3, c] * growth
+            xe[c] = st[0, c] * at_e[c]
+            xi[c] = st[1, c] * at_i[c]
+            me = st[2, c] * at_m[c]
+            mi = st[3, c] * at_m[c]
+            v[c] = el + (v0 - el) * am_rc[c] \
                 + cp[RESP_E, c] * (me - xe[c]) - cp[RESP_I, c] * (mi - xi[c])
             rails_ok = cp[LINEAR_OK, c] > 0.0 \
                 and (v0 if v0 > el else el) + cp[GC_E, c] * tot_e < cp[RAIL_HI, c] \
@@ -422,7 +499,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                                                cp[GC_E, c], cp[GC_I, c], b, c)
                 up = d_hi + cp[GC_I, c] * min(tot_i, bi)
                 down = d_lo - cp[GC_E, c] * min(tot_e, be)
-                leak = 1.0 - tab[T_AM, rc, c]
+                leak = 1.0 - am_rc[c]
                 rails_ok = (v0 if v0 > el else el) + up - down * leak < cp[RAIL_HI, c] \
                     and (v0 if v0 < el else el) + down - up * leak > cp[RAIL_LO, c]
             status[c] = 0 if (rails_ok and knee_ok) else (1 if rails_ok else 2)
@@ -461,7 +538,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 extra[ncol - 1] = _normal_pair(state)[0]
             for c in range(ncol):
                 lam_m = cp[LAM_M, c]
-                a = np.float64(tab[T_AM, rc, c])
+                a = np.float64(am_rc[c])
                 small = lam_m * t0 < 1e-6
                 var_mem = cp[NOISE_MEM, c] ** 2 * (t0 if small else (1.0 - a * a) / (2.0 * (lam_m + 1e-300)))
                 extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2)

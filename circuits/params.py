@@ -14,21 +14,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .checks import check_real
+
 
 def _check_finite_nonneg(obj, names):
     for name in names:
-        value = getattr(obj, name)
-        if not (value == value) or value < 0 or value == float("inf"):
-            raise ValueError(
-                f"{type(obj).__name__}.{name}={value!r} is not allowed: must be a finite number >= 0")
+        check_real(f"{type(obj).__name__}.{name}", getattr(obj, name), 0.0)
 
 
 def _check_positive(obj, names):
     for name in names:
-        value = getattr(obj, name)
-        if not (value == value) or value <= 0 or value == float("inf"):
-            raise ValueError(
-                f"{type(obj).__name__}.{name}={value!r} is not allowed: must be a finite number > 0")
+        check_real(f"{type(obj).__name__}.{name}", getattr(obj, name), 0.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -99,6 +95,8 @@ class CircuitParams:
             "syn_saturation_headroom_c", "membrane_capacitance_f", "residual_leak_tau_s",
             "cadc_step_nominal_v", "cadc_slope_nominal_a"])
         _check_finite_nonneg(self, ["pulse_nonlinearity", "leak_conductance_per_a"])
+        for name in ("rail_low_v", "rail_high_v"):
+            check_real(f"CircuitParams.{name}", getattr(self, name))
         if not self.rail_low_v < self.rail_high_v:
             raise ValueError(
                 f"CircuitParams.rail_low_v={self.rail_low_v!r} must be below "
@@ -167,8 +165,7 @@ class MismatchParams:
 
     def scaled(self, factor: float) -> "MismatchParams":
         """All spreads multiplied by ``factor``."""
-        if not factor >= 0:
-            raise ValueError(f"factor={factor!r} must be >= 0")
+        factor = check_real("factor", factor, 0.0)
         return type(self)(**{f.name: getattr(self, f.name) * factor
                              for f in dataclasses.fields(self)})
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .checks import check_int, check_seed
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -83,18 +85,12 @@ class TrialNoise:
     """
 
     def __init__(self, seed: int, start_index: int = 0):
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed={seed!r} must be an integer in 0..2**64-1")
-        if not 0 <= int(seed) < 2**64:
-            raise ValueError(f"seed={seed!r} is out of range 0..2**64-1")
-        if isinstance(start_index, (bool, np.bool_)) or not isinstance(start_index, (int, np.integer)) \
-                or not 0 <= int(start_index) < 2**63:
-            raise ValueError(f"start_index={start_index!r} must be an integer in 0..2**63-1")
-        self.seed = int(seed)
-        self.next_index = int(start_index)
+        self.seed = check_seed("seed", seed)
+        self.next_index = check_int("start_index", start_index, 0, 2**63 - 1)
 
     def take(self, count: int) -> tuple[np.uint64, np.uint64]:
         """Reserve ``count`` stream indices; returns (seed, first index) as uint64."""
+        count = check_int("count", count, 0, 2**63 - 1 - self.next_index)
         first = self.next_index
         self.next_index += int(count)
         return np.uint64(self.seed), np.uint64(first)

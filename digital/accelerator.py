@@ -20,11 +20,14 @@ tiles are added digitally and clamped to int8. Every call adds its simulated chi
 """
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast
+from bss2sim.circuits.checks import WrongTypeError, as_int_array, check_instance, check_int, check_real, check_seed
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.rng import derive_seed, keyed_normals
 
@@ -32,6 +35,8 @@ from .events import check_num_sends, check_wait, paired_schedule
 from .ppu import PPU, PPUCostParams
 from .timing import TimeLedger, TimingParams
 
+_STREAM_TAG = 0x73747265616D
+"""Tag ("stream" in ASCII) that derives a noise stream's seed from the user's seed."""
 ROWS = K.LOGICAL_ROWS_PER_HALF
 COLS = K.COLUMNS_PER_HALF
 
@@ -48,36 +53,17 @@ class BehaviouralParams:
 
     def __post_init__(self):
         for name in ("gain", "sigma"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v < 0:
-                raise ValueError(f"BehaviouralParams.{name}={v!r} must be a finite number >= 0")
+            object.__setattr__(self, name, check_real(f"BehaviouralParams.{name}", getattr(self, name), 0.0))
 
 
 def check_inputs(x, name="x"):
-    """Validate an integer input array with values 0..31."""
-    a = np.asarray(x)
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN or infinity; expected integers in 0..{K.INPUT_MAX}")
-        raise ValueError(f"{name} has dtype {a.dtype}; expected integers in 0..{K.INPUT_MAX}")
-    if a.size and (a.min() < 0 or a.max() > K.INPUT_MAX):
-        idx = tuple(int(i) for i in np.argwhere((a < 0) | (a > K.INPUT_MAX))[0])
-        raise ValueError(f"{name}{list(idx)}={a[idx]} is out of range 0..{K.INPUT_MAX}")
-    return a.astype(np.int64)
+    """Validate an integer input array with values 0..31 (any shape); int64 copy."""
+    return as_int_array(name, x, 0, K.INPUT_MAX)
 
 
 def check_weights(w, name="w"):
-    """Validate an integer weight array with values -63..63."""
-    a = np.asarray(w)
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN or infinity; expected integers in "
-                             f"{-K.WEIGHT_MAX}..{K.WEIGHT_MAX}")
-        raise ValueError(f"{name} has dtype {a.dtype}; expected integers in {-K.WEIGHT_MAX}..{K.WEIGHT_MAX}")
-    if a.size and (a.min() < -K.WEIGHT_MAX or a.max() > K.WEIGHT_MAX):
-        idx = tuple(int(i) for i in np.argwhere((a < -K.WEIGHT_MAX) | (a > K.WEIGHT_MAX))[0])
-        raise ValueError(f"{name}{list(idx)}={a[idx]} is out of range {-K.WEIGHT_MAX}..{K.WEIGHT_MAX}")
-    return a.astype(np.int64)
+    """Validate an integer weight array with values -63..63 (any shape); int64 copy."""
+    return as_int_array(name, w, -K.WEIGHT_MAX, K.WEIGHT_MAX)
 
 
 def clamp_int8(a):
@@ -96,10 +82,13 @@ class Accelerator:
         Behavioural fidelity with this gain and noise. Give exactly one of
         ``chip`` and ``behavioural``.
     noise_seed : int or None
-        Seed of the trial-to-trial noise (default 0); None switches it off.
-        Each vector gets an id from a counter (the calls' vectors in order), and
-        its noise comes from streams keyed by (seed, id, pass): one call on a
-        batch and consecutive calls on its slices give identical results.
+        Seed of the trial-to-trial noise (default 0), an integer in
+        0..2**64-1; None switches it off. Every call names a noise stream
+        (``stream=``, default 0); each stream counts its vectors, and a vector's
+        noise comes from streams keyed by (seed, stream, id, pass): one call on a
+        batch and consecutive calls on its slices give identical results, and
+        the layers of a network (one stream each) stay so whatever the batch
+        size.
     timing : TimingParams
         Waits of the per-vector program and power figures.
     ppu_costs : PPUCostParams
@@ -111,16 +100,20 @@ class Accelerator:
                  ppu_costs: PPUCostParams | None = None):
         if (chip is None) == (behavioural is None):
             raise ValueError("give exactly one of chip= (cycle-level) and behavioural= (behavioural model)")
-        if chip is not None and not isinstance(chip, Chip):
-            raise ValueError(f"chip={chip!r} is not a bss2sim.circuits.Chip")
-        if behavioural is not None and not isinstance(behavioural, BehaviouralParams):
-            raise ValueError(f"behavioural={behavioural!r} is not a BehaviouralParams")
+        if chip is not None:
+            check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
+        if behavioural is not None:
+            check_instance("behavioural", behavioural, BehaviouralParams, "BehaviouralParams")
+        if noise_seed is not None:
+            noise_seed = check_seed("noise_seed", noise_seed)
+        if timing is not None:
+            check_instance("timing", timing, TimingParams, "TimingParams")
+        if ppu_costs is not None:
+            check_instance("ppu_costs", ppu_costs, PPUCostParams, "PPUCostParams")
         self.chip = chip
         self.behavioural = behavioural
-        if noise_seed is not None:
-            TrialNoise(noise_seed)          # validates the seed
         self.noise_seed = noise_seed
-        self._next_vector_id = 0
+        self._next_vector_ids = {}          # noise stream -> next vector id
         self.timing = timing if timing is not None else TimingParams()
         costs = ppu_costs if ppu_costs is not None else PPUCostParams()
         self.ppus = (PPU(0, costs), PPU(1, costs))
@@ -129,6 +122,49 @@ class Accelerator:
     @property
     def fidelity(self) -> str:
         return "chip" if self.chip is not None else "behavioural"
+
+    # --- noise streams and state ---------------------------------------------
+    def noise_state(self) -> dict:
+        """Position of every noise stream, ``{stream: next vector id}``
+        (JSON-able with string keys; see :meth:`set_noise_state`)."""
+        return {int(s): int(n) for s, n in sorted(self._next_vector_ids.items())}
+
+    def set_noise_state(self, state: dict):
+        """Restore the positions saved by :meth:`noise_state` (resumed runs)."""
+        if not isinstance(state, dict):
+            raise WrongTypeError(f"state={state!r} must be a dict {{stream: next vector id}}")
+        parsed = {}
+        for s, n in state.items():
+            stream = check_int("stream", int(s) if isinstance(s, str) and s.isdigit() else s, 0)
+            parsed[stream] = check_int(f"state[{s!r}]", n, 0)
+        self._next_vector_ids = parsed
+
+    @property
+    def _next_vector_id(self) -> int:
+        """Next vector id of the default stream 0."""
+        return self._next_vector_ids.get(0, 0)
+
+    @_next_vector_id.setter
+    def _next_vector_id(self, value):
+        self._next_vector_ids[0] = check_int("next_vector_id", value, 0)
+
+    @contextmanager
+    def _all_or_nothing(self):
+        """A call that raises (bad input found late, an interrupt) leaves the
+        accelerator, its PPUs and its chip as they were: noise counters, the
+        time ledger and the chip's weights are put back."""
+        saved = (dict(self._next_vector_ids), copy.deepcopy(self.ledger),
+                 [(p.cycles, p.stream_seconds) for p in self.ppus],
+                 self.chip.config._snapshot() if self.chip is not None else None)
+        try:
+            yield
+        except BaseException:
+            self._next_vector_ids, self.ledger = saved[0], saved[1]
+            for p, (cycles, stream) in zip(self.ppus, saved[2]):
+                p.cycles, p.stream_seconds = cycles, stream
+            if saved[3] is not None:
+                self.chip.config._restore(saved[3])
+            raise
 
     # --- timing helpers --------------------------------------------------------
     def _ppu_parallel(self, category, work):
@@ -154,14 +190,16 @@ class Accelerator:
         self._ppu_parallel("weight_writes", work)
         self.ledger.weight_tile_writes += 1
 
-    def _noise(self, first_id, pass_index, half, purpose):
+    def _noise(self, stream, first_id, pass_index, half, purpose):
         """Noise source of one integration: streams keyed by the vectors' ids, so a
         batch split over several calls sees the same noise as one call."""
         if self.noise_seed is None:
             return None
-        return TrialNoise(derive_seed(self.noise_seed, pass_index, half, purpose), first_id)
+        # Stream 0 keeps the seed itself, so that plain calls draw what they always drew.
+        seed = self.noise_seed if stream == 0 else derive_seed(self.noise_seed, _STREAM_TAG, stream)
+        return TrialNoise(derive_seed(seed, pass_index, half, purpose), first_id)
 
-    def _pass(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode=0):
+    def _pass(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode=0, stream=0):
         """One analog pass of a batch of vector pairs; returns int8 results per half.
         ``first_ids[h]``: noise stream index of half h's first vector; ``mode``
         separates the noise of split passes from that of paired ones."""
@@ -185,11 +223,11 @@ class Accelerator:
                 # Columns after the tile's last weight column are never returned.
                 used = max(1, int(np.max(np.nonzero(tiles[h].any(axis=0))[0], initial=-1)) + 1)
                 base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles,
-                                      noise=self._noise(first_ids[h], pass_index, h, 0 + mode),
+                                      noise=self._noise(stream, first_ids[h], pass_index, h, 0 + mode),
                                       columns=used)
                 read_cycle = sched.half_phase_cycles[h] + tp.post_event_wait_cycles
                 read = integrate_fast(self.chip, h, sched.halves[h], read_cycle,
-                                      noise=self._noise(first_ids[h], pass_index, h, 1 + mode),
+                                      noise=self._noise(stream, first_ids[h], pass_index, h, 1 + mode),
                                       columns=used)
                 results[h] = (read.codes, base.codes)
         else:
@@ -203,7 +241,7 @@ class Accelerator:
                 y = xs[h].astype(np.float64) @ tiles[h][:, :used].astype(np.float64)
                 y *= self.behavioural.gain * num_sends
                 if self.noise_seed is not None and self.behavioural.sigma > 0:
-                    noise = self._noise(first_ids[h], pass_index, h, 2 + mode)
+                    noise = self._noise(stream, first_ids[h], pass_index, h, 2 + mode)
                     y += self.behavioural.sigma * keyed_normals(noise, B, used)
                 out = np.zeros((B, COLS), np.int64)
                 out[:, :used] = clamp_int8(np.floor(y))
@@ -222,7 +260,8 @@ class Accelerator:
         return self._ppu_parallel("ppu", post)
 
     # --- public operations -----------------------------------------------------
-    def matmul(self, x, w, num_sends: int = 1, wait_between_events: int = 5) -> np.ndarray:
+    def matmul(self, x, w, num_sends: int = 1, wait_between_events: int = 5, *,
+               stream: int = 0) -> np.ndarray:
         """Integer matrix product on the chip: ``clamp_int8(sum over row tiles of
         tile(x . W))``.
 
@@ -234,10 +273,18 @@ class Accelerator:
             Repetitions of each vector within one integration (gain x num_sends).
         wait_between_events : int, FPGA cycles (8 ns), 1..255
             Event slot spacing (default 5 = 40 ns).
+        stream : int >= 0
+            Noise stream (default 0). Each stream numbers its vectors on its
+            own: give each layer of a network its own stream, and its noise no
+            longer depends on how the batches of the other layers were cut.
 
         Returns
         -------
         int64 array (batch, N) or (N,), values -128..127.
+
+        Everything is checked before anything runs; a call that raises leaves
+        the accelerator (noise counters, time ledger, PPUs) and the chip's
+        configuration as they were.
         """
         x = check_inputs(x)
         w = check_weights(w)
@@ -253,11 +300,16 @@ class Accelerator:
                              "they must match")
         num_sends = check_num_sends(num_sends)
         wait = check_wait(wait_between_events)
+        stream = check_int("stream", stream, 0)
+        with self._all_or_nothing():
+            out = self._matmul(x, w, num_sends, wait, stream)
+        return out[0] if single else out
+
+    def _matmul(self, x, w, num_sends, wait, stream):
         B, Kin = x.shape
         N = w.shape[1]
         if B == 0 or N == 0:
-            out = np.zeros((B, N), np.int64)
-            return out[0] if single else out
+            return np.zeros((B, N), np.int64)
         n_row = -(-Kin // ROWS)
         n_col = -(-N // COLS)
         xp = np.zeros((B, n_row * ROWS), np.int64)
@@ -265,8 +317,8 @@ class Accelerator:
         wp = np.zeros((n_row * ROWS, n_col * COLS), np.int64)
         wp[:Kin, :N] = w
         acc = np.zeros((B, n_col * COLS), np.int64)
-        first_id = self._next_vector_id
-        self._next_vector_id += B
+        first_id = self._next_vector_ids.get(stream, 0)
+        self._next_vector_ids[stream] = first_id + B
         tiles = [(r, c) for c in range(n_col) for r in range(n_row)]
 
         def tile_w(t):
@@ -280,7 +332,8 @@ class Accelerator:
             if len(pair) == K.NUM_HALVES:
                 wt = [tile_w(t) for t in pair]
                 self._write_tiles(wt)
-                outs = self._pass([tile_x(t) for t in pair], wt, num_sends, wait, [first_id] * 2, i)
+                outs = self._pass([tile_x(t) for t in pair], wt, num_sends, wait, [first_id] * 2, i,
+                                  stream=stream)
                 for t, o in zip(pair, outs):
                     acc[:, t[1] * COLS:(t[1] + 1) * COLS] += o
                 continue
@@ -303,12 +356,11 @@ class Accelerator:
                 starts.append(int(ids[rows[h][0]]) // 2)
             wt = [tile_w(t) if x is not None else None for x in xs]
             self._write_tiles(wt)
-            outs = self._pass(xs, wt, num_sends, wait, starts, i, mode=10)
+            outs = self._pass(xs, wt, num_sends, wait, starts, i, mode=10, stream=stream)
             for h in range(K.NUM_HALVES):
                 if xs[h] is not None:
                     acc[rows[h], t[1] * COLS:(t[1] + 1) * COLS] += outs[h][:len(rows[h])]
-        out = clamp_int8(acc[:, :N])
-        return out[0] if single else out
+        return clamp_int8(acc[:, :N])
 
     def conv1d(self, x, w, stride: int = 1, padding: int = 0, **kw) -> np.ndarray:
         """1-D convolution by unfolding onto :meth:`matmul`.

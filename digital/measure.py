@@ -13,8 +13,10 @@ import numpy as np
 
 from bss2sim.circuits import Chip
 from bss2sim.circuits import constants as K
+from bss2sim.circuits.checks import check_instance, check_int, check_seed
 
 from .accelerator import Accelerator, BehaviouralParams
+from .events import check_num_sends, check_wait
 
 NEURONS = K.NUM_NEURONS
 
@@ -90,9 +92,13 @@ def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_s
 
     The chip's configuration is overwritten (weights); nothing else is changed.
     """
-    for name, v, lo in (("num_vectors", num_vectors, 4), ("repeats", repeats, 2), ("ramp_steps", ramp_steps, 3)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
+    check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
+    for name, v, lo, hi in (("num_vectors", num_vectors, 4, 100_000), ("repeats", repeats, 2, 1000),
+                            ("ramp_steps", ramp_steps, 3, K.DRIVERS_PER_HALF + 1)):
+        check_int(name, v, lo, hi)
+    check_num_sends(num_sends)
+    check_wait(wait_between_events)
+    seed = check_seed("seed", seed)
     acc = Accelerator(chip, noise_seed=noise_seed)
     rng = np.random.default_rng(seed)
     rows = K.LOGICAL_ROWS_PER_HALF

@@ -11,6 +11,7 @@ import numpy as np
 
 from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast
 from bss2sim.circuits import constants as K
+from bss2sim.circuits.checks import check_instance, check_seed
 from bss2sim.circuits.rng import derive_seed
 
 SRAM_WRITE_S = 10e-6
@@ -35,11 +36,10 @@ class ChipAccess:
     """
 
     def __init__(self, chip: Chip, noise_seed: int = 0):
-        if not isinstance(chip, Chip):
-            raise ValueError(f"chip={chip!r} is not a bss2sim.circuits.Chip")
+        check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
         self.chip = chip
         self.config = chip.config
-        self._noise_seed = int(noise_seed)
+        self._noise_seed = check_seed("noise_seed", noise_seed)
         self._draws = 0
         self.measurements = 0
         """Analog reads (one per neuron-half and vector)."""

@@ -2,6 +2,7 @@
 itself to a configuration, and the files it is kept in."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bss2sim.circuits import Chip
+from bss2sim.circuits.checks import WrongTypeError, check_instance
 
 from .measurements import ChipAccess
 from .persistence import calibration_filename, load_calibration, save_calibration
@@ -72,9 +74,11 @@ def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: i
     return what was done. Only configures and measures; never reads the truth.
 
     ``progress``: optional callable taking a step name, called before each step."""
+    check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
     target = target if target is not None else CalibrationTarget()
-    if not isinstance(target, CalibrationTarget):
-        raise ValueError(f"target={target!r} is not a CalibrationTarget")
+    check_instance("target", target, CalibrationTarget, "CalibrationTarget or None (the default)")
+    if progress is not None and not callable(progress):
+        raise WrongTypeError(f"progress={progress!r} must be a callable taking a step name, or None")
     access = ChipAccess(chip, noise_seed=noise_seed)
     cal = ChipCalibration(chip_seed=chip.seed, target=target)
     t = time.perf_counter()
@@ -89,6 +93,9 @@ def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: i
 def save(cal: ChipCalibration, chip: Chip, folder) -> Path:
     """Write the calibrated settings of ``chip`` (calibrated by ``cal``) into
     ``folder`` as one versioned file per chip seed and target set."""
+    check_instance("cal", cal, ChipCalibration, "ChipCalibration")
+    check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
+    check_instance("folder", folder, (str, os.PathLike), "folder path (str or pathlib.Path)")
     path = Path(folder) / calibration_filename(cal.chip_seed, cal.target.target_id)
     return save_calibration(path, chip.config, chip_seed=cal.chip_seed, target_id=cal.target.target_id,
                             metadata=cal.summary())
@@ -96,7 +103,10 @@ def save(cal: ChipCalibration, chip: Chip, folder) -> Path:
 
 def load_into(chip: Chip, folder, target: CalibrationTarget | None = None):
     """Apply the stored calibration of ``chip``'s seed and the target set to its configuration."""
+    check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
+    check_instance("folder", folder, (str, os.PathLike), "folder path (str or pathlib.Path)")
     target = target if target is not None else CalibrationTarget()
+    check_instance("target", target, CalibrationTarget, "CalibrationTarget or None (the default)")
     path = Path(folder) / calibration_filename(chip.seed, target.target_id)
     f = load_calibration(path, chip_seed=chip.seed, target_id=target.target_id)
     f.apply(chip.config)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from bss2sim.circuits import constants as K
+from bss2sim.circuits.checks import WrongTypeError, check_int, check_real
 
 from .measurements import ChipAccess
 from .search import binary_search, noise_tolerant_binary_search
@@ -51,6 +52,21 @@ class CalibrationTarget:
     for the neuron test vector; None: the median before the step."""
 
     def __post_init__(self):
+        # Types are checked but not converted: the target id hashes the values as given.
+        for name, v in (("cadc_read_range", self.cadc_read_range),
+                        ("cadc_reference_v", self.cadc_reference_v)):
+            if not isinstance(v, (tuple, list)) or len(v) != 2:
+                raise WrongTypeError(f"CalibrationTarget.{name}={v!r} must be a (low, high) pair")
+        for i, v in enumerate(self.cadc_read_range):
+            check_int(f"CalibrationTarget.cadc_read_range[{i}]", v, 0, K.CADC_MAX)
+        for i, v in enumerate(self.cadc_reference_v):
+            check_real(f"CalibrationTarget.cadc_reference_v[{i}]", v, 0.0, K.CAPMEM_VOLTAGE_FULL_SCALE_V, "V")
+        check_real("CalibrationTarget.resting_read", self.resting_read, 0.0, K.CADC_MAX)
+        check_int("CalibrationTarget.test_value", self.test_value, 1, K.INPUT_MAX)
+        check_int("CalibrationTarget.test_weight", self.test_weight, 1, K.WEIGHT_MAX)
+        if self.neuron_amplitude_lsb is not None:
+            check_real("CalibrationTarget.neuron_amplitude_lsb", self.neuron_amplitude_lsb, 0.0,
+                       K.CADC_MAX, "LSB", lo_open=True)
         lo, hi = self.cadc_read_range
         if not 0 <= lo < hi <= K.CADC_MAX:
             raise ValueError(f"cadc_read_range={self.cadc_read_range!r} must satisfy 0 <= low < high <= 255")

@@ -179,6 +179,10 @@ class _MACLayer(Layer):
         self.weight = _truncated_normal(rng, weight_shape, self.init_std)
         self.grad_weight = np.zeros_like(self.weight)
         self._cache = None
+        self.noise_stream = 0
+        """Noise stream of the accelerator this layer draws from (see
+        :meth:`bss2sim.digital.Accelerator.matmul`): a network gives each layer
+        its own, so that its results do not depend on how batches are cut."""
 
     @property
     def scale(self) -> float:
@@ -247,7 +251,8 @@ class Linear(_MACLayer):
         else:
             xi = self._hardware_input(x, "Linear input")
             y = accelerator.matmul(xi, w, num_sends=self.num_sends,
-                                   wait_between_events=self.wait_between_events)
+                                   wait_between_events=self.wait_between_events,
+                                   stream=self.noise_stream)
             xf = xi.astype(np.float64)
         self._cache = (xf, w.astype(np.float64))
         return y
@@ -301,7 +306,8 @@ class Conv2d(_MACLayer):
             xi = self._hardware_input(x, "Conv2d input")
             y = accelerator.conv2d(xi, w, stride=self.stride, padding=self.padding,
                                    num_sends=self.num_sends,
-                                   wait_between_events=self.wait_between_events)
+                                   wait_between_events=self.wait_between_events,
+                                   stream=self.noise_stream)
             cols, _ = unfold2d(xi.astype(np.float64), self.kernel_size, self.stride, self.padding)
         self._cache = (cols, w.astype(np.float64), x.shape)
         return y

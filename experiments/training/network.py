@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from bss2sim.circuits import constants as K
+from bss2sim.circuits.checks import check_seed
 
 from ..mnist import quantise_images
 from .layers import (DEFAULT_GAIN, Conv2d, ConvertingReLU, Linear, check_mode,
@@ -115,8 +116,7 @@ class MnistNet:
                  wait_between_events=(5, 5, 5), shifts=(1, 1),
                  temperature: float = DEFAULT_TEMPERATURE, relu_quantise: bool = False,
                  clip_logits: bool = True):
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed={seed!r} must be an integer >= 0")
+        seed = check_seed("seed", seed)
         if isinstance(temperature, (bool, np.bool_)) or not isinstance(
                 temperature, (int, float, np.integer, np.floating)) \
                 or not np.isfinite(temperature) or temperature <= 0:
@@ -142,6 +142,10 @@ class MnistNet:
                           input_rms=relu_output_rms(HIDDEN_TARGET_STD, self.relu2.shift),
                           target_std=OUTPUT_TARGET_STD)
         self.gain = self.conv.gain
+        # One noise stream per layer: a layer's noise then depends only on the
+        # images before it, never on the batch size (stream 0 stays for plain calls).
+        for stream, layer in enumerate(self.mac_layers, start=1):
+            layer.noise_stream = stream
 
     # --- configuration and state -------------------------------------------------
     @property

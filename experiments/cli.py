@@ -6,11 +6,72 @@ figures as the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+from pathlib import Path
+
+DEBUG_ENV = "BSS2SIM_DEBUG"
+"""Set this environment variable to see the traceback of an internal error."""
 
 
-def _int_at_least(minimum):
-    """argparse type: an integer >= minimum, with a message naming the bad value."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line on stderr, exit code 2
+    (argparse's own error prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line(err) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def report_errors(prog: str, work) -> int:
+    """Run ``work()`` and turn any failure into one line on stderr and exit code 2.
+
+    Input errors (``ValueError``, ``TypeError``) and file-system errors
+    (``OSError``) name what is wrong; anything else is reported as an internal
+    error, with the traceback only when the environment variable
+    ``BSS2SIM_DEBUG`` is set."""
+    try:
+        return work()
+    except (ValueError, TypeError, OSError) as e:
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 -- the command line never ends in a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} "
+              f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+def check_writable_folder(option: str, folder) -> Path:
+    """Refuse, before any work, an output folder that cannot be written: a file
+    in the way, a read-only file system, missing permissions. A folder that does
+    not exist yet is judged by the nearest existing folder above it, and is not
+    created here."""
+    path = Path(folder)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"{option} {str(folder)!r} cannot be created: {str(probe)!r} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".bss2sim-write-test-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{option} {str(folder)!r} cannot be written ({e.strerror or e})") from None
+    return path
+
+
+def _int_at_least(minimum, maximum=None):
+    """argparse type: an integer >= minimum (and <= maximum), with a message
+    naming the bad value."""
     def parse(text):
         try:
             v = int(text)
@@ -18,21 +79,24 @@ def _int_at_least(minimum):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
         if v < minimum:
             raise argparse.ArgumentTypeError(f"{v} is not allowed: must be >= {minimum}")
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(f"{v} is not allowed: must be <= {maximum}")
         return v
     return parse
 
 
 _positive_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
+_seed = _int_at_least(0, 2**64 - 1)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="bss2sim", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="bss2sim", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     de = sub.add_parser("demo", help="the shipped MNIST network on a simulated chip "
                                      "(writes plots/mnist_*.png)")
-    de.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    de.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     de.add_argument("--images", type=_positive_int, default=None,
                     help="classify only the first N test images (default: all 10,000)")
     de.add_argument("--data-dir", default=None, help="read the test set from this MNIST folder "
@@ -44,7 +108,7 @@ def build_parser():
                                       "noise-aware, fine-tune through the chip, evaluate")
     tn.add_argument("--data-dir", default=None,
                     help="MNIST folder (default: the environment variable BSS2SIM_MNIST_DIR)")
-    tn.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    tn.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     tn.add_argument("--out", default="mnist_run", help="folder for checkpoints and results")
     tn.add_argument("--float-epochs", type=_nonneg_int, default=8,
                     help="epochs of float training (default 8)")
@@ -62,7 +126,7 @@ def build_parser():
     tn.add_argument("--wait-between-events", type=_positive_int, nargs=3, metavar=("CONV", "FC1", "FC2"),
                     default=[5, 5, 5], help="event spacing of each layer, FPGA cycles of 8 ns "
                                             "(default 5 5 5; 1..255)")
-    tn.add_argument("--further-seeds", type=_nonneg_int, nargs="*", default=[1, 2, 3, 4, 5])
+    tn.add_argument("--further-seeds", type=_seed, nargs="*", default=[1, 2, 3, 4, 5])
     tn.add_argument("--further-hil-images", type=_positive_int, default=10_000,
                     help="fine-tuning images on each further chip (default 10000)")
     tn.add_argument("--test-images", type=_positive_int, default=None,
@@ -71,20 +135,20 @@ def build_parser():
     tn.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
     tr = sub.add_parser("traces", help="membrane traces during one VMM (writes plots/membrane_traces.png)")
-    tr.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    tr.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     tr.add_argument("--half", type=int, choices=(0, 1), default=0, help="chip half (default 0)")
     tr.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
     tr.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
     vm = sub.add_parser("vmm", help="characterise a chip's VMMs (writes plots/vmm_*.png)")
-    vm.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    vm.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     vm.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
     vm.add_argument("--quick", action="store_true", help="smaller measurements (a quick look)")
     vm.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
     ca = sub.add_parser("calibrate", help="calibrate a chip, save its calibration file "
                                           "(writes plots/calibration_*.png)")
-    ca.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    ca.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     ca.add_argument("--out", default="calibrations", help="folder for calibration files (default: calibrations)")
     ca.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
     ca.add_argument("--validate", type=_positive_int, metavar="N", default=None,
@@ -95,22 +159,27 @@ def build_parser():
     be = sub.add_parser("bench", help="speed of the model against numpy, measured in one run")
     be.add_argument("--vectors", type=_positive_int, default=10_000,
                     help="input vectors for the analog benchmark (default 10000)")
-    be.add_argument("--seed", type=_nonneg_int, default=0, help="chip seed (default 0)")
+    be.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     be.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        return _dispatch(args)
-    except ValueError as e:
-        # Every input check raises ValueError naming the parameter, value and range.
-        print(f"bss2sim {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return report_errors(f"bss2sim {args.command}", lambda: _dispatch(args))
+
+
+_OUTPUT_FOLDERS = {"demo": ("plots_dir",), "train": ("out",), "traces": ("plots_dir",),
+                   "vmm": ("plots_dir",), "calibrate": ("out", "plots_dir"), "bench": ()}
 
 
 def _dispatch(args):
+    # Output folders are checked before the work starts, so no run is lost at its end.
+    for attr in _OUTPUT_FOLDERS[args.command]:
+        check_writable_folder("--" + attr.replace("_", "-"), getattr(args, attr))
+    if args.command == "train" and args.ship:
+        from .train import PACKAGE_DATA
+        check_writable_folder("--ship (the package's data folder)", PACKAGE_DATA)
     if args.command == "demo":
         from . import demo
         demo.run(seed=args.seed, images=args.images, data_dir=args.data_dir, plots=args.plots_dir,

@@ -9,7 +9,6 @@ chip time and energy per image, and writes ``plots/mnist_confusion.png``,
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -19,13 +18,15 @@ from bss2sim.digital import Accelerator
 
 from .calibration import CalibrationTarget, calibrate
 from .calibration.persistence import calibration_filename, load_calibration
-from .common import emit_json, note, plots_dir, save_figure
+from .common import emit_json, load_results, load_test_images, note, plots_dir, save_figure
 from .progress import Progress
 from .train import NETWORK_FILE, PACKAGE_DATA, RESULTS_FILE, TEST_IMAGES_FILE
 from .training.checkpoint import load_checkpoint
 
 
 def _load_test_images(data_dir=None):
+    """``(images, labels)``: the MNIST test set from ``data_dir``, or the
+    shipped, checked copy (:func:`~bss2sim.experiments.common.load_test_images`)."""
     if data_dir is not None:
         from .mnist import load_mnist
         return load_mnist("test", data_dir)
@@ -33,11 +34,7 @@ def _load_test_images(data_dir=None):
     if not path.exists():
         raise ValueError(f"the shipped test images ({path.name}) are missing from the package; "
                          "pass --data-dir with the MNIST files")
-    with np.load(path, allow_pickle=False) as f:
-        images, labels = f["images"], f["labels"]
-    if images.shape != (len(labels), 28, 28) or images.dtype != np.uint8:
-        raise ValueError(f"{path.name} is corrupt: images {images.shape} {images.dtype}")
-    return images, labels
+    return load_test_images(path)
 
 
 def _prepare_chip(seed):
@@ -61,9 +58,14 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
     net_path = PACKAGE_DATA / NETWORK_FILE
     if not net_path.exists():
         raise ValueError(f"the shipped network ({net_path.name}) is missing; run bss2sim train --ship")
-    net = load_checkpoint(net_path).make_network()
+    net = load_checkpoint(net_path, expect_metadata={"stage": "fine-tuned"}).make_network()
     x, y = _load_test_images(data_dir)
+    where = f"the MNIST test set in {str(data_dir)!r}" if data_dir is not None else "the shipped test set"
+    if len(y) == 0:
+        raise ValueError(f"{where} holds no images")
     if images is not None:
+        if images > len(y):
+            raise ValueError(f"--images {images} is more than the {len(y)} images of {where}")
         x, y = x[:images], y[:images]
     chip, how = _prepare_chip(seed)
     acc = Accelerator(chip, noise_seed=0)
@@ -111,7 +113,7 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
     plt.close(fig)
 
     results_path = PACKAGE_DATA / RESULTS_FILE
-    shipped = json.loads(results_path.read_text()) if results_path.exists() else {}
+    shipped = load_results(results_path) if results_path.exists() else {}
     # The training run's figure for this chip before fine-tuning, where it trained on it.
     before = shipped.get("chip_without_fine_tuning", np.nan) if shipped.get("chip_seed") == seed else np.nan
     seeds, pre, post = [seed], [before], [accuracy]

@@ -222,7 +222,8 @@ def build_parser():
     from .cli import _int_at_least
     pos = _int_at_least(1)
     nonneg = _int_at_least(0)
-    p = argparse.ArgumentParser(prog="python -m bss2sim.experiments.mnist",
+    from .cli import OneLineParser
+    p = OneLineParser(prog="python -m bss2sim.experiments.mnist",
                                 description="Train the MNIST network (conv 10x10/5 -> 500 -> 128 "
                                             "-> 10) on the model of BrainScaleS-2 and evaluate it.")
     p.add_argument("--data-dir", default=None,
@@ -238,7 +239,8 @@ def build_parser():
     p.add_argument("--gain", type=float, default=0.0015, help="gain of the chip (default 0.0015)")
     p.add_argument("--sigma", type=float, default=2.0,
                    help="trial-to-trial noise (LSB) of the behavioural model (default 2)")
-    p.add_argument("--seed", type=nonneg, default=0, help="seed of initialisation and shuffling")
+    p.add_argument("--seed", type=_int_at_least(0, 2**64 - 2), default=0,
+                   help="seed of initialisation and shuffling (the evaluation uses seed + 1)")
     p.add_argument("--train-subset", type=pos, default=None, help="use only the first N training images")
     p.add_argument("--checkpoint", default=None, help="checkpoint file written after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -247,19 +249,39 @@ def build_parser():
 
 
 def main(argv=None):
+    """Command line of this module; every failure is one line on stderr, exit code 2."""
+    from .cli import check_writable_folder, report_errors
+
+    args = build_parser().parse_args(argv)
+
+    def work():
+        if args.resume and not args.checkpoint:
+            raise ValueError("--resume needs --checkpoint")
+        if args.checkpoint:
+            check_writable_folder("--checkpoint", Path(args.checkpoint).resolve().parent)
+        for name in ("lr", "lr_decay", "gain", "sigma"):
+            v = getattr(args, name)
+            if v is not None and not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} {v} is not allowed: must be a finite number >= 0")
+        return _main(args)
+    return report_errors("python -m bss2sim.experiments.mnist", work)
+
+
+def _main(args):
     from bss2sim.digital import Accelerator
     from bss2sim.digital.accelerator import BehaviouralParams
     from .common import emit_json, note
     from .training import Adam, MnistNet, load_checkpoint, save_checkpoint
     from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY
 
-    args = build_parser().parse_args(argv)
-    try:
-        x_train, y_train = load_mnist("train", args.data_dir)
-        x_test, y_test = load_mnist("test", args.data_dir)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    x_train, y_train = load_mnist("train", args.data_dir)
+    x_test, y_test = load_mnist("test", args.data_dir)
+    if len(x_train) == 0 or len(x_test) == 0:
+        raise ValueError(f"the MNIST folder holds {len(x_train)} training and {len(x_test)} test "
+                         "images; both sets must be non-empty")
+    if args.train_subset and args.train_subset > len(x_train):
+        raise ValueError(f"--train-subset {args.train_subset} is more than the {len(x_train)} "
+                         "training images there are")
     if args.train_subset:
         x_train, y_train = x_train[:args.train_subset], y_train[:args.train_subset]
     lr = DEFAULT_LR if args.lr is None else args.lr
@@ -269,10 +291,7 @@ def main(argv=None):
 
     start_epoch = 0
     if args.resume:
-        if not args.checkpoint:
-            print("error: --resume needs --checkpoint", file=sys.stderr)
-            return 2
-        ck = load_checkpoint(args.checkpoint)
+        ck = load_checkpoint(args.checkpoint, expect_metadata={"mode": args.mode})
         net, opt, rng = ck.build(accelerator=train_acc)
         start_epoch = ck.epoch
         note(f"resumed from {args.checkpoint} after epoch {start_epoch}")

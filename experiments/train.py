@@ -16,9 +16,6 @@ again with the same arguments resumes from them.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +25,8 @@ from bss2sim.circuits import Chip
 from bss2sim.digital import Accelerator, measure_behaviour
 
 from .calibration import calibrate
-from .common import emit_json, note
+from .common import (atomic_write, emit_json, load_results, load_test_images, note, save_results,
+                     save_test_images)
 from .mnist import load_mnist, random_shift
 from .progress import Progress
 from .training.checkpoint import load_checkpoint, save_checkpoint
@@ -55,9 +53,9 @@ the fine-tuning images something left to learn."""
 
 
 def _atomic_json(path: Path, obj):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+    """Write the results atomically as a checked JSON file
+    (:func:`~bss2sim.experiments.common.save_results`)."""
+    save_results(path, obj)
 
 
 def _train(net, opt, rng, images, labels, mode, epochs, first_epoch, ckpt, label, acc=None,
@@ -85,10 +83,11 @@ def _evaluate(net, images, labels, mode, acc=None, label="", batch=500):
     return correct / len(images)
 
 
-def _resume_or_new(ckpt: Path, make, acc=None):
-    """(network, optimizer, rng, epochs done) from a checkpoint if it exists."""
+def _resume_or_new(ckpt: Path, make, acc=None, stage=None):
+    """(network, optimizer, rng, epochs done) from a checkpoint if it exists; a
+    checkpoint of another stage (a file renamed over this one) is refused."""
     if ckpt.exists():
-        c = load_checkpoint(ckpt)
+        c = load_checkpoint(ckpt, expect_metadata=None if stage is None else {"stage": stage})
         net, opt, rng = c.build(accelerator=acc)
         note(f"resuming {ckpt.name} after epoch {c.epoch}")
         return net, opt, rng, c.epoch
@@ -107,7 +106,7 @@ def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, 
         n2.load_state_dict(net.state_dict())
         return n2, Adam(n2.parameters(), lr=HIL_LR), np.random.default_rng(noise_seed)
 
-    tuned, opt, rng, done = _resume_or_new(ckpt, make, acc)
+    tuned, opt, rng, done = _resume_or_new(ckpt, make, acc, stage=f"fine-tuning on chip {tag}")
     _train(tuned, opt, rng, images, labels, "chip", epochs, done, ckpt, f"fine-tuning on chip {tag}", acc,
            lr_decay=HIL_LR_DECAY, augment_shift=augment_shift, augment_seed=noise_seed + 2)
     return tuned
@@ -141,6 +140,14 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
     out.mkdir(parents=True, exist_ok=True)
     train_x, train_y = load_mnist("train", data_dir)
     test_x, test_y = load_mnist("test", data_dir)
+    if len(train_y) == 0 or len(test_y) == 0:
+        raise ValueError(f"the MNIST folder holds {len(train_y)} training and {len(test_y)} test "
+                         "images; both sets must be non-empty")
+    for option, n, have in (("--hil-images", hil_images, len(train_y)),
+                            ("--further-hil-images", extra_hil_images, len(train_y)),
+                            ("--test-images", test_images, len(test_y))):
+        if n is not None and n > have:
+            raise ValueError(f"{option} {n} is more than the {have} images there are")
     if test_images is not None:
         test_x, test_y = test_x[:test_images], test_y[:test_images]
     res = {"chip_seed": seed, "test_images": int(len(test_y)),
@@ -161,7 +168,7 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
                        wait_between_events=wait_between_events)
         return net, Adam(net.parameters(), lr=DEFAULT_LR), np.random.default_rng(seed)
 
-    net, opt, rng, done = _resume_or_new(out / "ckpt_float.npz", make)
+    net, opt, rng, done = _resume_or_new(out / "ckpt_float.npz", make, stage="float training")
     _check_resumed_layers(net, num_sends, wait_between_events, out)
     res["settings"].update(num_sends=list(net.num_sends), wait_between_events=list(net.wait_between_events))
     _train(net, opt, rng, train_x, train_y, "float", float_epochs, done, out / "ckpt_float.npz",
@@ -174,7 +181,7 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
         ckpt = out / "ckpt_noise.npz"
         train_acc = Accelerator(behavioural=beh, noise_seed=2)
         if ckpt.exists():
-            net, opt, rng, done = _resume_or_new(ckpt, None, train_acc)
+            net, opt, rng, done = _resume_or_new(ckpt, None, train_acc, stage="noise-aware training")
         else:
             opt.lr = DEFAULT_LR * DEFAULT_LR_DECAY ** float_epochs
             done = 0
@@ -216,11 +223,20 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
     res["wall_time_s"] = time.perf_counter() - t_start
     _atomic_json(out / RESULTS_FILE, res)
     if ship:
+        # Ship only what this run wrote and checks: its fine-tuned network, its
+        # results and the test set, each written atomically and loaded back.
+        load_checkpoint(out / NETWORK_FILE, expect_metadata={"stage": "fine-tuned", "chip_seed": seed})
+        load_results(out / RESULTS_FILE)
         PACKAGE_DATA.mkdir(exist_ok=True)
-        shutil.copyfile(out / NETWORK_FILE, PACKAGE_DATA / NETWORK_FILE)
-        shutil.copyfile(out / RESULTS_FILE, PACKAGE_DATA / RESULTS_FILE)
+        for name in (NETWORK_FILE, RESULTS_FILE):
+            data = (out / name).read_bytes()
+            atomic_write(PACKAGE_DATA / name, lambda f: f.write(data))
         tx, ty = load_mnist("test", data_dir)
-        np.savez_compressed(PACKAGE_DATA / TEST_IMAGES_FILE, images=tx, labels=ty)
+        save_test_images(PACKAGE_DATA / TEST_IMAGES_FILE, tx, ty,
+                         source="MNIST test set (t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)")
+        load_checkpoint(PACKAGE_DATA / NETWORK_FILE)
+        load_results(PACKAGE_DATA / RESULTS_FILE)
+        load_test_images(PACKAGE_DATA / TEST_IMAGES_FILE)
     print(f"chip seed {seed}: float {res['float_final']:.2%}, behavioural {res['behavioural']:.2%}, "
           f"chip without fine-tuning {res['chip_without_fine_tuning']:.2%}, "
           f"after fine-tuning {res['chip_after_fine_tuning']:.2%}")

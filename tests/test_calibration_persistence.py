@@ -54,9 +54,9 @@ def _rewrite(path, arrays=None, header=None, drop=(), recompute_checksum=True):
     for k in drop:
         if k != "header":
             stored.pop(k)
-    if recompute_checksum:
-        head["sha256"] = P.settings_checksum(stored)
     head.update(header or {})
+    if recompute_checksum:
+        head["sha256"] = common.content_checksum(head, stored)
     if "header" not in drop:
         stored["header"] = np.frombuffer(json.dumps(head).encode(), np.uint8)
     with open(path, "wb") as f:
@@ -99,8 +99,9 @@ def test_file_holds_settings_and_header_only(tmp_path):
         | {f"capmem.{n}.npy" for n in CAPMEM_PARAMETERS}
     assert names == expected
     header = json.loads(np.load(path)["header"].tobytes())
-    assert header["magic"] == "bss2sim-calibration"
-    assert header["format_version"] == 1 and header["chip_seed"] == 3
+    assert header["kind"] == "bss2sim-calibration" and "magic" not in header
+    assert header["format_version"] == P.FORMAT_VERSION == 2 and header["chip_seed"] == 3
+    assert header["sha256"] == common.content_checksum(header, P.calibration_settings(_random_config()))
 
 
 def test_metadata_round_trip_converts_numpy_values(tmp_path):
@@ -251,6 +252,15 @@ def test_checksum_catches_changed_array_in_valid_zip(tmp_path):
         P.load_calibration(path)
 
 
+@pytest.mark.parametrize("field, value", [("chip_seed", 4), ("target_id", "other"),
+                                          ("metadata", {"note": "edited"})])
+def test_checksum_covers_the_header(tmp_path, field, value):
+    path = _save(tmp_path)
+    _rewrite(path, header={field: value}, recompute_checksum=False)
+    with pytest.raises(ValueError, match=f"{path.name}.*corrupt: the SHA-256 checksum"):
+        P.load_calibration(path)
+
+
 def test_missing_header(tmp_path):
     path = _save(tmp_path)
     _rewrite(path, drop=["header"])
@@ -270,16 +280,40 @@ def test_header_not_json(tmp_path):
         P.load_calibration(path)
 
 
-def test_wrong_magic(tmp_path):
+def test_wrong_kind(tmp_path):
     path = _save(tmp_path)
-    _rewrite(path, header={"magic": "something-else"})
-    with pytest.raises(ValueError, match="magic 'something-else'.*not a calibration file"):
+    _rewrite(path, header={"kind": "something-else"})
+    with pytest.raises(ValueError, match="kind 'something-else', not of kind 'bss2sim-calibration'"):
+        P.load_calibration(path)
+
+
+def test_unexpected_header_field(tmp_path):
+    path = _save(tmp_path)
+    _rewrite(path, header={"gain": 0.5})
+    with pytest.raises(ValueError, match="unexpected field.*gain"):
+        P.load_calibration(path)
+
+
+def test_old_format_is_refused(tmp_path):
+    """A version-1 file (``magic`` instead of ``kind``, checksum of the arrays
+    only) names itself as old and says what to do."""
+    path = _save(tmp_path)
+    with np.load(path, allow_pickle=False) as z:
+        stored = {k: z[k] for k in z.files}
+    head = json.loads(stored.pop("header").tobytes())
+    old = {"magic": "bss2sim-calibration", "format_version": 1, "chip_seed": head["chip_seed"],
+           "target_id": head["target_id"], "metadata": head["metadata"],
+           "sha256": P.settings_checksum(stored)}
+    stored["header"] = np.frombuffer(json.dumps(old).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **stored)
+    with pytest.raises(ValueError, match=f"{path.name}.*old bss2sim file format.*recalibrate"):
         P.load_calibration(path)
 
 
 @pytest.mark.parametrize("version, fragment", [(P.FORMAT_VERSION + 1, "newer than"),
                                                (P.FORMAT_VERSION - 1, "older than"),
-                                               ("1", "not an integer")])
+                                               ("2", "not an integer")])
 def test_unsupported_format_version(tmp_path, version, fragment):
     path = _save(tmp_path)
     _rewrite(path, header={"format_version": version})

@@ -6,15 +6,21 @@ A calibration result is one ``.npz`` file per chip seed and target set (see
 every capmem parameter in ``CAPMEM_PARAMETERS`` -- but no weights or row signs,
 which belong to the network, not to the calibration.
 
-File layout (``FORMAT_VERSION`` 1), one array per ``.npy`` member:
+File layout (kind ``"bss2sim-calibration"``, ``FORMAT_VERSION`` 2), a checked
+archive of :func:`bss2sim.experiments.common.write_archive`, one array per ``.npy``
+member:
 
 * ``driver_offset``        uint8 (2, 128)
 * ``cadc_digital_offset``  int16 (2, 256)
 * ``capmem.<name>``        int16, the parameter's shape, one per capmem parameter
-* ``header``               uint8 (n,): UTF-8 JSON object with ``magic``
-  (``"bss2sim-calibration"``), ``format_version``, ``chip_seed``, ``target_id``,
-  ``metadata`` (any JSON object) and ``sha256``, the SHA-256 checksum computed
-  by :func:`settings_checksum` over all other arrays.
+* ``header``               uint8 (n,): UTF-8 JSON object with ``kind``,
+  ``format_version``, ``chip_seed``, ``target_id``, ``metadata`` (any JSON
+  object) and ``sha256``, the checksum
+  (:func:`bss2sim.experiments.common.content_checksum`) over all other header
+  fields and all arrays.
+
+Version 1 (before bss2sim recorded ``kind``) named the kind ``magic`` and its
+checksum covered the arrays only (:func:`settings_checksum`); it is refused.
 
 Files are written atomically (temporary file in the same folder, fsync, rename),
 so a reader sees either the old file or the complete new one. Loading checks
@@ -34,25 +40,27 @@ import numpy as np
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.chip import CAPMEM_PARAMETERS, ChipConfig
 
-from ..common import atomic_savez, read_npz_arrays
+from ..common import read_archive, write_archive
 
 __all__ = [
-    "FORMAT_VERSION", "MAGIC", "CalibrationFile", "calibration_filename",
+    "FORMAT_VERSION", "KIND", "MAGIC", "CalibrationFile", "calibration_filename",
     "calibration_settings", "expected_layout", "load_calibration", "save_calibration",
     "settings_checksum",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the file layout this module writes and the only one it reads."""
 
-MAGIC = "bss2sim-calibration"
-"""Value of the header's ``magic`` field."""
+KIND = "bss2sim-calibration"
+"""Value of the header's ``kind`` field."""
+MAGIC = KIND
+"""Former name of :data:`KIND`."""
 
-HEADER_NAME = "header"
 CAPMEM_PREFIX = "capmem."
 
 _TARGET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_HEADER_KEYS = ("magic", "format_version", "chip_seed", "target_id", "metadata", "sha256")
+_FIELDS = ("chip_seed", "target_id", "metadata")
+_OLD_HINT = "recalibrate the chip (bss2sim calibrate) to write it in the current format"
 
 
 # --- layout -----------------------------------------------------------------
@@ -89,7 +97,9 @@ def calibration_settings(config: ChipConfig) -> dict:
 def settings_checksum(arrays: dict) -> str:
     """SHA-256 (hex) over name, dtype, shape and raw bytes of every array, in
     sorted name order. Each field is length-prefixed so that no two different
-    sets of arrays give the same byte stream."""
+    sets of arrays give the same byte stream. This was the whole checksum of
+    format version 1 (it did not cover the header); files now carry
+    :func:`bss2sim.experiments.common.content_checksum`."""
     h = hashlib.sha256()
 
     def put(b: bytes):
@@ -234,21 +244,8 @@ def save_calibration(path, config: ChipConfig, *, chip_seed: int, target_id: str
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a dict, not {type(metadata).__name__}")
     settings = _check_settings(calibration_settings(config), "configuration")
-    header = {
-        "magic": MAGIC,
-        "format_version": FORMAT_VERSION,
-        "chip_seed": chip_seed,
-        "target_id": target_id,
-        "metadata": _jsonable(metadata, ""),
-        "sha256": settings_checksum(settings),
-    }
-    header_bytes = json.dumps(header, ensure_ascii=False).encode("utf-8")
-    arrays = dict(settings)
-    arrays[HEADER_NAME] = np.frombuffer(header_bytes, dtype=np.uint8)
-
-    return atomic_savez(path, arrays)
-
-
+    fields = {"chip_seed": chip_seed, "target_id": target_id, "metadata": _jsonable(metadata, "")}
+    return write_archive(path, KIND, FORMAT_VERSION, fields, settings)
 
 
 # --- loading ------------------------------------------------------------------
@@ -263,18 +260,9 @@ def load_calibration(path, *, chip_seed: int | None = None,
     if target_id is not None:
         target_id = _check_target(target_id)
     where = f"calibration file {str(path)!r}"
-    arrays = read_npz_arrays(path, where, HEADER_NAME, "a calibration")
-
-    header = _parse_header(arrays.pop(HEADER_NAME), where)
-    version = header["format_version"]
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{where} has format_version {version}, which is newer than this "
-                         f"code supports ({FORMAT_VERSION}); update bss2sim to read it")
-    if version < FORMAT_VERSION:
-        raise ValueError(f"{where} has format_version {version}, which is older than this "
-                         f"code supports ({FORMAT_VERSION}); recalibrate the chip")
-
     layout = expected_layout()
+    header, arrays = read_archive(path, kind=KIND, format_version=FORMAT_VERSION, fields=_FIELDS,
+                                  what="a calibration", where=where, old_hint=_OLD_HINT)
     missing = [n for n in layout if n not in arrays]
     extra = sorted(n for n in arrays if n not in layout)
     if missing:
@@ -282,9 +270,13 @@ def load_calibration(path, *, chip_seed: int | None = None,
                          "capmem parameters? recalibrate the chip)")
     if extra:
         raise ValueError(f"{where} has unexpected array(s) {', '.join(extra)}")
-    if settings_checksum(arrays) != header["sha256"]:
-        raise ValueError(f"{where} is corrupt: the SHA-256 checksum of its arrays does not "
-                         "match the header")
+    try:
+        _check_seed(header["chip_seed"], "chip_seed in the header")
+        _check_target(header["target_id"], "target_id in the header")
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if not isinstance(header["metadata"], dict):
+        raise ValueError(f"{where}: metadata in the header is not a JSON object")
     settings = _check_settings(arrays, where)
 
     if chip_seed is not None and header["chip_seed"] != chip_seed:
@@ -294,46 +286,5 @@ def load_calibration(path, *, chip_seed: int | None = None,
         raise ValueError(f"{where}: calibration is for target {header['target_id']!r}, "
                          f"not {target_id!r}")
     return CalibrationFile(chip_seed=header["chip_seed"], target_id=header["target_id"],
-                           metadata=header["metadata"], format_version=version,
+                           metadata=header["metadata"], format_version=header["format_version"],
                            settings=settings)
-
-
-def _parse_header(raw, where) -> dict:
-    if raw.dtype == np.uint8 and raw.ndim == 1:
-        data = raw.tobytes()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{where}: the header is not UTF-8 text: {e}") from e
-    elif raw.dtype.kind == "U" and raw.ndim == 0:
-        text = str(raw[()])
-    else:
-        raise ValueError(f"{where}: the header has dtype {raw.dtype} and shape {raw.shape}; "
-                         "expected a 1-d uint8 array of UTF-8 JSON")
-    try:
-        header = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: the header is not valid JSON: {e}") from e
-    if not isinstance(header, dict):
-        raise ValueError(f"{where}: the header is a JSON {type(header).__name__}, not an object")
-    if header.get("magic") != MAGIC:
-        raise ValueError(f"{where} has magic {header.get('magic')!r}, not {MAGIC!r}; it is "
-                         "not a calibration file")
-    missing = [k for k in _HEADER_KEYS if k not in header]
-    if missing:
-        raise ValueError(f"{where}: the header lacks {', '.join(missing)}")
-    v = header["format_version"]
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{where}: format_version {v!r} is not an integer")
-    try:
-        _check_seed(header["chip_seed"], "chip_seed in the header")
-        _check_target(header["target_id"], "target_id in the header")
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-    if not isinstance(header["metadata"], dict):
-        raise ValueError(f"{where}: metadata in the header is not a JSON object")
-    s = header["sha256"]
-    if not isinstance(s, str) or not re.fullmatch(r"[0-9a-f]{64}", s):
-        raise ValueError(f"{where}: the header's sha256 {s!r} is not a SHA-256 hex digest")
-    return header
-

@@ -6,25 +6,32 @@ number of finished epochs, the state of the ``numpy.random.Generator`` that
 shuffles the data, optionally the noise position of the accelerator the
 training ran on, and free metadata.
 
-File layout (``FORMAT_VERSION`` 1), one array per ``.npy`` member:
+File layout (kind ``"bss2sim-checkpoint"``, ``FORMAT_VERSION`` 1), a checked
+archive of :func:`bss2sim.experiments.common.write_archive`, one array per
+``.npy`` member:
 
 * ``param.<name>``  float64, one per entry of the network's ``state_dict()``
 * ``adam.m.<i>``, ``adam.v.<i>``  float64, Adam's moment estimates, one per
   parameter in the order of ``header["param_names"]``
-* ``header``  uint8 (n,): UTF-8 JSON object with ``magic``
-  (``"bss2sim-training-checkpoint"``), ``format_version``, ``epoch``,
-  ``network`` (constructor arguments), ``param_names``, ``optimizer``
-  (``lr``, ``betas``, ``eps``, ``t``), ``rng`` (the bit generator's
-  ``state`` dictionary, JSON-able), ``accelerator`` (null or ``fidelity``,
-  ``noise_seed``, ``next_vector_id``), ``metadata`` and ``sha256``, the
-  checksum of all other arrays
-  (:func:`bss2sim.experiments.calibration.persistence.settings_checksum`).
+* ``header``  uint8 (n,): UTF-8 JSON object with ``kind``,
+  ``format_version``, ``epoch``, ``network`` (constructor arguments),
+  ``param_names``, ``optimizer`` (``lr``, ``betas``, ``eps``, ``t``), ``rng``
+  (the bit generator's ``state`` dictionary, JSON-able), ``accelerator`` (null
+  or ``fidelity``, ``noise_seed``, ``noise_state``: next vector id per noise
+  stream, keys are the stream numbers as strings), ``metadata`` and
+  ``sha256``, the checksum
+  (:func:`bss2sim.experiments.common.content_checksum`) over every other
+  header field and every array.
+
+The earlier layout (``magic`` ``"bss2sim-training-checkpoint"``, whose
+checksum covered the arrays only) is refused.
 
 Files are written to a temporary file in the same folder, flushed to disk and
 renamed over the target, so a reader sees the old file or the complete new
 one. Loading refuses anything it cannot vouch for (not a zip, truncated,
-wrong magic or version, checksum mismatch, missing or misshapen arrays) with
-a ``ValueError`` that names the file.
+another kind or version, checksum mismatch, missing or misshapen arrays, a
+header the network, optimiser or generator cannot be rebuilt from) with a
+``ValueError`` that names the file.
 """
 from __future__ import annotations
 
@@ -34,19 +41,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..calibration.persistence import settings_checksum
-from ..common import atomic_savez, read_npz_arrays
+from ..common import read_archive, write_archive
 from .network import MnistNet
 from .optim import Adam
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "TrainingCheckpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "KIND", "MAGIC", "TrainingCheckpoint", "load_checkpoint",
+           "save_checkpoint"]
 
 FORMAT_VERSION = 1
 """Version of the file layout this module writes and the only one it reads."""
-MAGIC = "bss2sim-training-checkpoint"
-HEADER_NAME = "header"
-_HEADER_KEYS = ("magic", "format_version", "epoch", "network", "param_names", "optimizer", "rng",
-                "accelerator", "metadata", "sha256")
+KIND = "bss2sim-checkpoint"
+"""Value of the header's ``kind`` field."""
+MAGIC = KIND
+"""Former name of :data:`KIND`."""
+_FIELDS = ("epoch", "network", "param_names", "optimizer", "rng", "accelerator", "metadata")
+_OLD_HINT = "train again (or save the network again with this version of bss2sim)"
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 
@@ -108,10 +117,14 @@ def _accelerator_state(acc):
     from bss2sim.digital import Accelerator
     if not isinstance(acc, Accelerator):
         raise ValueError(f"accelerator={acc!r} is not a bss2sim.digital.Accelerator")
-    # The accelerator draws its trial-to-trial noise from streams keyed by a
-    # running vector counter; resuming bit-identically needs its position.
+    # The accelerator draws its trial-to-trial noise from streams keyed by
+    # running vector counters; resuming bit-identically needs their positions.
+    if hasattr(acc, "noise_state"):
+        positions = acc.noise_state()
+    else:                   # an accelerator with the single default stream 0
+        positions = {0: acc._next_vector_id}
     return {"fidelity": acc.fidelity, "noise_seed": acc.noise_seed,
-            "next_vector_id": int(acc._next_vector_id)}
+            "noise_state": {str(int(s)): int(n) for s, n in sorted(positions.items())}}
 
 
 # --- the loaded file -----------------------------------------------------------------
@@ -148,8 +161,8 @@ class TrainingCheckpoint:
         return _make_rng(self.rng_state, "checkpoint")
 
     def restore_accelerator(self, accelerator):
-        """Move ``accelerator``'s noise counter to where the checkpointed run
-        left it. Its fidelity and noise seed must be those of that run."""
+        """Move ``accelerator``'s noise counters to where the checkpointed run
+        left them. Its fidelity and noise seed must be those of that run."""
         st = self.accelerator_state
         if st is None:
             raise ValueError("the checkpoint holds no accelerator state (the run trained in float mode)")
@@ -158,7 +171,14 @@ class TrainingCheckpoint:
             if cur[k] != st[k]:
                 raise ValueError(f"accelerator {k} is {cur[k]!r} but the checkpointed run used "
                                  f"{st[k]!r}")
-        accelerator._next_vector_id = int(st["next_vector_id"])
+        positions = {int(s): int(n) for s, n in st["noise_state"].items()}
+        if hasattr(accelerator, "set_noise_state"):
+            accelerator.set_noise_state(positions)
+        elif set(positions) <= {0}:
+            accelerator._next_vector_id = positions.get(0, 0)
+        else:
+            raise ValueError(f"the checkpoint holds noise streams {sorted(positions)}; this "
+                             "accelerator has only stream 0")
 
     def build(self, accelerator=None):
         """Fresh ``(network, optimizer, rng)`` in the checkpointed state; with
@@ -218,39 +238,35 @@ def save_checkpoint(path, network, optimizer, epoch: int, rng, metadata: dict | 
     for i, (m, v) in enumerate(zip(opt["m"], opt["v"])):
         arrays[f"adam.m.{i}"] = np.ascontiguousarray(m, np.float64)
         arrays[f"adam.v.{i}"] = np.ascontiguousarray(v, np.float64)
-    header = {
-        "magic": MAGIC, "format_version": FORMAT_VERSION, "epoch": int(epoch),
-        "network": _jsonable(network.config(), "network config"), "param_names": names,
-        "optimizer": {"lr": opt["lr"], "betas": list(opt["betas"]), "eps": opt["eps"], "t": opt["t"]},
+    fields = {
+        "epoch": int(epoch), "network": _jsonable(network.config(), "network config"),
+        "param_names": names,
+        "optimizer": _jsonable({"lr": opt["lr"], "betas": list(opt["betas"]), "eps": opt["eps"],
+                                "t": opt["t"]}, "optimizer state"),
         "rng": _rng_state(rng), "accelerator": _accelerator_state(accelerator),
-        "metadata": _jsonable(metadata, "metadata"), "sha256": settings_checksum(arrays),
+        "metadata": _jsonable(metadata, "metadata"),
     }
-    arrays[HEADER_NAME] = np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8)
-
-    return atomic_savez(path, arrays)
+    return write_archive(path, KIND, FORMAT_VERSION, fields, arrays)
 
 
 # --- loading ------------------------------------------------------------------------
 
-def load_checkpoint(path) -> TrainingCheckpoint:
-    """Read and check a checkpoint written by :func:`save_checkpoint`."""
+def load_checkpoint(path, *, expect_metadata: dict | None = None) -> TrainingCheckpoint:
+    """Read and check a checkpoint written by :func:`save_checkpoint`.
+
+    ``expect_metadata`` (optional) holds metadata entries the checkpoint must
+    have, e.g. ``{"stage": "float training"}``: a valid checkpoint of another
+    stage or run renamed over the expected one is then refused too."""
     path = Path(path)
     where = f"checkpoint file {str(path)!r}"
-    arrays = read_npz_arrays(path, where, HEADER_NAME, "a checkpoint")
-    header = _parse_header(arrays.pop(HEADER_NAME), where)
-
+    if expect_metadata is not None and not isinstance(expect_metadata, dict):
+        raise ValueError(f"expect_metadata must be a dict, not {type(expect_metadata).__name__}")
+    header, arrays = read_archive(path, kind=KIND, format_version=FORMAT_VERSION, fields=_FIELDS,
+                                  what="a training checkpoint", where=where, old_hint=_OLD_HINT,
+                                  array_names=lambda h: _array_names(h, where))
+    _check_header(header, where)
     names = header["param_names"]
     n = len(names)
-    expected = {f"param.{p}" for p in names} | {f"adam.{k}.{i}" for k in "mv" for i in range(n)}
-    missing = sorted(expected - set(arrays))
-    extra = sorted(set(arrays) - expected)
-    if missing:
-        raise ValueError(f"{where} lacks the array(s) {', '.join(missing)}")
-    if extra:
-        raise ValueError(f"{where} has unexpected array(s) {', '.join(extra)}")
-    if settings_checksum(arrays) != header["sha256"]:
-        raise ValueError(f"{where} is corrupt: the SHA-256 checksum of its arrays does not match "
-                         "the header")
     for name, a in arrays.items():
         if a.dtype != np.float64:
             raise ValueError(f"{where}: {name} has dtype {a.dtype}; expected float64")
@@ -264,53 +280,59 @@ def load_checkpoint(path) -> TrainingCheckpoint:
     opt = dict(header["optimizer"])
     opt["m"] = [arrays[f"adam.m.{i}"] for i in range(n)]
     opt["v"] = [arrays[f"adam.v.{i}"] for i in range(n)]
-    _make_rng(header["rng"], where)        # refuse a broken generator state now
-    return TrainingCheckpoint(
+    ck = TrainingCheckpoint(
         epoch=header["epoch"], network_config=header["network"],
         network_state={p: arrays[f"param.{p}"] for p in names}, optimizer_state=opt,
         rng_state=header["rng"], accelerator_state=header["accelerator"],
         metadata=header["metadata"], format_version=header["format_version"])
-
-
-def _parse_header(raw, where) -> dict:
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ValueError(f"{where}: the header has dtype {raw.dtype} and shape {raw.shape}; expected "
-                         "a 1-d uint8 array of UTF-8 JSON")
+    # Refuse now, naming the file, what could not be rebuilt later.
+    _make_rng(header["rng"], where)
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{where}: the header is not UTF-8 JSON: {e}") from e
-    if not isinstance(header, dict):
-        raise ValueError(f"{where}: the header is a JSON {type(header).__name__}, not an object")
-    if header.get("magic") != MAGIC:
-        raise ValueError(f"{where} has magic {header.get('magic')!r}, not {MAGIC!r}; it is not a "
-                         "training checkpoint")
-    v = header.get("format_version")
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{where}: format_version {v!r} is not an integer")
-    if v != FORMAT_VERSION:
-        raise ValueError(f"{where} has format_version {v}; this code reads only version "
-                         f"{FORMAT_VERSION}" + (" (written by newer code: update bss2sim)"
-                                                if v > FORMAT_VERSION else ""))
-    missing = [k for k in _HEADER_KEYS if k not in header]
-    if missing:
-        raise ValueError(f"{where}: the header lacks {', '.join(missing)}")
+        net = ck.make_network()
+        if list(net.state_dict()) != names:
+            raise ValueError(f"param_names {names} are not the network's {list(net.state_dict())}")
+        ck.make_optimizer(net)
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"{where}: the network or optimiser cannot be rebuilt from it: {e}") from None
+    for k, v in (expect_metadata or {}).items():
+        if k not in header["metadata"] or header["metadata"][k] != v:
+            found = repr(header["metadata"][k]) if k in header["metadata"] else "none"
+            raise ValueError(f"{where} has metadata {k}={found}, not {v!r}: it is another "
+                             "checkpoint (of another stage or run, renamed or copied over this one?)")
+    return ck
+
+
+def _array_names(header, where) -> set:
+    names = header["param_names"]
+    if not (isinstance(names, list) and names and all(isinstance(p, str) for p in names)
+            and len(set(names)) == len(names)):
+        raise ValueError(f"{where}: param_names in the header is not a list of distinct names")
+    return {f"param.{p}" for p in names} | {f"adam.{k}.{i}" for k in "mv" for i in range(len(names))}
+
+
+def _check_header(header, where):
+    """Types of the header fields (the checksum already vouches that they are
+    as written; this refuses a file written by other code)."""
     e = header["epoch"]
     if isinstance(e, bool) or not isinstance(e, int) or e < 0:
         raise ValueError(f"{where}: epoch {e!r} is not an integer >= 0")
     if not isinstance(header["network"], dict):
         raise ValueError(f"{where}: network in the header is not a JSON object")
-    names = header["param_names"]
-    if not (isinstance(names, list) and names and all(isinstance(p, str) for p in names)
-            and len(set(names)) == len(names)):
-        raise ValueError(f"{where}: param_names in the header is not a list of distinct names")
     opt = header["optimizer"]
-    if not (isinstance(opt, dict) and all(k in opt for k in ("lr", "betas", "eps", "t"))):
-        raise ValueError(f"{where}: optimizer in the header lacks lr, betas, eps or t")
+    if not (isinstance(opt, dict) and sorted(opt) == ["betas", "eps", "lr", "t"]
+            and isinstance(opt["betas"], list) and len(opt["betas"]) == 2):
+        raise ValueError(f"{where}: optimizer in the header is not lr, betas (two), eps and t")
     acc = header["accelerator"]
     if acc is not None and not (isinstance(acc, dict)
-                                and all(k in acc for k in ("fidelity", "noise_seed", "next_vector_id"))):
-        raise ValueError(f"{where}: accelerator in the header is malformed")
+                                and sorted(acc) == ["fidelity", "noise_seed", "noise_state"]):
+        raise ValueError(f"{where}: accelerator in the header is not fidelity, noise_seed and "
+                         "noise_state")
+    if acc is not None:
+        ns = acc["noise_state"]
+        if not (isinstance(ns, dict) and all(
+                isinstance(k, str) and k.isdigit() and not isinstance(n, bool) and isinstance(n, int)
+                and n >= 0 for k, n in ns.items())):
+            raise ValueError(f"{where}: accelerator noise_state {ns!r} is not a map of stream "
+                             "numbers to vector ids >= 0")
     if not isinstance(header["metadata"], dict):
         raise ValueError(f"{where}: metadata in the header is not a JSON object")
-    return header

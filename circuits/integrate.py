@@ -20,7 +20,7 @@ import numpy as np
 
 from . import constants as K
 from . import kernels as _k
-from .checks import as_int_array, check_instance, check_int
+from .checks import as_int_array, check_instance
 from .chip import Chip, _check_half
 from .events import EventSchedule
 from .rng import TrialNoise

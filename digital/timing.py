@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bss2sim.circuits import constants as K
+from bss2sim.circuits.checks import check_real
 
 CATEGORIES = ("event_phase", "waits", "cadc_conversions", "ppu", "weight_writes", "transfers")
 
@@ -28,10 +29,10 @@ class TimingParams:
     """Whole mobile system (FPGA, board) power [S22]."""
 
     def __post_init__(self):
-        for name in ("reset_settle_s", "post_event_wait_s", "asic_power_w", "system_power_w"):
-            v = getattr(self, name)
-            if not v >= 0 or v == float("inf"):
-                raise ValueError(f"TimingParams.{name}={v!r} must be a finite number >= 0")
+        for name, hi in (("reset_settle_s", 1.0), ("post_event_wait_s", 1.0),
+                         ("asic_power_w", None), ("system_power_w", None)):
+            # Waits beyond a second are no VMM (and would overflow the event timer).
+            check_real(f"TimingParams.{name}", getattr(self, name), 0.0, hi)
 
     @property
     def reset_settle_cycles(self) -> int:

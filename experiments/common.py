@@ -238,13 +238,20 @@ def content_checksum(header: dict, arrays: dict | None = None) -> str:
     put(b"bss2sim content checksum 1")
     put(canonical_json({k: v for k, v in header.items() if k != "sha256"}))
     put(str(len(arrays)).encode("ascii"))
+    put_arrays(put, arrays)
+    return h.hexdigest()
+
+
+def put_arrays(put, arrays: dict):
+    """Feed every array's name, dtype, shape and bytes, in name order, to
+    ``put`` (a length-prefixing hash update): two different sets of arrays never
+    give the same byte stream."""
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         put(name.encode("utf-8"))
         put(a.dtype.str.encode("ascii"))
         put(json.dumps(list(a.shape)).encode("ascii"))
         put(a.tobytes())
-    return h.hexdigest()
 
 
 def _read_file(path, where: str) -> bytes:

@@ -24,7 +24,6 @@ in software and on the behavioural model of the chip; see ``--help``.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import os
 import sys
@@ -221,7 +220,6 @@ def random_shift(images, max_shift: int, rng) -> np.ndarray:
 def build_parser():
     from .cli import _int_at_least
     pos = _int_at_least(1)
-    nonneg = _int_at_least(0)
     from .cli import OneLineParser
     p = OneLineParser(prog="python -m bss2sim.experiments.mnist",
                                 description="Train the MNIST network (conv 10x10/5 -> 500 -> 128 "

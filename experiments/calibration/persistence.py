@@ -30,7 +30,6 @@ file and the problem.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.chip import CAPMEM_PARAMETERS, ChipConfig
 
-from ..common import read_archive, write_archive
+from ..common import put_arrays, read_archive, write_archive
 
 __all__ = [
     "FORMAT_VERSION", "KIND", "MAGIC", "CalibrationFile", "calibration_filename",
@@ -106,12 +105,7 @@ def settings_checksum(arrays: dict) -> str:
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
 
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        put(name.encode("utf-8"))
-        put(a.dtype.str.encode("ascii"))
-        put(json.dumps(list(a.shape)).encode("ascii"))
-        put(a.tobytes())
+    put_arrays(put, arrays)
     return h.hexdigest()
 
 

@@ -156,6 +156,20 @@ def build_parser():
                          "(writes plots/calibration_validation.png)")
     ca.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
+    pp = sub.add_parser("ppu", help="programs on a chip's embedded processor (PPU)")
+    ppsub = pp.add_subparsers(dest="ppu_command", required=True)
+    pr = ppsub.add_parser("run", help="assemble an assembly file (or load an ELF file), run it on a "
+                                      "chip's PPU, print cycles, instructions and memory")
+    pr.add_argument("file", help="assembly source (.s) or ELF executable")
+    pr.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0), also the CADC noise seed")
+    pr.add_argument("--half", type=int, choices=(0, 1), default=0, help="chip half of the PPU (default 0)")
+    pr.add_argument("--show", action="append", default=[], metavar="WHERE[:BYTES]",
+                    help="memory to print after the run: a symbol or an address, and a size "
+                         "(default 16 bytes); may be repeated")
+    pr.add_argument("--max-cycles", type=_positive_int, default=10_000_000,
+                    help="cycle budget (default 10,000,000 = 40 ms)")
+    pr.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+
     be = sub.add_parser("bench", help="speed of the model against numpy, measured in one run")
     be.add_argument("--vectors", type=_positive_int, default=10_000,
                     help="input vectors for the analog benchmark (default 10000)")
@@ -166,11 +180,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return report_errors(f"bss2sim {args.command}", lambda: _dispatch(args))
+    prog = f"bss2sim {args.command}" + (f" {args.ppu_command}" if args.command == "ppu" else "")
+    return report_errors(prog, lambda: _dispatch(args))
 
 
 _OUTPUT_FOLDERS = {"demo": ("plots_dir",), "train": ("out",), "traces": ("plots_dir",),
-                   "vmm": ("plots_dir",), "calibrate": ("out", "plots_dir"), "bench": ()}
+                   "vmm": ("plots_dir",), "calibrate": ("out", "plots_dir"), "bench": (), "ppu": ()}
 
 
 def _dispatch(args):
@@ -205,6 +220,10 @@ def _dispatch(args):
             calibrate.validate(seeds=range(args.validate), plots=args.plots_dir, as_json=args.json)
         else:
             calibrate.run(seed=args.seed, out=args.out, plots=args.plots_dir, as_json=args.json)
+    elif args.command == "ppu":
+        from . import ppu
+        ppu.run(args.file, seed=args.seed, half=args.half, show=args.show, max_cycles=args.max_cycles,
+                as_json=args.json)
     elif args.command == "bench":
         from . import bench
         bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json)

@@ -320,7 +320,7 @@ class ChipConfig:
 
     @staticmethod
     def _param(name):
-        if name not in CAPMEM_PARAMETERS:
+        if not isinstance(name, str) or name not in CAPMEM_PARAMETERS:
             raise ValueError(f"capmem parameter {name!r} is unknown; allowed: "
                              f"{', '.join(CAPMEM_PARAMETERS)}")
         return CAPMEM_PARAMETERS[name]
@@ -375,7 +375,7 @@ class ChipConfig:
         """Connect one half's CADC channels to the membranes ('membrane') or to the
         quadrant's reference line ('reference', a calibration aid)."""
         half = _check_half(half)
-        if source not in ("membrane", "reference"):
+        if not isinstance(source, str) or source not in ("membrane", "reference"):
             raise ValueError(f"source={source!r} is not allowed: 'membrane' or 'reference'")
         self._cadc_input[half] = 0 if source == "membrane" else 1
         self._touch()
@@ -614,9 +614,10 @@ class Chip:
         """float32 (5, n, 256) propagators for 0 .. n-1 FPGA cycles (cached, grown
         on demand), n at most :data:`PROPAGATOR_TABLE_CYCLES`: the kernels
         compute longer intervals, so a result never depends on the table size."""
+        half = _check_half(half)
+        num_cycles = min(check_int("num_cycles", num_cycles, 1, K.MAX_CYCLE + 1), PROPAGATOR_TABLE_CYCLES)
         key = self._table_key("tab", half)
         tab = self._tables.get(key)
-        num_cycles = min(int(num_cycles), PROPAGATOR_TABLE_CYCLES)
         if tab is None or tab.shape[1] < num_cycles:
             size = min(PROPAGATOR_TABLE_CYCLES, max(num_cycles, 64 if tab is None else 2 * tab.shape[1]))
             cp = self.operating_point(half).column_params

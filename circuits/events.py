@@ -70,6 +70,7 @@ class EventSchedule:
 
     def vector(self, b):
         """(driver, value, cycle) arrays of vector b."""
+        b = check_int("b", b, 0, self.num_vectors - 1)
         s = slice(self.offsets[b], self.offsets[b + 1])
         return self.driver[s], self.value[s], self.cycle[s]
 
@@ -78,7 +79,8 @@ class EventSchedule:
         start = check_int("start", start)
         stop = check_int("stop", stop)
         if not 0 <= start <= stop <= self.num_vectors:
-            raise ValueError(f"slice {start}:{stop} is outside 0..{self.num_vectors}")
+            raise ValueError(f"slice {start}:{stop} is outside 0..{self.num_vectors}: start must be in "
+                             f"0..stop and stop in start..{self.num_vectors}")
         a, b = self.offsets[start], self.offsets[stop]
         return EventSchedule._trusted(self.offsets[start:stop + 1] - a, self.driver[a:b],
                                       self.value[a:b], self.cycle[a:b])

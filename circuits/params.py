@@ -97,7 +97,7 @@ class CircuitParams:
         _check_finite_nonneg(self, ["pulse_nonlinearity", "leak_conductance_per_a"])
         for name in ("rail_low_v", "rail_high_v"):
             check_real(f"CircuitParams.{name}", getattr(self, name))
-        if not self.rail_low_v < self.rail_high_v:
+        if not float(self.rail_low_v) < float(self.rail_high_v):
             raise ValueError(
                 f"CircuitParams.rail_low_v={self.rail_low_v!r} must be below "
                 f"rail_high_v={self.rail_high_v!r}")

@@ -390,28 +390,33 @@ class Accelerator:
                              f"equal C_in; got {x.shape} and {w.shape}")
         sh, sw = int_pair("stride", stride, 1)
         ph, pw = int_pair("padding", padding, 0)
+        if max(ph, pw) > MAX_PADDING:
+            raise ValueError(f"padding={padding!r} is not allowed: at most {MAX_PADDING} per side")
+        if min(w.shape[2:]) < 1:
+            raise ValueError(f"w has shape {w.shape}; the kernel needs at least one row and column")
         cols, (ho, wo) = unfold2d(x, w.shape[2:], (sh, sw), (ph, pw))
-        y = self.matmul(cols, w.reshape(w.shape[0], -1).T, **kw)
+        y = self.matmul(cols, w.reshape(w.shape[0], cols.shape[1]).T, **kw)
         return y.reshape(x.shape[0], ho, wo, w.shape[0]).transpose(0, 3, 1, 2)
 
     def relu(self, x):
         """int8 ReLU on the PPUs (cycles counted)."""
         from .ppu import relu
-        out = relu(x)
+        out = relu(as_int_array("x", x, K.OUTPUT_MIN, K.OUTPUT_MAX))
         self._count_simd(out.size, ops=1)
         return out
 
     def converting_relu(self, x, shift: int):
         """int8 to 5-bit: clamp to 0..127, shift right, clamp to 0..31 [W20][SW] (cycles counted)."""
         from .ppu import converting_relu
-        out = converting_relu(x, shift)
+        out = converting_relu(as_int_array("x", x, K.OUTPUT_MIN, K.OUTPUT_MAX), shift)
         self._count_simd(out.size, ops=3)
         return out
 
     def add(self, a, b):
         """Saturating int8 addition on the PPUs (cycles counted)."""
         from .ppu import add_sat
-        out = add_sat(a, b, bits=8, signed=True)
+        out = add_sat(as_int_array("a", a, K.OUTPUT_MIN, K.OUTPUT_MAX),
+                      as_int_array("b", b, K.OUTPUT_MIN, K.OUTPUT_MAX), bits=8, signed=True)
         self._count_simd(out.size, ops=1)
         return out
 
@@ -423,6 +428,11 @@ class Accelerator:
     def report(self) -> dict:
         """Simulated chip time by category, counters and the energy estimate."""
         return self.ledger.summary(self.timing)
+
+
+MAX_PADDING = 4096
+"""Largest zero padding of a convolution per side (*assumed*: far beyond any
+layer on a chip of 256 columns; it keeps the unfolded input in memory)."""
 
 
 def int_pair(name, v, minimum):

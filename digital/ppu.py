@@ -34,6 +34,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from bss2sim.circuits.checks import as_int_array, check_bool, check_int
+
 from bss2sim.circuits.constants import (CADC_MAX, COLUMNS_PER_HALF, FPGA_CLOCK_HZ, INPUT_MAX,
                                 NUM_HALVES, OUTPUT_MAX, OUTPUT_MIN, PPU_CLOCK_HZ,
                                 PPU_MEMORY_BYTES, PPU_SIMD_BITS)
@@ -92,12 +94,12 @@ def lane_dtype(bits: int = 8, signed: bool = True) -> type:
 def _check_int_values(name, values, lo=None, hi=None):
     """``values`` as an int64 array; integer dtype, no NaN, and within lo..hi when
     bounds are given (``ValueError`` naming ``name``, the value and the range)."""
-    a = np.asarray(values)
     rng = f"{lo}..{hi}" if lo is not None else "the int64 range"
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind in "fc" and a.size and not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN or infinity; expected integers in {rng}")
-        raise ValueError(f"{name} has dtype {a.dtype}; expected an integer dtype with values in {rng}")
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fc" and values.size \
+            and not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} contains NaN or infinity; expected integers in {rng}")
+    as_int_array(name, values)          # ragged lists, strings, objects, floats: named errors
+    a = np.asarray(values)
     if a.dtype == np.uint64 and a.size and lo is None:
         if a.max() > np.iinfo(np.int64).max:
             idx = np.unravel_index(int(np.argmax(a)), a.shape)
@@ -117,11 +119,7 @@ def _where(name, a, idx):
 
 
 def _check_int_scalar(name, value, lo, hi):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or not lo <= value <= hi:
-        allowed = f">= {lo}" if hi == math.inf else f"in {lo}..{hi}"
-        raise ValueError(f"{name}={value!r} is not allowed: must be an integer {allowed}")
-    return int(value)
+    return check_int(name, value, lo, None if hi == math.inf else hi)
 
 
 def _lane_operand(name, values, bits, signed):
@@ -405,6 +403,8 @@ class PPU:
     def count_postprocess(self, batch: int, relu: bool = False) -> int:
         """Count the cycles of :meth:`vmm_postprocess` for ``batch`` vectors without
         data (the behavioural fidelity runs the same program on the same PPU)."""
+        batch = check_int("batch", batch, 0, 1 << 40)
+        relu = check_bool("relu", relu)
         p = self.params
         vec8 = COLUMNS_PER_HALF // lanes(8)
         vec16 = COLUMNS_PER_HALF // lanes(16)

@@ -558,9 +558,10 @@ def test_conv_bad_input(call, match):
 
 def test_ppu_operations_bad_input():
     acc = beh_acc()
-    with pytest.raises(ValueError, match=r"^a\[0\]=128"):
+    # The accelerator's methods name their own parameters (x), not the PPU helpers' (a).
+    with pytest.raises(ValueError, match=r"^x\[0\]=128"):
         acc.relu(np.array([128]))
-    with pytest.raises(ValueError, match=r"^a\[1\]=-129"):
+    with pytest.raises(ValueError, match=r"^x\[1\]=-129"):
         acc.converting_relu(np.array([5, -129]), 2)
     with pytest.raises(ValueError, match="shift"):
         acc.converting_relu(np.array([5]), 8)

@@ -52,7 +52,20 @@ class CalibrationTarget:
     for the neuron test vector; None: the median before the step."""
 
     def __post_init__(self):
-        # Types are checked but not converted: the target id hashes the values as given.
+        # numpy scalars become Python numbers (the target id hashes the values as
+        # JSON); Python numbers are kept as given, so ids of existing files stay.
+        def plain(v):
+            if isinstance(v, np.integer) and not isinstance(v, np.bool_):
+                return int(v)
+            if isinstance(v, np.floating):
+                return float(v)
+            if isinstance(v, list):
+                return tuple(plain(x) for x in v)
+            if isinstance(v, tuple):
+                return tuple(plain(x) for x in v)
+            return v
+        for name, value in asdict(self).items():
+            object.__setattr__(self, name, plain(value))
         for name, v in (("cadc_read_range", self.cadc_read_range),
                         ("cadc_reference_v", self.cadc_reference_v)):
             if not isinstance(v, (tuple, list)) or len(v) != 2:

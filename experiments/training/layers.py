@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from bss2sim.circuits import constants as K
+from bss2sim.circuits.checks import WrongTypeError, as_int_array, check_bool, check_int, check_real
 from bss2sim.digital import Accelerator, unfold2d
 from bss2sim.digital.accelerator import int_pair
 from bss2sim.digital.ppu import CONVERTING_RELU_MAX_SHIFT
@@ -74,17 +75,39 @@ def check_mode(mode, accelerator):
     return mode
 
 
+_POSITIVE_BOUNDS = {"gain": (1e-6, 1.0), "input_rms": (1e-3, float(K.INPUT_MAX)),
+                    "target_std": (1e-3, 4.0 * K.OUTPUT_MAX)}
+"""Ranges of the initialisation's numbers: gain in LSB per unit of x*w per send
+(silicon: about 0.0015), input and output spreads in LSB (*assumed* bounds: far
+beyond them the gain-aware initialisation has no meaning)."""
+
+
 def _check_positive_float(name, v):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}={v!r} must be a finite number > 0")
-    return float(v)
+    lo, hi = _POSITIVE_BOUNDS[name]
+    v = check_real(name, v, lo, hi)
+    return v
 
 
 def _check_int(name, v, lo, hi):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-        raise ValueError(f"{name}={v!r} is not allowed: must be an integer in {lo}..{hi}")
-    return int(v)
+    return check_int(name, v, lo, hi)
+
+
+def real_array(name, x, shape=None):
+    """``x`` as a finite real array (int, uint, float or bool dtype); ragged lists,
+    strings, objects, complex numbers, NaN and infinities are refused naming ``name``."""
+    if isinstance(x, (str, bytes)):
+        raise WrongTypeError(f"{name} is a {type(x).__name__}; expected an array of numbers")
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name} is not a regular array ({err})") from None
+    if a.dtype.kind not in "iufb":
+        raise WrongTypeError(f"{name} has dtype {a.dtype}; expected real numbers")
+    if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {a.shape}; expected {tuple(shape)}")
+    return a
 
 
 def gain_aware_std(gain, num_sends, fan_in, input_rms, target_std):
@@ -111,14 +134,32 @@ def relu_output_rms(pre_std, shift):
 
 
 def _truncated_normal(rng, shape, std):
-    """Normal(0, std) truncated at min(2 std, 63) by redrawing."""
+    """Normal(0, std) truncated at min(2 std, 63) by redrawing; after
+    :data:`_REDRAW_ROUNDS` rounds (a spread far beyond the weight range) the
+    rest comes from the inverse distribution function, so it always ends."""
     bound = min(2.0 * std, float(K.WEIGHT_MAX))
     w = rng.normal(0.0, std, shape)
     bad = np.abs(w) > bound
-    while bad.any():
+    for _ in range(_REDRAW_ROUNDS):
+        if not bad.any():
+            return w
         w[bad] = rng.normal(0.0, std, int(bad.sum()))
         bad = np.abs(w) > bound
+    if bad.any():
+        from scipy.special import ndtr, ndtri
+        edge = ndtr(bound / std)
+        u = rng.uniform(1.0 - edge, edge, int(bad.sum()))
+        w[bad] = np.clip(std * ndtri(u), -bound, bound)
     return w
+
+
+_REDRAW_ROUNDS = 50
+"""Redrawing rounds of the truncated normal before the inverse-CDF fallback
+(at a 2-sigma cut each round keeps 95 % of what it draws: 50 rounds are never
+reached by the gain-aware initialisation)."""
+MAX_WEIGHTS = 1 << 24
+"""Largest weight count of one layer (16.8 M; *assumed*: 256 chips' worth of
+synapse arrays, a bound that keeps a mistaken size from exhausting memory)."""
 
 
 def fold2d(cols, x_shape, kernel, stride, padding):
@@ -224,10 +265,12 @@ class Linear(_MACLayer):
     """Dense layer ``(batch, in_features) -> (batch, out_features)``, weights
     ``(in_features, out_features)`` as :meth:`bss2sim.digital.Accelerator.matmul` takes them.
 
-    Keyword arguments: ``gain`` (default :data:`DEFAULT_GAIN`), ``rng`` (weight
-    initialisation), ``input_rms`` (assumed root mean square of the inputs,
+    Keyword arguments: ``gain`` (LSB per unit of x*w per send, 1e-6..1,
+    default :data:`DEFAULT_GAIN`), ``rng`` (weight initialisation),
+    ``input_rms`` (assumed root mean square of the inputs, 1e-3..31 LSB,
     default 8) and ``target_std`` (output spread the initialisation aims at,
-    default 32 LSB); see the module docstring.
+    1e-3..508 LSB, default 32); see the module docstring. At most
+    :data:`MAX_WEIGHTS` weights.
     """
 
     def __init__(self, in_features: int, out_features: int, num_sends=1,
@@ -235,12 +278,15 @@ class Linear(_MACLayer):
                  input_rms: float = 8.0, target_std: float = 32.0):
         self.in_features = _check_int("in_features", in_features, 1, 1 << 20)
         self.out_features = _check_int("out_features", out_features, 1, 1 << 20)
+        if self.in_features * self.out_features > MAX_WEIGHTS:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}) has "
+                             f"{self.in_features * self.out_features} weights; at most {MAX_WEIGHTS}")
         super().__init__((self.in_features, self.out_features), self.in_features, num_sends,
                          wait_between_events, gain, rng, input_rms, target_std)
 
     def forward(self, x, mode="float", accelerator=None):
         check_mode(mode, accelerator)
-        x = np.asarray(x)
+        x = real_array("x", x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) got input of shape "
                              f"{x.shape}; expected (batch, {self.in_features})")
@@ -261,7 +307,7 @@ class Linear(_MACLayer):
         if self._cache is None:
             raise ValueError("Linear.backward called before forward")
         xf, w = self._cache
-        g = np.asarray(grad, np.float64)
+        g = real_array("grad", grad, (xf.shape[0], self.out_features)).astype(np.float64)
         self.grad_weight[...] = (xf.T @ g) * self.scale
         return (g @ w.T) * self.scale if need_input_grad else None
 
@@ -282,6 +328,8 @@ class Conv2d(_MACLayer):
         self.stride = int_pair("stride", stride, 1)
         self.padding = int_pair("padding", padding, 0)
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        if fan_in * self.out_channels > MAX_WEIGHTS:
+            raise ValueError(f"Conv2d has {fan_in * self.out_channels} weights; at most {MAX_WEIGHTS}")
         super().__init__((self.out_channels, self.in_channels) + self.kernel_size, fan_in,
                          num_sends, wait_between_events, gain, rng, input_rms, target_std)
 
@@ -292,7 +340,7 @@ class Conv2d(_MACLayer):
 
     def forward(self, x, mode="float", accelerator=None):
         check_mode(mode, accelerator)
-        x = np.asarray(x)
+        x = real_array("x", x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d({self.in_channels}, {self.out_channels}) got input of shape "
                              f"{x.shape}; expected (batch, {self.in_channels}, H, W)")
@@ -316,7 +364,8 @@ class Conv2d(_MACLayer):
         if self._cache is None:
             raise ValueError("Conv2d.backward called before forward")
         cols, w, x_shape = self._cache
-        g = np.asarray(grad, np.float64)
+        g = real_array("grad", grad, (x_shape[0], self.out_channels) + self.output_shape(*x_shape[2:]))
+        g = g.astype(np.float64)
         g2 = g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)
         wm = w.reshape(self.out_channels, -1)
         self.grad_weight[...] = ((g2.T @ cols) * self.scale).reshape(self.weight.shape)
@@ -342,7 +391,7 @@ class ConvertingReLU(Layer):
 
     def __init__(self, shift: int = 1, quantise: bool = False):
         self.shift = _check_int("shift", shift, 0, CONVERTING_RELU_MAX_SHIFT)
-        self.quantise = bool(quantise)
+        self.quantise = check_bool("quantise", quantise)
         self._y = None
 
     @property
@@ -352,7 +401,7 @@ class ConvertingReLU(Layer):
 
     def forward(self, y, mode="float", accelerator=None):
         check_mode(mode, accelerator)
-        y = np.asarray(y)
+        y = real_array("y", y)
         if mode == "float":
             yf = y.astype(np.float64)
             out = np.clip(np.clip(yf, 0, K.OUTPUT_MAX) / 2 ** self.shift, 0, K.INPUT_MAX)
@@ -360,6 +409,11 @@ class ConvertingReLU(Layer):
                 out = np.floor(out)
         else:
             yf = y.astype(np.float64)
+            if y.dtype.kind == "f":
+                if not np.array_equal(np.rint(y), y):
+                    raise ValueError("y: hardware modes need integer inputs -128..127; got non-integer floats")
+                y = np.rint(y).astype(np.int64)
+            y = as_int_array("y", y, K.OUTPUT_MIN, K.OUTPUT_MAX)
             out = accelerator.converting_relu(y, self.shift).astype(np.int64)
         self._y = yf
         return out
@@ -368,6 +422,6 @@ class ConvertingReLU(Layer):
         if self._y is None:
             raise ValueError("ConvertingReLU.backward called before forward")
         mask = (self._y > 0) & (self._y < self.upper)
-        return np.asarray(grad, np.float64) * mask / 2 ** self.shift
+        return real_array("grad", grad, self._y.shape).astype(np.float64) * mask / 2 ** self.shift
 
 

@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from bss2sim.circuits import constants as K
-from bss2sim.circuits.checks import check_seed
+from bss2sim.circuits.checks import WrongTypeError, check_bool, check_int, check_seed
+from bss2sim.digital.ppu import CONVERTING_RELU_MAX_SHIFT
 
 from ..mnist import quantise_images
 from .layers import (DEFAULT_GAIN, Conv2d, ConvertingReLU, Linear, check_mode,
@@ -124,7 +125,11 @@ class MnistNet:
         ns = _triple("num_sends", num_sends, None)
         waits = _triple("wait_between_events", wait_between_events, 5)
         if not (isinstance(shifts, (tuple, list)) and len(shifts) == 2):
-            raise ValueError(f"shifts={shifts!r} must be a pair (one per converting ReLU)")
+            raise WrongTypeError(f"shifts={shifts!r} must be a pair (one per converting ReLU)")
+        for i, s in enumerate(shifts):
+            check_int(f"shifts[{i}]", s, 0, CONVERTING_RELU_MAX_SHIFT)
+        relu_quantise = check_bool("relu_quantise", relu_quantise)
+        clip_logits = check_bool("clip_logits", clip_logits)
         self.seed = int(seed)
         self.temperature = float(temperature)
         self.relu_quantise = bool(relu_quantise)
@@ -231,7 +236,7 @@ class MnistNet:
         x = self.prepare_inputs(images)
         h = self.conv.forward(x, mode, accelerator)
         h = self.relu1.forward(h, mode, accelerator)
-        h = h.reshape(h.shape[0], -1)
+        h = h.reshape(h.shape[0], self.fc1.in_features)
         h = self.fc1.forward(h, mode, accelerator)
         h = self.relu2.forward(h, mode, accelerator)
         return self.fc2.forward(h, mode, accelerator)

@@ -48,12 +48,13 @@ class Adam:
 
     def step(self, grads):
         """One update of every parameter with its gradient (same order and shapes)."""
+        from .layers import real_array
         grads = list(grads)
         if len(grads) != len(self.params):
             raise ValueError(f"got {len(grads)} gradients for {len(self.params)} parameters")
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if np.shape(g) != p.shape:
-                raise ValueError(f"gradient {i} has shape {np.shape(g)}; parameter has {p.shape}")
+        # Every gradient is checked before anything changes: a refused step leaves no trace.
+        grads = [real_array(f"grads[{i}]", g, p.shape).astype(np.float64)
+                 for i, (p, g) in enumerate(zip(self.params, grads))]
         self.t += 1
         b1, b2 = self.betas
         c1 = 1.0 - b1 ** self.t

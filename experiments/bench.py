@@ -152,8 +152,21 @@ def bench_mnist(num_images=10_000, seed=0):
             "chip_time_over_wall": r["chip_time_over_wall"]}
 
 
+def bench_ppu(num_vectors=10_000):
+    """The PPU interpreter: instructions per second of the fast engine and the
+    plain-Python reference on one thread (2,000 instructions per bench vector:
+    20 million at the default), and the libnux speed tests on the model."""
+    from bss2sim.digital.nux import run_speed_tests
+    from bss2sim.digital.nux.fast import benchmark
+    res = benchmark(n_instructions=max(20_000, 2_000 * num_vectors),
+                    reference_instructions=max(2_000, min(20_000, 2 * num_vectors)))
+    res["speed_tests"] = run_speed_tests()
+    return res
+
+
 def run(num_vectors=10_000, as_json=False, seed=0):
     import numba
+    ppu = bench_ppu(num_vectors=num_vectors)
     analog = bench_analog(num_vectors=num_vectors, seed=seed)
     network = bench_network(num_images=num_vectors, seed=seed)
     calib = bench_calibration(seed=seed)
@@ -188,8 +201,16 @@ def run(num_vectors=10_000, as_json=False, seed=0):
     print(f"MNIST, shipped network, {m['images']} test images through the cycle-level chip: "
           f"{m['wall_s']:.1f} s wall (target at most 60 s for 10,000), {m['chip_time_s']:.2f} s chip time, "
           f"chip time / wall {m['chip_time_over_wall']:.3f}, accuracy {m['accuracy']:.2%}")
+    print(f"PPU interpreter (one thread), {ppu['instructions']:,} instructions of a mixed loop: "
+          f"{ppu['instructions_per_second'] / 1e6:.1f} M instructions/s wall "
+          f"({ppu['instructions_per_cpu_second'] / 1e6:.1f} M/s of CPU time; target at least 20 M/s), "
+          f"plain-Python reference {ppu['reference_instructions_per_second'] / 1e6:.2f} M/s, "
+          f"ratio {ppu['speedup']:.0f}")
+    print("  libnux speed tests on the model (PPU cycles):  " + ", ".join(
+        f"{r['name']} {r['measured_cycles']} ({r['published_cycles']} +- {r['tolerance_cycles']})"
+        for r in ppu["speed_tests"]))
     out = {"threads": numba.get_num_threads(), "analog": analog, "network": network,
-           "calibration": calib, "mnist": mnist}
+           "calibration": calib, "mnist": mnist, "ppu": ppu}
     if as_json:
         emit_json(out)
     return out

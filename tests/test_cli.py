@@ -48,6 +48,9 @@ def test_bench_small_json(capsys):
     for name in ("cycle_level", "behavioural"):
         assert n[name]["chip_time_per_image_s"] > 0
         assert n[name]["images_per_s"] > 0
+    p = res["ppu"]
+    assert p["instructions"] >= 20_000 and p["instructions_per_second"] > 0
+    assert p["speedup"] > 1 and all(r["within_tolerance"] for r in p["speed_tests"])
 
 
 @pytest.mark.parametrize("argv", [["traces", "--seed", "-1"], ["bench", "--vectors", "0"],

@@ -11,7 +11,6 @@ import pytest
 from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast
 from bss2sim.circuits.rng import derive_seed
 from bss2sim.digital.nux import Nux, PPUError, assemble, run_speed_tests
-from bss2sim.digital.nux.memory import IO_NEURON_RESET
 from bss2sim.experiments.cli import main
 
 

@@ -95,6 +95,7 @@ class Nux:
         self._vector_free = 0
         self._fifo = []
         self._decoded = {}
+        self._external = False
         self.program = None
 
     # --- memory and programs ---------------------------------------------------
@@ -106,6 +107,7 @@ class Nux:
         self.state.pc = program.entry
         self.state.waiting = False
         self._decoded.clear()
+        self.memory.code_writes.clear()
         self.program = program
 
     def write_memory(self, address: int, data):
@@ -115,6 +117,7 @@ class Nux:
             data = bytes(as_int_array("data", data, 0, 255).astype("uint8").ravel())
         self.memory.store_bytes(address, bytes(data))
         self._decoded.clear()
+        self.memory.code_writes.clear()
 
     def read_memory(self, address: int, size: int) -> bytes:
         """Bytes of the PPU's address space."""
@@ -133,46 +136,37 @@ class Nux:
             self._decoded[pc] = d
         return d
 
-    def _cost(self, d, st_before_pc, taken):
-        """Cycles of the scalar core for one executed instruction; vector
-        instructions also occupy the vector unit."""
+    # Scalar units -> the NuxTiming field of their cost; vector units -> their latency.
+    _SCALAR_COST = {"alu": "alu", "cr": "alu", "spr": "alu", "mul": "mul", "div": "div",
+                    "load": "load", "store": "store", "sync": "sync", "wait": "wait_wakeup"}
+    _VECTOR_LATENCY = {"vector_alu": "vector_alu", "vector_mul": "vector_mul",
+                       "vector_permute": "vector_permute", "vector_load": "vector_load",
+                       "vector_store": "vector_store"}
+    # Vector I/O: the latency follows what the access reached (memory.io_kind).
+    _IO_LATENCY = {("vector_in", "cadc"): "cadc_convert", ("vector_in", "bus"): "vector_in_bus",
+                   ("vector_in", "extmem_in"): "extmem_in", ("vector_in", "randgen"): "randgen_in",
+                   ("vector_out", "bus"): "vector_out_bus", ("vector_out", "extmem_out"): "extmem_out"}
+
+    def _cost(self, d, pc, taken):
+        """Cycles of the scalar core for one executed scalar instruction."""
         t = self.timing
         unit = d.instruction.unit
-        if unit == "alu" or unit == "cr" or unit == "spr":
-            return t.alu
-        if unit == "mul":
-            return t.mul
-        if unit == "div":
-            return t.div
-        if unit == "load":
-            return t.bus_load + t.external_extra if self._external else t.load
-        if unit == "store":
-            return t.store + (t.external_extra if self._external else 0)
         if unit == "branch":
             return t.branch_taken if taken else t.branch_not_taken
-        if unit == "wait":
-            return t.wait_wakeup
-        return t.alu
+        if self._external and unit == "load":
+            return t.bus_load + t.external_extra
+        if self._external and unit == "store":
+            return t.store + t.external_extra
+        return getattr(t, self._SCALAR_COST[unit])
 
     def _vector_latency(self, unit):
-        t = self.timing
-        if unit == "vector_alu":
-            return t.vector_alu
-        if unit == "vector_mul":
-            return t.vector_mul
-        if unit == "vector_permute":
-            return t.vector_permute
-        if unit == "vector_load":
-            return t.vector_load
-        if unit == "vector_store":
-            return t.vector_store
-        kind = self.memory.io_kind
-        if unit == "vector_in":
-            return {"cadc": t.cadc_convert, "bus": t.vector_in_bus, "extmem_in": t.extmem_in,
-                    "randgen": t.randgen_in}[kind]
-        return {"bus": t.vector_out_bus, "extmem_out": t.extmem_out}[kind]
+        """Cycles the vector unit spends on one vector instruction."""
+        if unit in self._VECTOR_LATENCY:
+            return getattr(self.timing, self._VECTOR_LATENCY[unit])
+        return getattr(self.timing, self._IO_LATENCY[(unit, self.memory.io_kind)])
 
-    def run(self, max_cycles: int = 10_000_000, max_instructions: int | None = None) -> RunResult:
+    def run(self, max_cycles: int = 10_000_000, max_instructions: int | None = None,
+            engine: str = "fast") -> RunResult:
         """Run from the program counter until a ``wait`` instruction.
 
         Parameters
@@ -182,11 +176,20 @@ class Nux:
             not reached ``wait`` by then stops with :class:`PPUError`.
         max_instructions : int or None
             Optional instruction budget.
+        engine : "fast" or "reference"
+            The numba interpreter (:mod:`.fast`, the default) or the plain-Python
+            loop over :mod:`.reference`; both give the same state, memory, cycle
+            count and errors, bit for bit (tested).
         """
+        if engine == "fast":
+            from .fast import run_fast
+            return run_fast(self, max_cycles, max_instructions)
+        if engine != "reference":
+            raise ValueError(f"engine={engine!r} is not allowed: must be 'fast' or 'reference'")
         max_cycles = check_int("max_cycles", max_cycles, 1, 1 << 62, "PPU cycles")
         if max_instructions is not None:
             max_instructions = check_int("max_instructions", max_instructions, 1, 1 << 62)
-        st, mem, timing = self.state, self.memory, self.timing
+        st = self.state
         start_cycle, start_instr = self.cycle, self.instructions
         st.waiting = False
         while True:
@@ -196,55 +199,58 @@ class Nux:
             if max_instructions is not None and self.instructions - start_instr >= max_instructions:
                 raise PPUError(f"the program ran past its budget of {max_instructions} instructions "
                                f"(pc 0x{st.pc:08x})", st.pc, self.cycle)
-            pc = st.pc
-            d = self._decode(pc)
-            unit = d.instruction.unit
-            vector = unit in _VECTOR_UNITS
-            if vector:
-                # The vector FIFO: wait for a free entry, then the unit starts the
-                # instruction when it is done with the ones before it.
-                self._fifo = [f for f in self._fifo if f > self.cycle]
-                if len(self._fifo) >= timing.vector_fifo_depth:
-                    self.cycle = self._fifo.pop(0)
-                begin = max(self.cycle, self._vector_free)
-                mem.now = begin
-            else:
-                if d.instruction.mnemonic in ("sync", "isync"):
-                    self.cycle = max(self.cycle, self._vector_free)
-                    self._fifo = []
-                mem.now = self.cycle
-            st.time_base = self.cycle
-            self._external = False
-            if unit in ("load", "store"):
-                self._external = self._is_external_access(d)
-            writes_before = len(mem.code_writes)
-            try:
-                reference.execute(st, mem, d)
-            except reference.MemoryFault as e:
-                st.pc = pc
-                raise PPUError(f"{e} by {isa.disassemble(mem.fetch(pc), pc)} (pc 0x{pc:08x})",
-                               pc, self.cycle) from None
-            except isa.IllegalInstruction as e:
-                st.pc = pc
-                raise PPUError(f"{e} (pc 0x{pc:08x})", pc, self.cycle) from None
-            if len(mem.code_writes) != writes_before:
-                for a in mem.code_writes:
-                    self._decoded.pop(a, None)
-                mem.code_writes.clear()
-            self.instructions += 1
-            if vector:
-                done = begin + self._vector_latency(unit)
-                self._vector_free = done
-                self._fifo.append(done)
-                self.cycle += timing.vector_issue
-            else:
-                taken = unit == "branch" and st.pc != pc + 4
-                self.cycle += self._cost(d, pc, taken)
+            self._step()
             if st.waiting:
                 # The end: the vector unit finishes what it holds.
                 self.cycle = max(self.cycle, self._vector_free)
                 return RunResult(cycles=self.cycle - start_cycle,
                                  instructions=self.instructions - start_instr, stop="wait", pc=st.pc)
+
+    def _step(self):
+        """Execute the instruction at the program counter with its timing: the
+        vector FIFO and unit, ``sync``, the time base, the time of the access."""
+        st, mem, timing = self.state, self.memory, self.timing
+        pc = st.pc
+        d = self._decode(pc)
+        unit = d.instruction.unit
+        vector = unit in _VECTOR_UNITS
+        if vector:
+            # The vector FIFO: wait for a free entry, then the unit starts the
+            # instruction when it is done with the ones before it.
+            self._fifo = [f for f in self._fifo if f > self.cycle]
+            if len(self._fifo) >= timing.vector_fifo_depth:
+                self.cycle = self._fifo.pop(0)
+            begin = max(self.cycle, self._vector_free)
+            mem.now = begin
+        else:
+            if unit == "sync":
+                self.cycle = max(self.cycle, self._vector_free)
+                self._fifo = []
+            mem.now = self.cycle
+        st.time_base = self.cycle
+        self._external = unit in ("load", "store") and self._is_external_access(d)
+        try:
+            reference.execute(st, mem, d)
+        except reference.MemoryFault as e:
+            st.pc = pc
+            raise PPUError(f"{e} by {isa.disassemble(mem.fetch(pc), pc)} (pc 0x{pc:08x})",
+                           pc, self.cycle) from None
+        except isa.IllegalInstruction as e:
+            st.pc = pc
+            raise PPUError(f"{e} (pc 0x{pc:08x})", pc, self.cycle) from None
+        if mem.code_writes:
+            # A store over code: those words are decoded again when they run.
+            for a in mem.code_writes:
+                self._decoded.pop(a, None)
+            mem.code_writes.clear()
+        self.instructions += 1
+        if vector:
+            done = begin + self._vector_latency(unit)
+            self._vector_free = done
+            self._fifo.append(done)
+            self.cycle += timing.vector_issue
+        else:
+            self.cycle += self._cost(d, pc, unit == "branch" and st.pc != pc + 4)
 
     def _is_external_access(self, d):
         f = d.fields

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bss2sim.circuits.checks import WrongTypeError
+
 try:
     import fcntl
 except ImportError:         # not POSIX: no advisory locks
@@ -77,6 +79,18 @@ _TEMP_TAG = re.compile(r"(\d{1,10})-[0-9a-f]{8}")
 _UNREADABLE = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError,
                MemoryError, RuntimeError, SyntaxError, struct.error, zlib.error, lzma.LZMAError,
                zipfile.BadZipFile, zipfile.LargeZipFile)
+
+
+def as_path(name: str, value) -> Path:
+    """``value`` (a str or an os.PathLike) as a Path; anything else is a
+    WrongTypeError naming the parameter."""
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str) and text:
+            return Path(text)
+        raise ValueError(f"{name}={value!r} is not allowed: an empty path")
+    raise WrongTypeError(f"{name}={value!r} is not allowed: got a {type(value).__name__}, "
+                         "must be a path (str or pathlib.Path)")
 
 
 def plots_dir(path) -> Path:
@@ -119,7 +133,7 @@ def _lock(f) -> bool:
 def temporary_files(path) -> list:
     """The temporaries of writes of ``path`` now in its folder (of running
     writers and of killed ones), sorted by name."""
-    path = Path(path)
+    path = as_path("path", path)
     prefix = f".{path.name}."
     try:
         names = os.listdir(path.parent)
@@ -161,7 +175,7 @@ def atomic_write(path, write) -> Path:
     interrupt) the old file stays and the temporary is removed; temporaries
     of earlier writes of ``path`` by processes that were killed are removed
     first (:func:`remove_stale_temporaries`)."""
-    path = Path(path)
+    path = as_path("path", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}"
@@ -197,7 +211,7 @@ def atomic_write(path, write) -> Path:
 def save_figure(fig, path: Path):
     """Write a matplotlib figure atomically (:func:`atomic_write`); the format
     follows the file name's suffix."""
-    path = Path(path)
+    path = as_path("path", path)
     fmt = path.suffix[1:] or None
     atomic_write(path, lambda f: fig.savefig(f, dpi=120, format=fmt))
 
@@ -256,7 +270,7 @@ def put_arrays(put, arrays: dict):
 
 def _read_file(path, where: str) -> bytes:
     """All bytes of a regular file; ``ValueError`` naming ``where`` otherwise."""
-    path = Path(path)
+    path = as_path("path", path)
     try:
         if not path.is_file():
             raise ValueError(f"{where} does not exist" if not path.exists()

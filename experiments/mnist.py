@@ -41,6 +41,8 @@ import numpy as np
 
 from bss2sim.circuits import constants as K
 
+from .common import as_path
+
 __all__ = ["ENV_VAR", "FILES", "IMAGE_MAGIC", "LABEL_MAGIC", "find_data_dir", "load_mnist",
            "quantise_images", "read_idx", "main"]
 
@@ -71,7 +73,7 @@ def find_data_dir(data_dir=None) -> Path:
                              f"environment variable {ENV_VAR} to the folder holding "
                              f"{FILES['train'][0]}[.gz] and the other IDX files")
         data_dir = env
-    path = Path(data_dir)
+    path = as_path("data_dir", data_dir)
     if not path.is_dir():
         raise ValueError(f"MNIST folder {str(path)!r} does not exist or is not a folder; pass "
                          f"--data-dir (data_dir=...) or set {ENV_VAR} to the folder holding the "
@@ -105,7 +107,7 @@ def read_idx(path, magic: int) -> np.ndarray:
     """Read one IDX file of unsigned bytes (gzip-compressed if its name ends in
     ``.gz``) and check its magic number, header and length. Returns a uint8
     array with the shape the header gives."""
-    path = Path(path)
+    path = as_path("path", path)
     data = _read_bytes(path)
     where = f"MNIST file {str(path)!r}"
     if len(data) < 4:

@@ -39,7 +39,7 @@ import numpy as np
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.chip import CAPMEM_PARAMETERS, ChipConfig
 
-from ..common import put_arrays, read_archive, write_archive
+from ..common import as_path, put_arrays, read_archive, write_archive
 
 __all__ = [
     "FORMAT_VERSION", "KIND", "MAGIC", "CalibrationFile", "calibration_filename",
@@ -232,7 +232,7 @@ def save_calibration(path, config: ChipConfig, *, chip_seed: int, target_id: str
     """Write the calibrated settings of ``config`` to ``path`` atomically and
     return the path. Parent folders are created. ``metadata`` is a dict that can
     be stored as JSON once numpy scalars and arrays are converted."""
-    path = Path(path)
+    path = as_path("path", path)
     chip_seed = _check_seed(chip_seed)
     target_id = _check_target(target_id)
     if not isinstance(metadata, dict):
@@ -248,7 +248,7 @@ def load_calibration(path, *, chip_seed: int | None = None,
                      target_id: str | None = None) -> CalibrationFile:
     """Read and check a calibration file. With ``chip_seed`` / ``target_id``
     given, also refuse a file made for another chip or target set."""
-    path = Path(path)
+    path = as_path("path", path)
     if chip_seed is not None:
         chip_seed = _check_seed(chip_seed)
     if target_id is not None:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common import read_archive, write_archive
+from ..common import as_path, read_archive, write_archive
 from .network import MnistNet
 from .optim import Adam
 
@@ -218,7 +218,7 @@ class TrainingCheckpoint:
 def save_checkpoint(path, network, optimizer, epoch: int, rng, metadata: dict | None = None,
                     accelerator=None) -> Path:
     """Write a checkpoint atomically and return its path (parent folders are created)."""
-    path = Path(path)
+    path = as_path("path", path)
     if isinstance(epoch, (bool, np.bool_)) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
         raise ValueError(f"epoch={epoch!r} must be an integer >= 0")
     if metadata is None:
@@ -257,7 +257,7 @@ def load_checkpoint(path, *, expect_metadata: dict | None = None) -> TrainingChe
     ``expect_metadata`` (optional) holds metadata entries the checkpoint must
     have, e.g. ``{"stage": "float training"}``: a valid checkpoint of another
     stage or run renamed over the expected one is then refused too."""
-    path = Path(path)
+    path = as_path("path", path)
     where = f"checkpoint file {str(path)!r}"
     if expect_metadata is not None and not isinstance(expect_metadata, dict):
         raise ValueError(f"expect_metadata must be a dict, not {type(expect_metadata).__name__}")

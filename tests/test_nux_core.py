@@ -279,3 +279,20 @@ def test_ppu_run_command(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("bss2sim ppu run: error:") for line in err)
     assert "0x10000000" in err[-1]
+
+
+def test_api_errors_name_the_parameter():
+    from bss2sim.digital.nux import NuxTiming, load_elf
+    ppu = Nux()
+    for call, needle in ((lambda: ppu.write_memory(0x5000, b"ab"), "address=0x00005000"),
+                         (lambda: ppu.read_memory(0x3FFE, 4), "address=0x00003ffe"),
+                         (lambda: ppu.write_memory(0, [1, 300]), "data[1]=300"),
+                         (lambda: ppu.run(max_cycles=0), "max_cycles=0"),
+                         (lambda: ppu.run(engine="fastest"), "engine='fastest'"),
+                         (lambda: NuxTiming(mul=0), "NuxTiming.mul=0"),
+                         (lambda: load_elf(5), "path=5"),
+                         (lambda: Nux(chip=5), "chip=5"),
+                         (lambda: Nux(half=2), "half=2"),
+                         (lambda: ppu.load("text"), "program='text'")):
+        with pytest.raises((TypeError, ValueError), match=needle):
+            call()

@@ -115,7 +115,10 @@ class Nux:
         address = check_int("address", address, 0, 0xFFFF_FFFF)
         if not isinstance(data, (bytes, bytearray)):
             data = bytes(as_int_array("data", data, 0, 255).astype("uint8").ravel())
-        self.memory.store_bytes(address, bytes(data))
+        try:
+            self.memory.store_bytes(address, bytes(data))
+        except reference.MemoryFault as e:
+            raise ValueError(f"address=0x{address:08x}, {len(data)} bytes: {e}") from None
         self._decoded.clear()
         self.memory.code_writes.clear()
 
@@ -123,7 +126,10 @@ class Nux:
         """Bytes of the PPU's address space."""
         address = check_int("address", address, 0, 0xFFFF_FFFF)
         size = check_int("size", size, 0, 1 << 20)
-        return self.memory.load_bytes(address, size)
+        try:
+            return self.memory.load_bytes(address, size)
+        except reference.MemoryFault as e:
+            raise ValueError(f"address=0x{address:08x}, size={size}: {e}") from None
 
     # --- running ---------------------------------------------------------------
     def _decode(self, pc):

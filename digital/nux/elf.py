@@ -25,8 +25,11 @@ section header 40, symbol 16).
 """
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
+
+from bss2sim.circuits.checks import WrongTypeError
 
 from .program import Program, Segment
 
@@ -101,6 +104,9 @@ def load_elf(path, *, mailbox: int | None = None) -> Program:
     Raises :class:`FileNotFoundError` if the file does not exist and
     :class:`ValueError` naming the file and what is wrong with it otherwise.
     """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise WrongTypeError(f"path={path!r} is not allowed: got a {type(path).__name__}, "
+                             "must be a path (str or pathlib.Path)")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ELF file {path} does not exist or is not a file")

@@ -294,5 +294,6 @@ def test_api_errors_name_the_parameter():
                          (lambda: Nux(chip=5), "chip=5"),
                          (lambda: Nux(half=2), "half=2"),
                          (lambda: ppu.load("text"), "program='text'")):
-        with pytest.raises((TypeError, ValueError), match=needle):
+        with pytest.raises((TypeError, ValueError)) as err:
             call()
+        assert needle in str(err.value)

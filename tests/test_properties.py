@@ -81,7 +81,7 @@ OK, BAD, ANY = "ok", "bad", "any"
 
 # Pure-Python calls that take longer than this are reported as hangs (a
 # numba compile is never under this guard).
-HANG_S = 5
+HANG_S = 30
 
 
 class CallTimedOut(AssertionError):

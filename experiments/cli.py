@@ -175,7 +175,16 @@ def build_parser():
                     help="input vectors for the analog benchmark (default 10000)")
     be.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     be.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    for parser in (de, tn, tr, vm, ca, pr, be):
+        parser.add_argument("--threads", type=_int_at_least(1, _max_threads()), default=None,
+                            help=f"threads of the numba kernels, 1..{_max_threads()} (default: all cores; "
+                                 "on a machine shared with other jobs 1 can be faster)")
     return p
+
+
+def _max_threads() -> int:
+    import numba
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 def main(argv=None):
@@ -189,6 +198,10 @@ _OUTPUT_FOLDERS = {"demo": ("plots_dir",), "train": ("out",), "traces": ("plots_
 
 
 def _dispatch(args):
+    if getattr(args, "threads", None) is not None:
+        import numba
+        # Results do not depend on it (tested): only the speed does.
+        numba.set_num_threads(args.threads)
     # Output folders are checked before the work starts, so no run is lost at its end.
     for attr in _OUTPUT_FOLDERS[args.command]:
         check_writable_folder("--" + attr.replace("_", "-"), getattr(args, attr))

@@ -116,3 +116,17 @@ def test_installed_entry_points_exit_2_without_a_traceback(tmp_path):
                               text=True, timeout=120)
         assert proc.returncode == 2, proc
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_threads_option(capsys, monkeypatch):
+    import numba
+    before = numba.get_num_threads()
+    try:
+        assert main(["ppu", "run", "--threads", "1", "/nonexistent.s"]) == 2
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+    capsys.readouterr()
+    _one_error_line(capsys, _exit_code(main, ["demo", "--threads", "0"]), "--threads")
+    _one_error_line(capsys, _exit_code(main, ["bench", "--threads", str(numba.config.NUMBA_NUM_THREADS + 1)]),
+                    "--threads")

@@ -86,6 +86,29 @@ def _int_at_least(minimum, maximum=None):
 
 
 _positive_int = _int_at_least(1)
+
+
+def _seed_list(text):
+    """argparse type of ``--validate``: ``N`` (seeds 0..N-1), or comma-separated
+    seeds and inclusive ranges ``a-b`` (e.g. ``3,7,20-29``); no seed twice."""
+    seed = _int_at_least(0, 2**64 - 1)
+    if text.strip().isdigit():
+        n = _int_at_least(1, 100_000)(text)
+        return list(range(n))
+    seeds = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if sep:
+            a, b = seed(lo), seed(hi)
+            if b < a or b - a >= 100_000:
+                raise argparse.ArgumentTypeError(f"range {part.strip()!r} must be low-high with "
+                                                 "low <= high and at most 100000 seeds")
+            seeds.extend(range(a, b + 1))
+        else:
+            seeds.append(seed(lo))
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} names a seed twice")
+    return seeds
 _nonneg_int = _int_at_least(0)
 _seed = _int_at_least(0, 2**64 - 1)
 
@@ -151,9 +174,10 @@ def build_parser():
     ca.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     ca.add_argument("--out", default="calibrations", help="folder for calibration files (default: calibrations)")
     ca.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
-    ca.add_argument("--validate", type=_positive_int, metavar="N", default=None,
-                    help="instead: calibrate chip seeds 0..N-1 and compare with their ground truth "
-                         "(writes plots/calibration_validation.png)")
+    ca.add_argument("--validate", type=_seed_list, metavar="SEEDS", default=None,
+                    help="instead: calibrate these chip seeds and compare with their ground truth "
+                         "(writes plots/calibration_validation.png); N means 0..N-1, or a list "
+                         "such as 3,7,11 or 20-29 or 0-4,9")
     ca.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
     pp = sub.add_parser("ppu", help="programs on a chip's embedded processor (PPU)")
@@ -230,7 +254,7 @@ def _dispatch(args):
     elif args.command == "calibrate":
         from . import calibrate
         if args.validate is not None:
-            calibrate.validate(seeds=range(args.validate), plots=args.plots_dir, as_json=args.json)
+            calibrate.validate(seeds=args.validate, plots=args.plots_dir, as_json=args.json)
         else:
             calibrate.run(seed=args.seed, out=args.out, plots=args.plots_dir, as_json=args.json)
     elif args.command == "ppu":

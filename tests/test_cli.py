@@ -72,3 +72,10 @@ def test_train_rejects_bad_layer_settings_before_running(argv, match, capsys, tm
     err = capsys.readouterr().err
     assert "bss2sim train: error:" in err and match in err
     assert not (tmp_path / "run").exists()
+
+
+def test_validate_any_list_of_seeds(tmp_path, capsys):
+    assert main(["calibrate", "--validate", "3,5", "--plots-dir", str(tmp_path), "--json"]) == 0
+    res = _last_json(capsys)
+    assert sorted(r["seed"] for r in res["per_seed"]) == [3, 5]
+    assert (tmp_path / "calibration_validation.png").stat().st_size > 10_000

@@ -70,7 +70,7 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
     chip, how = _prepare_chip(seed)
     acc = Accelerator(chip, noise_seed=0)
     pred = np.empty(len(y), np.int64)
-    with Progress(f"classifying {len(y)} test images on chip {seed}", len(y)) as bar:
+    with Progress(f"classifying {len(y)} test images on chip {seed}", len(y), unit="image") as bar:
         for i in range(0, len(y), batch):
             pred[i:i + batch] = net.predict(x[i:i + batch], "chip", acc, batch_size=batch)
             bar.update(len(pred[i:i + batch]), f"{np.mean(pred[:i + batch] == y[:i + batch]):.2%}")

@@ -66,7 +66,7 @@ def _train(net, opt, rng, images, labels, mode, epochs, first_epoch, ckpt, label
     for epoch in range(first_epoch, epochs):
         nb = -(-len(images) // batch_size)
         shifted = random_shift(images, augment_shift, np.random.default_rng([augment_seed, epoch]))
-        with Progress(f"{label} epoch {epoch + 1}/{epochs}", nb) as bar:
+        with Progress(f"{label} epoch {epoch + 1}/{epochs}", nb, unit="batch") as bar:
             net.train_epoch(shifted, labels, mode, opt, batch_size, rng, accelerator=acc,
                             progress=lambda b, n, loss: bar.update(1, f"loss {loss:.3f}"))
         opt.lr *= lr_decay
@@ -75,7 +75,7 @@ def _train(net, opt, rng, images, labels, mode, epochs, first_epoch, ckpt, label
 
 def _evaluate(net, images, labels, mode, acc=None, label="", batch=500):
     correct = 0
-    with Progress(f"evaluating {label}", len(images)) as bar:
+    with Progress(f"evaluating {label}", len(images), unit="image") as bar:
         for i in range(0, len(images), batch):
             pred = net.predict(images[i:i + batch], mode, acc, batch_size=batch)
             correct += int(np.sum(pred == labels[i:i + batch]))

@@ -1,26 +1,26 @@
-"""The progress bar: what it writes, and that the final line is not repeated."""
+"""The progress bar (tqdm behind the experiments' small interface): what it
+writes, and that it ends on the final state."""
 import io
 
 from bss2sim.experiments.progress import Progress
 
 
-def test_progress_draws_final_state_once():
+def test_progress_shows_label_steps_and_extra():
     out = io.StringIO()
     with Progress("work", 4, stream=out, min_interval_s=0.0) as p:
-        for _ in range(4):
-            p.update(1, "x")
-    lines = out.getvalue().split("\r")[1:]
-    # One line per update; leaving the block adds only the newline.
-    assert len(lines) == 4
-    assert "work: [" in lines[0] and " 25.0%" in lines[0]
-    assert "100.0%" in lines[-1] and lines[-1].endswith("x   \n")
+        for i in range(4):
+            p.update(1, f"x{i}")
+        assert p.done == 4
+    text = out.getvalue()
+    final = text.strip().split("\r")[-1]
+    assert final.startswith("work:") and "100%" in final and "4/4" in final and "x3" in final
+    assert text.endswith("\n")
 
 
-def test_progress_exit_draws_when_stopped_early():
+def test_progress_closes_on_the_state_reached_when_stopped_early():
     out = io.StringIO()
     with Progress("early", 10, stream=out, min_interval_s=1e9) as p:
         p.update(1)
-        p.update(2)       # neither drawn: within the interval
-    lines = out.getvalue().split("\r")[1:]
-    assert len(lines) == 1
-    assert " 30.0%" in lines[0] and lines[0].endswith("\n")
+        p.update(2)
+    final = out.getvalue().strip().split("\r")[-1]
+    assert "3/10" in final and "30%" in final

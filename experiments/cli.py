@@ -222,6 +222,14 @@ _OUTPUT_FOLDERS = {"demo": ("plots_dir",), "train": ("out",), "traces": ("plots_
 
 
 def _dispatch(args):
+    if getattr(args, "json", False):
+        from .common import json_only_stdout
+        with json_only_stdout():
+            return _dispatch_command(args)
+    return _dispatch_command(args)
+
+
+def _dispatch_command(args):
     if getattr(args, "threads", None) is not None:
         import numba
         # Results do not depend on it (tested): only the speed does.

@@ -27,6 +27,7 @@ process no longer runs (killed in the middle of a write), so they do not pile up
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -567,10 +568,29 @@ def load_results(path) -> dict:
 
 # --- output ---------------------------------------------------------------------
 
+_JSON_STREAM = None
+"""Where :func:`emit_json` writes while a command runs with ``--json`` (the
+real stdout; everything else printed meanwhile goes to stderr)."""
+
+
+@contextlib.contextmanager
+def json_only_stdout():
+    """With ``--json``: human text goes to stderr and stdout holds only the JSON object."""
+    global _JSON_STREAM
+    real = sys.stdout
+    _JSON_STREAM = real
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _JSON_STREAM = None
+
+
 def emit_json(obj):
     """Print one JSON object as the last line of stdout."""
+    stream = _JSON_STREAM if _JSON_STREAM is not None else sys.stdout
     sys.stdout.flush()
-    print(json.dumps(obj, default=_jsonable))
+    print(json.dumps(obj, default=_jsonable), file=stream, flush=True)
 
 
 def _jsonable(x):

@@ -263,6 +263,10 @@ def main(argv=None):
             v = getattr(args, name)
             if v is not None and not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"--{name.replace('_', '-')} {v} is not allowed: must be a finite number >= 0")
+        if args.json:
+            from .common import json_only_stdout
+            with json_only_stdout():
+                return _main(args)
         return _main(args)
     return report_errors("python -m bss2sim.experiments.mnist", work)
 

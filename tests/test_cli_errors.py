@@ -130,3 +130,16 @@ def test_threads_option(capsys, monkeypatch):
     _one_error_line(capsys, _exit_code(main, ["demo", "--threads", "0"]), "--threads")
     _one_error_line(capsys, _exit_code(main, ["bench", "--threads", str(numba.config.NUMBA_NUM_THREADS + 1)]),
                     "--threads")
+
+
+def test_json_mode_prints_only_the_json_object_on_stdout(tmp_path, capsys):
+    import json
+    src = tmp_path / "p.s"
+    src.write_text("li r3, 5\n wait\n")
+    assert main(["ppu", "run", str(src), "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["registers"]["r3"] == 5
+    assert "instructions in" in captured.err          # the human summary went to stderr
+    assert main(["ppu", "run", str(src)]) == 0        # without --json: text on stdout
+    assert "instructions in" in capsys.readouterr().out

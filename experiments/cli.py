@@ -69,7 +69,7 @@ def check_writable_folder(option: str, folder) -> Path:
     return path
 
 
-def _int_at_least(minimum, maximum=None):
+def int_at_least(minimum, maximum=None):
     """argparse type: an integer >= minimum (and <= maximum), with a message
     naming the bad value."""
     def parse(text):
@@ -85,15 +85,15 @@ def _int_at_least(minimum, maximum=None):
     return parse
 
 
-_positive_int = _int_at_least(1)
+_positive_int = int_at_least(1)
 
 
 def _seed_list(text):
     """argparse type of ``--validate``: ``N`` (seeds 0..N-1), or comma-separated
     seeds and inclusive ranges ``a-b`` (e.g. ``3,7,20-29``); no seed twice."""
-    seed = _int_at_least(0, 2**64 - 1)
+    seed = int_at_least(0, 2**64 - 1)
     if text.strip().isdigit():
-        n = _int_at_least(1, 100_000)(text)
+        n = int_at_least(1, 100_000)(text)
         return list(range(n))
     seeds = []
     for part in text.split(","):
@@ -109,8 +109,8 @@ def _seed_list(text):
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"{text!r} names a seed twice")
     return seeds
-_nonneg_int = _int_at_least(0)
-_seed = _int_at_least(0, 2**64 - 1)
+_nonneg_int = int_at_least(0)
+_seed = int_at_least(0, 2**64 - 1)
 
 
 def build_parser():
@@ -200,7 +200,7 @@ def build_parser():
     be.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     be.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     for parser in (de, tn, tr, vm, ca, pr, be):
-        parser.add_argument("--threads", type=_int_at_least(1, _max_threads()), default=None,
+        parser.add_argument("--threads", type=int_at_least(1, _max_threads()), default=None,
                             help=f"threads of the numba kernels, 1..{_max_threads()} (default: all cores; "
                                  "on a machine shared with other jobs 1 can be faster)")
     return p

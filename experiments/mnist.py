@@ -220,8 +220,8 @@ def random_shift(images, max_shift: int, rng) -> np.ndarray:
 # --- command line -------------------------------------------------------------------
 
 def build_parser():
-    from .cli import _int_at_least
-    pos = _int_at_least(1)
+    from .cli import int_at_least
+    pos = int_at_least(1)
     from .cli import OneLineParser
     p = OneLineParser(prog="python -m bss2sim.experiments.mnist",
                                 description="Train the MNIST network (conv 10x10/5 -> 500 -> 128 "
@@ -239,7 +239,7 @@ def build_parser():
     p.add_argument("--gain", type=float, default=0.0015, help="gain of the chip (default 0.0015)")
     p.add_argument("--sigma", type=float, default=2.0,
                    help="trial-to-trial noise (LSB) of the behavioural model (default 2)")
-    p.add_argument("--seed", type=_int_at_least(0, 2**64 - 2), default=0,
+    p.add_argument("--seed", type=int_at_least(0, 2**64 - 2), default=0,
                    help="seed of initialisation and shuffling (the evaluation uses seed + 1)")
     p.add_argument("--train-subset", type=pos, default=None, help="use only the first N training images")
     p.add_argument("--checkpoint", default=None, help="checkpoint file written after every epoch")

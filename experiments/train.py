@@ -30,7 +30,7 @@ from .common import (atomic_write, emit_json, load_results, load_test_images, no
 from .mnist import load_mnist, random_shift
 from .progress import Progress
 from .training.checkpoint import load_checkpoint, save_checkpoint
-from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY, LAYER_NAMES, MnistNet, _triple
+from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY, LAYER_NAMES, MnistNet, per_layer
 from .training.optim import Adam
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
@@ -114,8 +114,8 @@ def fine_tune_on_chip(net, chip, images, labels, out: Path, tag: str, epochs=1, 
 
 def _check_resumed_layers(net, num_sends, wait_between_events, out):
     """A resumed run keeps its network's layer settings: refuse other requested ones."""
-    for name, given, have in (("num_sends", _triple("num_sends", num_sends, None), net.num_sends),
-                              ("wait_between_events", _triple("wait_between_events", wait_between_events, 5),
+    for name, given, have in (("num_sends", per_layer("num_sends", num_sends, None), net.num_sends),
+                              ("wait_between_events", per_layer("wait_between_events", wait_between_events, 5),
                                net.wait_between_events)):
         for layer, g, h in zip(LAYER_NAMES, given, have):
             if g is not None and g != h:

@@ -79,7 +79,8 @@ def softmax_cross_entropy(logits, labels, temperature, clip=False):
     return loss, grad
 
 
-def _triple(name, v, default):
+def per_layer(name, v, default):
+    """One value for every MAC layer, or one per layer (conv, fc1, fc2), as a triple."""
     if v is None:
         v = default
     if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
@@ -122,8 +123,8 @@ class MnistNet:
                 temperature, (int, float, np.integer, np.floating)) \
                 or not np.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature={temperature!r} must be a finite number > 0")
-        ns = _triple("num_sends", num_sends, None)
-        waits = _triple("wait_between_events", wait_between_events, 5)
+        ns = per_layer("num_sends", num_sends, None)
+        waits = per_layer("wait_between_events", wait_between_events, 5)
         if not (isinstance(shifts, (tuple, list)) and len(shifts) == 2):
             raise WrongTypeError(f"shifts={shifts!r} must be a pair (one per converting ReLU)")
         for i, s in enumerate(shifts):

@@ -23,3 +23,13 @@ def test_demo_classifies_through_the_chip(tmp_path, capsys):
     assert res["chip_time_per_image_s"] > 1e-6 and res["asic_energy_per_image_j"] > 0
     for name in ("mnist_confusion.png", "mnist_misclassified.png", "mnist_accuracy_per_seed.png"):
         assert (tmp_path / name).stat().st_size > 5_000
+
+
+def test_wilson_interval_matches_the_binomial_spread():
+    import numpy as np
+    from bss2sim.experiments.demo import wilson_interval
+    lo, hi = wilson_interval(np.array([0.985, 0.5]), 10_000)
+    # About +-1.96 sqrt(p (1 - p) / n): 0.24 points at 98.5 %, 0.98 points at 50 %.
+    np.testing.assert_allclose((hi - lo) / 2, [1.96 * np.sqrt(0.985 * 0.015 / 1e4),
+                                               1.96 * np.sqrt(0.25 / 1e4)], rtol=0.02)
+    assert lo[0] < 0.985 < hi[0]

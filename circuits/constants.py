@@ -64,6 +64,10 @@ DRIVER_MIN_EVENT_INTERVAL_CYCLES = 1
 """A driver accepts at most one event per 8 ns (one FPGA cycle)."""
 PPU_CLOCK_HZ = 250e6
 PPU_MEMORY_BYTES = 16 * 1024
+"""Internal SRAM of one PPU: code, data, stack and the mailbox [LNX]."""
+PPU_MAILBOX_BYTES = 4096
+"""Mailbox at the top of the PPU's SRAM, for results the host reads (4 KiB as
+the group's VMM software and libnux's builds link it [SW])."""
 PPU_SIMD_BITS = 1024
 CADC_CONVERSION_S = 0.54e-6
 """One single-slope conversion of all channels (about 1.85 MSample/s) [TH]."""

@@ -139,15 +139,6 @@ class Accelerator:
             parsed[stream] = check_int(f"state[{s!r}]", n, 0)
         self._next_vector_ids = parsed
 
-    @property
-    def _next_vector_id(self) -> int:
-        """Next vector id of the default stream 0."""
-        return self._next_vector_ids.get(0, 0)
-
-    @_next_vector_id.setter
-    def _next_vector_id(self, value):
-        self._next_vector_ids[0] = check_int("next_vector_id", value, 0)
-
     @contextmanager
     def _all_or_nothing(self):
         """A call that raises (bad input found late, an interrupt) leaves the

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from bss2sim.circuits import Chip
+from bss2sim.circuits import constants as K
 
 from .common import emit_json
 
@@ -23,8 +24,8 @@ def parse_show(text: str):
         raise ValueError(f"--show {text!r} is not SYMBOL[:BYTES] or ADDRESS[:BYTES] "
                          "(e.g. result:128 or 0x3000:16)")
     size = int(m["size"], 0) if m["size"] else 16
-    if not 1 <= size <= 16384:
-        raise ValueError(f"--show {text!r}: the size {size} is out of range 1..16384 bytes")
+    if not 1 <= size <= K.PPU_MEMORY_BYTES:
+        raise ValueError(f"--show {text!r}: the size {size} is out of range 1..{K.PPU_MEMORY_BYTES} bytes")
     return m["where"], size
 
 
@@ -65,7 +66,7 @@ def run(file, seed=0, half=0, show=(), max_cycles=10_000_000, as_json=False):
     memory = {name: ppu.read_memory(address, size).hex() for name, address, size in places}
     regs = {f"r{i}": ppu.state.gpr[i] for i in range(3, 11)}
     print(f"{program.source}: {result.instructions} instructions in {result.cycles} PPU cycles "
-          f"({result.cycles * 4e-3:.3f} us) on chip {seed}, half {half}")
+          f"({result.seconds * 1e6:.3f} us) on chip {seed}, half {half}")
     print("  " + "  ".join(f"{k}=0x{v:08x}" for k, v in regs.items()))
     for name, address, size in places:
         print(f"  {name} @ 0x{address:08x}: {memory[name]}")

@@ -27,6 +27,8 @@ import subprocess
 import warnings
 from pathlib import Path
 
+from bss2sim.circuits import constants as K
+
 TOOLCHAIN_DIR = Path(__file__).resolve().parent / "toolchain"
 """Folder with ``start.S``, ``nux.ld``, ``fxv.h``, ``runtime.c`` and ``examples/``."""
 START_FILE = TOOLCHAIN_DIR / "start.S"
@@ -178,7 +180,7 @@ def compile_command(source_path, out_elf, extra_flags=(), *, optimize: str = OPT
            "-T", str(LINKER_SCRIPT)]
     if mailbox_size is not None:
         if not isinstance(mailbox_size, int) or mailbox_size < 16 or mailbox_size % 16 \
-                or mailbox_size >= 16 * 1024:
+                or mailbox_size >= K.PPU_MEMORY_BYTES:
             raise ValueError(f"mailbox_size = {mailbox_size!r}: expected a multiple of 16 bytes, "
                              f"16 .. 16 KiB - 16 (start.S stores main's result in its first word)")
         cmd.append(f"-Wl,--defsym=_mailbox_size={mailbox_size}")

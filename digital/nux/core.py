@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import as_int_array, check_instance, check_int
 
 from . import isa, reference
@@ -39,6 +40,19 @@ class PPUError(RuntimeError):
         self.pc = pc
         self.cycles = cycles
 
+    @classmethod
+    def budget(cls, what: str, limit: int, pc: int, cycles: int) -> "PPUError":
+        """The run passed its budget of ``limit`` ``what`` ("cycles" or "instructions")."""
+        return cls(f"the program ran past its budget of {limit} {what} (pc 0x{pc:08x})", pc, cycles)
+
+
+def check_budgets(max_cycles, max_instructions):
+    """The budgets of a run, validated (both engines take the same)."""
+    max_cycles = check_int("max_cycles", max_cycles, 1, 1 << 62, "PPU cycles")
+    if max_instructions is not None:
+        max_instructions = check_int("max_instructions", max_instructions, 1, 1 << 62)
+    return max_cycles, max_instructions
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -55,7 +69,7 @@ class RunResult:
 
     @property
     def seconds(self) -> float:
-        return self.cycles / 250e6
+        return self.cycles / K.PPU_CLOCK_HZ
 
 
 class Nux:
@@ -192,19 +206,15 @@ class Nux:
             return run_fast(self, max_cycles, max_instructions)
         if engine != "reference":
             raise ValueError(f"engine={engine!r} is not allowed: must be 'fast' or 'reference'")
-        max_cycles = check_int("max_cycles", max_cycles, 1, 1 << 62, "PPU cycles")
-        if max_instructions is not None:
-            max_instructions = check_int("max_instructions", max_instructions, 1, 1 << 62)
+        max_cycles, max_instructions = check_budgets(max_cycles, max_instructions)
         st = self.state
         start_cycle, start_instr = self.cycle, self.instructions
         st.waiting = False
         while True:
             if self.cycle - start_cycle > max_cycles:
-                raise PPUError(f"the program ran past its budget of {max_cycles} cycles "
-                               f"(pc 0x{st.pc:08x})", st.pc, self.cycle)
+                raise PPUError.budget("cycles", max_cycles, st.pc, self.cycle)
             if max_instructions is not None and self.instructions - start_instr >= max_instructions:
-                raise PPUError(f"the program ran past its budget of {max_instructions} instructions "
-                               f"(pc 0x{st.pc:08x})", st.pc, self.cycle)
+                raise PPUError.budget("instructions", max_instructions, st.pc, self.cycle)
             self._step()
             if st.waiting:
                 # The end: the vector unit finishes what it holds.

@@ -29,15 +29,15 @@ import os
 import struct
 from pathlib import Path
 
+from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import WrongTypeError
 
 from .program import Program, Segment
 
-SRAM_BYTES = 16 * 1024
-"""The PPU's internal SRAM [libnux elf32nux.x]: every segment must fit in it."""
-MAILBOX_BYTES = 4096
-"""Mailbox size when the ELF file does not define ``_mailbox`` (4 KiB as
-libnux's and grenade's builds link it)."""
+SRAM_BYTES = K.PPU_MEMORY_BYTES
+"""Every segment must fit the PPU's internal SRAM."""
+MAILBOX_BYTES = K.PPU_MAILBOX_BYTES
+"""Mailbox size when the ELF file does not define ``_mailbox``."""
 
 ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2

@@ -1290,9 +1290,7 @@ def run_fast(nux, max_cycles: int = 10_000_000, max_instructions: int | None = N
     -------
     RunResult
     """
-    max_cycles = check_int("max_cycles", max_cycles, 1, 1 << 62, "PPU cycles")
-    if max_instructions is not None:
-        max_instructions = check_int("max_instructions", max_instructions, 1, 1 << 62)
+    max_cycles, max_instructions = _core.check_budgets(max_cycles, max_instructions)
     st = nux.state
     start_cycle, start_instr = nux.cycle, nux.instructions
     st.waiting = False
@@ -1313,11 +1311,9 @@ def run_fast(nux, max_cycles: int = 10_000_000, max_instructions: int | None = N
         if status == S_WAIT:
             break
         if status == S_CYCLES:
-            raise _core.PPUError(f"the program ran past its budget of {max_cycles} cycles "
-                                 f"(pc 0x{st.pc:08x})", st.pc, nux.cycle)
+            raise _core.PPUError.budget("cycles", max_cycles, st.pc, nux.cycle)
         if status == S_INSTRUCTIONS:
-            raise _core.PPUError(f"the program ran past its budget of {max_instructions} "
-                                 f"instructions (pc 0x{st.pc:08x})", st.pc, nux.cycle)
+            raise _core.PPUError.budget("instructions", max_instructions, st.pc, nux.cycle)
         # S_PYTHON: this one instruction by the reference semantics, then on.
         _python_step(nux)
         if st.waiting:

@@ -34,11 +34,8 @@ from bss2sim.circuits.rng import derive_seed
 
 from .reference import MemoryFault
 
-SRAM_BYTES = 16 * 1024
-"""Internal SRAM of one PPU [LNX]."""
-MAILBOX_BYTES = 4096
-"""Mailbox at the top of the SRAM, for results the host reads (4 KiB as the
-chip group's VMM software reserves it [GRN])."""
+SRAM_BYTES = K.PPU_MEMORY_BYTES
+MAILBOX_BYTES = K.PPU_MAILBOX_BYTES
 MAILBOX_ADDRESS = SRAM_BYTES - MAILBOX_BYTES
 EXTMEM_DATA_BASE = 0x4000_0000
 """Data view of the FPGA-attached memory [LNX]."""

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bss2sim.circuits import constants as K
+
 from .isa import Decoded, IllegalInstruction, INSTRUCTIONS, decode
 
 __all__ = ["MemoryFault", "FlatMemory", "NuxState", "step", "execute",
@@ -98,7 +100,7 @@ class FlatMemory:
     logged in :attr:`io_log` as ``(kind, address, data copy, mask copy)``.
     """
 
-    def __init__(self, size: int = 16 * 1024):
+    def __init__(self, size: int = K.PPU_MEMORY_BYTES):
         self.data = bytearray(size)
         self.io = {}
         self.io_log = []

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from bss2sim.circuits.checks import check_int, check_real
-
-PPU_CLOCK_HZ = 250e6
-"""Core clock, 250 MHz (4 ns per cycle) [NUX]."""
+from bss2sim.circuits.checks import check_int
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,3 @@ class NuxTiming:
         for f in fields(self):
             check_int(f"NuxTiming.{f.name}", getattr(self, f.name), 1, 100_000, "PPU cycles")
 
-
-def cycles_to_seconds(cycles: int) -> float:
-    """PPU cycles to seconds (4 ns each)."""
-    return check_real("cycles", cycles, 0.0) / PPU_CLOCK_HZ

@@ -119,10 +119,7 @@ def _accelerator_state(acc):
         raise ValueError(f"accelerator={acc!r} is not a bss2sim.digital.Accelerator")
     # The accelerator draws its trial-to-trial noise from streams keyed by
     # running vector counters; resuming bit-identically needs their positions.
-    if hasattr(acc, "noise_state"):
-        positions = acc.noise_state()
-    else:                   # an accelerator with the single default stream 0
-        positions = {0: acc._next_vector_id}
+    positions = acc.noise_state()
     return {"fidelity": acc.fidelity, "noise_seed": acc.noise_seed,
             "noise_state": {str(int(s)): int(n) for s, n in sorted(positions.items())}}
 
@@ -172,13 +169,7 @@ class TrainingCheckpoint:
                 raise ValueError(f"accelerator {k} is {cur[k]!r} but the checkpointed run used "
                                  f"{st[k]!r}")
         positions = {int(s): int(n) for s, n in st["noise_state"].items()}
-        if hasattr(accelerator, "set_noise_state"):
-            accelerator.set_noise_state(positions)
-        elif set(positions) <= {0}:
-            accelerator._next_vector_id = positions.get(0, 0)
-        else:
-            raise ValueError(f"the checkpoint holds noise streams {sorted(positions)}; this "
-                             "accelerator has only stream 0")
+        accelerator.set_noise_state(positions)
 
     def build(self, accelerator=None):
         """Fresh ``(network, optimizer, rng)`` in the checkpointed state; with

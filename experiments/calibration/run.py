@@ -1,5 +1,6 @@
-"""Calibrate a whole chip: the four steps in order, a typed result that applies
-itself to a configuration, and the files it is kept in."""
+"""Calibrate a whole chip: the built-in steps in order (or the steps a user
+names), a typed result that applies itself to a configuration, and the files
+it is kept in."""
 from __future__ import annotations
 
 import os
@@ -14,11 +15,62 @@ from bss2sim.circuits.checks import WrongTypeError, check_instance
 
 from .measurements import ChipAccess
 from .persistence import calibration_filename, load_calibration, save_calibration
-from .steps import (CalibrationTarget, StepResult, calibrate_cadc, calibrate_drivers,
-                    calibrate_neurons, calibrate_synapse_bias)
+from .steps import BUILTIN_STEPS, DEFAULT_STEPS, CalibrationTarget, StepResult
 
-STEPS = (("cadc", calibrate_cadc), ("synapse_bias", calibrate_synapse_bias),
-         ("drivers", calibrate_drivers), ("neurons", calibrate_neurons))
+STEPS = tuple(BUILTIN_STEPS.items())
+"""(name, function) of the built-in steps, in order."""
+
+
+def step_name(step) -> str:
+    """The name of a calibration step: a built-in name as given, else the
+    callable's ``name`` attribute, else its ``__name__``."""
+    if isinstance(step, str):
+        return step
+    try:
+        return step.name
+    except AttributeError:
+        pass
+    try:
+        return step.__name__
+    except AttributeError:
+        return type(step).__name__
+
+
+def resolve_steps(steps) -> list:
+    """``[(name, callable), ...]`` for ``calibrate``'s ``steps`` argument, checked
+    before anything runs: None gives the built-in steps; otherwise a non-empty
+    list of built-in names (:data:`~.steps.BUILTIN_STEPS`) and callables
+    ``step(access, target)``, no name twice."""
+    if steps is None:
+        steps = DEFAULT_STEPS
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, (list, tuple)):
+        raise WrongTypeError(f"steps={steps!r} must be a list of step names "
+                             f"({', '.join(BUILTIN_STEPS)}) and callables step(access, target), "
+                             "or None (all built-in steps)")
+    if not steps:
+        raise ValueError("steps=[] names no step: give at least one, or None for the built-in steps")
+    out = []
+    for i, s in enumerate(steps):
+        if isinstance(s, str):
+            if s not in BUILTIN_STEPS:
+                raise ValueError(f"steps[{i}]={s!r} is not a built-in step; built-in: "
+                                 f"{', '.join(BUILTIN_STEPS)} (or pass a callable)")
+            out.append((s, BUILTIN_STEPS[s]))
+        elif callable(s):
+            name = step_name(s)
+            if not isinstance(name, str) or not name:
+                raise WrongTypeError(f"steps[{i}] has name {name!r}; a step's name must be a "
+                                     "non-empty string")
+            out.append((name, s))
+        else:
+            raise WrongTypeError(f"steps[{i}]={s!r} is neither a built-in step name "
+                                 f"({', '.join(BUILTIN_STEPS)}) nor a callable step(access, target)")
+    names = [n for n, _ in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"steps name {', '.join(map(repr, twice))} more than once; each step "
+                         "needs its own name (give a callable a 'name' attribute)")
+    return out
 
 
 @dataclass
@@ -69,25 +121,68 @@ class ChipCalibration:
 
 
 def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: int = 0,
-              progress=None) -> ChipCalibration:
+              progress=None, steps=None) -> ChipCalibration:
     """Calibrate ``chip`` in place (its configuration ends calibrated) and
     return what was done. Only configures and measures; never reads the truth.
 
-    ``progress``: optional callable taking a step name, called before each step."""
+    Parameters
+    ----------
+    chip : Chip
+    target : CalibrationTarget or None
+        What the calibrated chip should read (default: the group's targets).
+    noise_seed : int
+        Seed of the reads' trial-to-trial noise (default 0).
+    progress : callable or None
+        Called with each step's name before the step runs.
+    steps : list or None
+        The steps to run, in order: built-in names (``"cadc"``,
+        ``"synapse_bias"``, ``"drivers"``, ``"neurons"``) and your own callables
+        ``step(access, target)`` (see :class:`~.steps.CalibrationStep`); None
+        runs the built-in steps. Each step gets only a
+        :class:`~.measurements.ChipAccess`, never the chip; what it reads,
+        writes and costs is counted into its :class:`~.steps.StepResult`.
+
+    Every argument is checked before any step runs."""
     check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
     target = target if target is not None else CalibrationTarget()
     check_instance("target", target, CalibrationTarget, "CalibrationTarget or None (the default)")
     if progress is not None and not callable(progress):
         raise WrongTypeError(f"progress={progress!r} must be a callable taking a step name, or None")
+    resolved = resolve_steps(steps)
     access = ChipAccess(chip, noise_seed=noise_seed)
     cal = ChipCalibration(chip_seed=chip.seed, target=target)
     t = time.perf_counter()
-    for name, fn in STEPS:
+    for name, fn in resolved:
         if progress is not None:
             progress(name)
-        cal.steps.append(fn(access, target))
+        cal.steps.append(_run_step(access, target, name, fn))
     cal.wall_time_s = time.perf_counter() - t
     return cal
+
+
+def _run_step(access, target, name, fn) -> StepResult:
+    """Run one step; fill what a user's step left out from the access's counters
+    and its record of writes."""
+    m0, c0, t0 = access.measurements, access.capmem_writes, access.silicon_time_s
+    written0 = access.written_settings()
+    result = fn(access, target)
+    if result is None:
+        result = StepResult(name=name)
+    if not isinstance(result, StepResult):
+        raise WrongTypeError(f"calibration step {name!r} returned {type(result).__name__}; a step "
+                             "returns a StepResult or None")
+    if result.name != name:
+        raise ValueError(f"calibration step {name!r} returned a StepResult named {result.name!r}; "
+                         "they must agree")
+    if not result.settings:
+        written = access.written_settings()
+        result.settings = {k: v for k, v in written.items()
+                           if k not in written0 or not np.array_equal(v, written0[k])}
+    # The access counts every read and write: a step cannot report less (or more).
+    result.measurements = access.measurements - m0
+    result.capmem_writes = access.capmem_writes - c0
+    result.silicon_time_s = access.silicon_time_s - t0
+    return result
 
 
 def save(cal: ChipCalibration, chip: Chip, folder) -> Path:

@@ -14,12 +14,21 @@ Each step is a measurement (configure, then read through :class:`ChipAccess`)
 driven by a search from :mod:`.search`; the step returns a typed
 :class:`StepResult`. A setting that cannot reach its target is reported by
 name in ``failures``; the search leaves it at the end of its range.
+
+Your own steps follow the same protocol (:class:`CalibrationStep`): a callable
+``step(access, target)`` that configures and measures only through the
+:class:`ChipAccess` it is given and returns a :class:`StepResult` or None (then
+:func:`~bss2sim.experiments.calibration.calibrate` records what the step wrote
+and counted). Its name is its ``name`` attribute, else its ``__name__``. Pass
+it to ``calibrate(chip, steps=[...])`` beside or instead of the built-in names
+of :data:`BUILTIN_STEPS`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -105,17 +114,22 @@ class StepResult:
     """Outcome of one calibration step."""
 
     name: str
-    settings: dict
-    """What the step wrote: 'capmem/<name>', 'driver_offset', 'cadc_digital_offset' -> arrays."""
-    before: dict
+    """Name of the step (unique within one calibration)."""
+    settings: dict = field(default_factory=dict)
+    """What the step wrote: 'capmem/<name>', 'driver_offset', 'cadc_digital_offset' -> arrays
+    (filled from the access's record of writes when a step leaves it empty)."""
+    before: dict = field(default_factory=dict)
     """Spread measures before the step: name -> float array (per quadrant (2, 2) or per half)."""
-    after: dict
+    after: dict = field(default_factory=dict)
     """The same measures after the step."""
     failures: list = field(default_factory=list)
     """Components that could not reach their target, by name."""
     measurements: int = 0
+    """Analog reads the step made (one per half and vector); counted by the access."""
     capmem_writes: int = 0
+    """Capmem writes that changed a cell; counted by the access."""
     silicon_time_s: float = 0.0
+    """Time the step would take on silicon, s; counted by the access."""
     detail: dict = field(default_factory=dict)
     """Per-element values for plots (e.g. per-channel codes before and after)."""
 
@@ -132,6 +146,18 @@ class StepResult:
                     config.set_cadc_digital_offsets(h, value[h])
             else:
                 raise ValueError(f"unknown setting {key!r} in step {self.name!r}")
+
+
+@runtime_checkable
+class CalibrationStep(Protocol):
+    """What ``calibrate(chip, steps=[...])`` accepts besides the built-in names.
+
+    A callable taking the :class:`ChipAccess` (configure and measure only) and
+    the :class:`CalibrationTarget`; it returns a :class:`StepResult`, or None
+    for one made of what it wrote and counted. Plain functions qualify; their
+    ``__name__`` names the step unless they carry a ``name`` attribute."""
+
+    def __call__(self, access: ChipAccess, target: CalibrationTarget) -> "StepResult | None": ...
 
 
 def voltage_setting(volts) -> np.ndarray:
@@ -276,7 +302,7 @@ def calibrate_synapse_bias(access: ChipAccess, target: CalibrationTarget, repeat
         access.write_capmem("synapse_bias", settings)
         return quadrant_median(access.amplitudes(vec, repeats)[:, 0])
 
-    before = measure(np.asarray(access.config.capmem("synapse_bias")))
+    before = measure(access.read_capmem("synapse_bias"))
     goal = float(before.min())
     res = binary_search(measure, 0, K.CAPMEM_MAX, goal, increasing=True, shape=(H, 2), tolerance=0.5)
     access.write_capmem("synapse_bias", res.settings)
@@ -305,7 +331,7 @@ def calibrate_drivers(access: ChipAccess, target: CalibrationTarget, repeats: in
         access.write_capmem("driver_ramp", settings)
         return np.median(access.amplitudes(vec, repeats), axis=2)   # (2 halves, 2 blocks)
 
-    block_before = block_amp(np.asarray(access.config.capmem("driver_ramp")))
+    block_before = block_amp(access.read_capmem("driver_ramp"))
     goal = float(np.median(block_before))
     ramp = binary_search(block_amp, 1, K.CAPMEM_MAX, goal, increasing=False, shape=(H, 2), tolerance=0.5)
     access.write_capmem("driver_ramp", ramp.settings)
@@ -405,7 +431,7 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
             access.write_capmem(_name, settings)
             return _sign * access.amplitudes(vec, 1)[:, 0]
 
-        amps[name + "/before"] = amp(np.asarray(access.config.capmem(name)))
+        amps[name + "/before"] = amp(access.read_capmem(name))
     goal = target.neuron_amplitude_lsb
     if goal is None:
         goal = float(np.nanmedian(good(amps["syn_strength_exc/before"])))
@@ -457,3 +483,10 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
         detail={"rest_before": rest_before, "rest_after": rest_after, "amplitude_target_lsb": goal,
                 **{k.replace("/", "_"): v for k, v in amps.items()}})
     return count.fill(result)
+
+
+BUILTIN_STEPS = {"cadc": calibrate_cadc, "synapse_bias": calibrate_synapse_bias,
+                 "drivers": calibrate_drivers, "neurons": calibrate_neurons}
+"""The built-in steps by name, in the chip makers' order."""
+DEFAULT_STEPS = tuple(BUILTIN_STEPS)
+"""What ``calibrate`` runs when no ``steps`` are given: all built-in steps, in order."""

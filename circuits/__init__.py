@@ -5,6 +5,7 @@ from . import constants
 from .chip import CAPMEM_PARAMETERS, Chip, ChipConfig, ChipTruth, Faults, HalfOperatingPoint
 from .events import EventSchedule
 from .integrate import IntegrationResult, TraceResult, integrate_fast, integrate_trace
+from .monitors import Monitor, plot_trace
 from .params import CircuitParams, MismatchParams, NoiseParams
 from .rng import TrialNoise
 
@@ -12,4 +13,5 @@ __all__ = [
     "constants", "CAPMEM_PARAMETERS", "Chip", "ChipConfig", "ChipTruth", "Faults", "HalfOperatingPoint",
     "EventSchedule", "IntegrationResult", "TraceResult", "integrate_fast", "integrate_trace",
     "CircuitParams", "MismatchParams", "NoiseParams", "TrialNoise",
+    "Monitor", "plot_trace",
 ]

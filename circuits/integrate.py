@@ -10,7 +10,8 @@ while the ramp runs.
   Runge-Kutta substeps where a synaptic input passes its knee or the membrane
   may touch a rail.
 * :func:`integrate_trace`: time-stepped at ``8 ns / substeps_per_cycle``,
-  recording the membrane and synaptic-input states.
+  recording the membrane and synaptic-input states (all columns, or what a
+  :class:`~bss2sim.circuits.monitors.Monitor` chooses).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import numpy as np
 
 from . import constants as K
 from . import kernels as _k
-from .checks import as_int_array, check_instance
+from .checks import as_int_array, check_bool, check_instance, check_int, short_repr
 from .chip import Chip, _check_half
 from .events import EventSchedule
+from .monitors import DEFAULT_QUANTITIES, FIELDS, Monitor, check_record_every
 from .rng import TrialNoise
 
 MAX_READ_CYCLE = K.MAX_CYCLE
@@ -31,6 +33,9 @@ the event interface can produce (up to 128 events x 255 cycles x 64 sends) and
 far beyond. The fast path looks propagators up in tables up to
 ``chip.PROPAGATOR_TABLE_CYCLES`` and computes longer intervals per column."""
 MAX_TRACE_BYTES = 2 * 1024**3
+"""Largest recording ``integrate_trace`` allocates, bytes (2 GiB; *assumed*: a
+guard against a call that would exhaust a workstation's memory, counted from
+the arrays actually recorded: 8 bytes x vectors x samples x columns x quantities)."""
 
 
 @dataclass(frozen=True)
@@ -51,16 +56,48 @@ class IntegrationResult:
 
 @dataclass(frozen=True)
 class TraceResult(IntegrationResult):
-    """An integration with recorded state (time-stepped path)."""
+    """An integration with recorded state (time-stepped path).
+
+    The recorded arrays hold the columns :attr:`columns` (in that order) on
+    their last axis; a quantity that was not monitored is None. Samples after
+    the end of a vector's conversion (a vector that reads earlier than the
+    batch's latest) are NaN. See :mod:`bss2sim.circuits.monitors`."""
 
     times_s: np.ndarray | None = None
-    """float64 (num_samples,): sample times after the reset."""
+    """float64 (num_samples,), s: sample times after the reset (sample 0 at the reset)."""
     membrane_v: np.ndarray | None = None
-    """float64 (num_vectors, num_samples, 256): membrane voltage."""
+    """float64 (num_vectors, num_samples, len(columns)), V: membrane voltage
+    (None when not monitored)."""
     syn_exc_c: np.ndarray | None = None
-    """float64 (num_vectors, num_samples, 256): charge held on the excitatory input."""
+    """float64 (num_vectors, num_samples, len(columns)), C: charge held on the
+    excitatory input (None when not monitored)."""
     syn_inh_c: np.ndarray | None = None
-    """float64 (num_vectors, num_samples, 256): charge held on the inhibitory input."""
+    """float64 (num_vectors, num_samples, len(columns)), C: charge held on the
+    inhibitory input (None when not monitored)."""
+    cadc_ramp_v: np.ndarray | None = None
+    """float64 (num_vectors, num_samples, len(columns)), V: the CADC comparator's
+    ramp as the conversion uses it, ``CADC_START + (m + 1) CADC_STEP`` of the
+    latest ramp tick m at or before the sample; NaN before the read (None when
+    not monitored, the default)."""
+    columns: np.ndarray | None = None
+    """int64 (len(columns),): the column each index of the recorded arrays' last
+    axis holds (all 256 in order unless a Monitor chose others)."""
+
+    def trace(self, quantity: str, column: int, vector: int = 0) -> np.ndarray:
+        """float64 (num_samples,): one recorded quantity (``"membrane"``,
+        ``"syn_exc"``, ``"syn_inh"``, ``"cadc_ramp"``; unit as its field) of one
+        recorded column of one vector."""
+        if not isinstance(quantity, str) or quantity not in FIELDS:
+            raise ValueError(f"quantity={quantity!r} is unknown: allowed {', '.join(FIELDS)}")
+        data = getattr(self, FIELDS[quantity])
+        if data is None:
+            raise ValueError(f"quantity={quantity!r} was not recorded (see Monitor(quantities=...))")
+        cols = [] if self.columns is None else [int(c) for c in self.columns]
+        if isinstance(column, (bool, np.bool_)) or not isinstance(column, (int, np.integer)) \
+                or int(column) not in cols:
+            raise ValueError(f"column={column!r} was not recorded; recorded: {short_repr(cols)}")
+        vector = check_int("vector", vector, 0, data.shape[0] - 1)
+        return data[vector, :, cols.index(int(column))]
 
 
 def _check_common(chip, half, schedule, read_cycle, noise):
@@ -178,7 +215,8 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
 
 def integrate_trace(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
                     noise: TrialNoise | None = None, substeps_per_cycle: int = 8,
-                    record_every: int | None = None, record: bool = True) -> TraceResult:
+                    record_every: int | None = None, record: bool = True,
+                    monitor: Monitor | None = None) -> TraceResult:
     """Integrate with the time-stepped path and record V(t) and the synaptic inputs.
 
     Parameters are those of :func:`integrate_fast`, and
@@ -186,43 +224,73 @@ def integrate_trace(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
     substeps_per_cycle : int
         Integration steps per 8 ns FPGA cycle, 1..64 (default 8: 1 ns steps).
     record_every : int or None
-        Record every this many steps (default ``substeps_per_cycle``: clock resolution).
+        Record every this many steps (default ``substeps_per_cycle``: clock
+        resolution). With a ``monitor``, give it there instead.
     record : bool
         False skips recording (codes and the voltage at the read only).
+    monitor : Monitor or None
+        Which columns and quantities to record (:class:`~bss2sim.circuits.monitors.Monitor`).
+        None records what it always did: membrane, excitatory and inhibitory
+        charge of all 256 columns.
+
+    The recording takes ``8 bytes x vectors x samples x columns x quantities``
+    (at most ``MAX_TRACE_BYTES``); what is recorded does not change the codes
+    or the membrane at the read, and recorded values are bit-identical to the
+    same columns of a full recording.
     """
     half, rc = _check_common(chip, half, schedule, read_cycle, noise)
     if isinstance(substeps_per_cycle, (bool, np.bool_)) or \
             not isinstance(substeps_per_cycle, (int, np.integer)) or not 1 <= substeps_per_cycle <= 64:
         raise ValueError(f"substeps_per_cycle={substeps_per_cycle!r} is out of range 1..64")
+    record = check_bool("record", record)
+    if monitor is not None:
+        check_instance("monitor", monitor, Monitor, "bss2sim.circuits.Monitor or None (the default recording)")
+        if record_every is not None:
+            raise ValueError(f"record_every={record_every!r} is given beside monitor=...: "
+                             "give it as Monitor(record_every=...) instead")
+        if not record:
+            raise ValueError("record=False is given with a monitor: pass monitor=None to record nothing")
+        record_every = monitor.record_every
+        quantities = monitor.quantities
+        rec_cols = monitor.column_indices()
+    else:
+        record_every = check_record_every(record_every)
+        quantities = DEFAULT_QUANTITIES
+        rec_cols = np.arange(K.COLUMNS_PER_HALF, dtype=np.int64)
     if record_every is None:
         record_every = int(substeps_per_cycle)
-    if isinstance(record_every, (bool, np.bool_)) or not isinstance(record_every, (int, np.integer)) \
-            or record_every < 1:
-        raise ValueError(f"record_every={record_every!r} must be an integer >= 1 (steps)")
     op = chip.operating_point(half)
     B = schedule.num_vectors
     dt_ns = K.FPGA_CYCLE_S * 1e9 / substeps_per_cycle
     total_steps = int(rc.max(initial=0)) * substeps_per_cycle \
         + int(np.ceil(_k.CADC_LEVELS * K.CADC_TICK_S * 1e9 / dt_ns)) + 1
     n_rec = total_steps // record_every + 1 if record else 0
-    nbytes = 3 * 8 * B * n_rec * K.COLUMNS_PER_HALF
+    n_cols = len(rec_cols)
+    nbytes = 8 * len(quantities) * B * n_rec * n_cols
     if nbytes > MAX_TRACE_BYTES:
-        raise ValueError(f"recording {B} vectors x {n_rec} samples needs {nbytes / 1e9:.1f} GB "
-                         f"(limit {MAX_TRACE_BYTES / 1e9:.1f} GB); raise record_every, "
-                         "pass fewer vectors or record=False")
+        raise ValueError(f"recording {B} vectors x {n_rec} samples x {n_cols} columns x "
+                         f"{len(quantities)} quantities needs {nbytes / 1e9:.1f} GB "
+                         f"(limit MAX_TRACE_BYTES = {MAX_TRACE_BYTES / 1e9:.1f} GB); raise record_every, "
+                         "pass fewer vectors, monitor fewer columns or quantities, or record=False")
     codes = np.zeros((B, K.COLUMNS_PER_HALF), np.uint8)
     v_read = np.zeros((B, K.COLUMNS_PER_HALF))
-    shape = (B, n_rec, K.COLUMNS_PER_HALF)
-    rec_v, rec_xe, rec_xi = (np.full(shape, np.nan) for _ in range(3))
+    shape = (B, n_rec, n_cols)
+    unused = np.empty((0, 0, 0))
+    rec = {q: (np.full(shape, np.nan) if q in quantities else None) for q in FIELDS}
     noise_on, seed, first = _noise_args(noise, B)
     if B:
         offsets, drv, cyc, width = _event_arrays(op, schedule)
+        args = [unused if rec[q] is None else rec[q] for q in ("membrane", "syn_exc", "syn_inh", "cadc_ramp")]
         _k.integrate_trace_kernel(offsets, drv, cyc, width, op.current_exc_ua, op.current_inh_ua,
                                   op.column_params, rc, K.FPGA_CYCLE_S * 1e9, K.CADC_TICK_S * 1e9,
                                   int(substeps_per_cycle), int(record_every), noise_on, seed, first,
-                                  codes, v_read, rec_v, rec_xe, rec_xi)
+                                  codes, v_read, rec_cols, *args)
     _apply_stuck(op, codes)
     times = np.arange(n_rec) * record_every * dt_ns * 1e-9
+    # Internal units (mV, fC) to SI in place: no second copy of a large recording.
+    for q, scale in (("membrane", 1e-3), ("syn_exc", 1e-15), ("syn_inh", 1e-15), ("cadc_ramp", 1e-3)):
+        if rec[q] is not None:
+            rec[q] *= scale
     return TraceResult(codes=codes, membrane_at_read_v=v_read * 1e-3, read_cycle=rc,
-                       times_s=times, membrane_v=rec_v * 1e-3,
-                       syn_exc_c=rec_xe * 1e-15, syn_inh_c=rec_xi * 1e-15)
+                       times_s=times, membrane_v=rec["membrane"], syn_exc_c=rec["syn_exc"],
+                       syn_inh_c=rec["syn_inh"], cadc_ramp_v=rec["cadc_ramp"], columns=rec_cols)

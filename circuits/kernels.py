@@ -554,17 +554,32 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
 @njit(cache=True, parallel=True, error_model="numpy")
 def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, read_cycle,
                            cycle_ns, tick_ns, substeps, record_every, noise_on, seed, first_index,
-                           codes, v_read, rec_v, rec_xe, rec_xi):
+                           codes, v_read, rec_cols, rec_v, rec_xe, rec_xi, rec_ramp):
     """Time-stepped path: Runge-Kutta steps of ``cycle_ns / substeps`` for all
     columns from the reset to the end of the CADC conversion. Enable pulses are
     rectangles of their real width (the current a step sees is the pulse's
     overlap with the step); the comparator is evaluated at each ramp tick on
     the membrane interpolated between steps; membrane noise enters every step
-    (Euler-Maruyama). Records every ``record_every`` steps when rec_* are non-empty."""
+    (Euler-Maruyama).
+
+    Recording (every ``record_every`` steps, sample 0 at the reset) covers only
+    the columns ``rec_cols`` (int64, any order): ``rec_*[b, r, j]`` holds column
+    ``rec_cols[j]``. A quantity whose array has no samples (``shape[1] == 0``)
+    is not recorded. ``rec_ramp`` holds the comparator's ramp as the
+    conversion uses it, ``CADC_START + (m + 1) CADC_STEP`` (mV) of the latest
+    tick m evaluated at or before the sample (NaN before the first tick).
+    What is recorded never changes the integration: codes and ``v_read`` are
+    the same whatever is monitored."""
     num_vectors = offsets.shape[0] - 1
     ncol = ie.shape[1]
     dt = cycle_ns / substeps
-    record = rec_v.shape[1] > 0
+    n_rc = rec_cols.shape[0]
+    on_v = rec_v.shape[1] > 0
+    on_xe = rec_xe.shape[1] > 0
+    on_xi = rec_xi.shape[1] > 0
+    on_ramp = rec_ramp.shape[1] > 0
+    record = on_v or on_xe or on_xi or on_ramp
+    n_rec = max(max(rec_v.shape[1], rec_xe.shape[1]), max(rec_xi.shape[1], rec_ramp.shape[1]))
     for b in prange(num_vectors):
         xe = np.zeros(ncol)
         xi = np.zeros(ncol)
@@ -591,10 +606,16 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, r
             for c in range(ncol):
                 v_read[b, c] = v[c]
         if record:
-            for c in range(ncol):
-                rec_v[b, 0, c] = v[c]
-                rec_xe[b, 0, c] = 0.0
-                rec_xi[b, 0, c] = 0.0
+            for j in range(n_rc):
+                c = rec_cols[j]
+                if on_v:
+                    rec_v[b, 0, j] = v[c]
+                if on_xe:
+                    rec_xe[b, 0, j] = 0.0
+                if on_xi:
+                    rec_xi[b, 0, j] = 0.0
+                if on_ramp:
+                    rec_ramp[b, 0, j] = np.nan   # no ramp tick before the first step
         for s in range(total_steps):
             t_a = s * dt
             t_b = (s + 1) * dt
@@ -627,13 +648,6 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, r
             if s + 1 == read_steps:
                 for c in range(ncol):
                     v_read[b, c] = v[c]
-            if record and (s + 1) % record_every == 0:
-                r = (s + 1) // record_every
-                if r < rec_v.shape[1]:
-                    for c in range(ncol):
-                        rec_v[b, r, c] = v[c]
-                        rec_xe[b, r, c] = xe[c]
-                        rec_xi[b, r, c] = xi[c]
             # Ramp ticks that fall inside this step (tick 0 is at the read time).
             while tick < CADC_LEVELS and t0 + tick * tick_ns <= t_b + 1e-9:
                 t_tick = t0 + tick * tick_ns
@@ -647,5 +661,22 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, r
                             codes[b, c] = _finish_code(tick, cp, c)
                             done[c] = True
                 tick += 1
+            # Recorded after the ticks of this step (they change no state) so the
+            # ramp sample is the value in force at the end of the step.
+            if record and (s + 1) % record_every == 0:
+                r = (s + 1) // record_every
+                if r < n_rec:
+                    for j in range(n_rc):
+                        c = rec_cols[j]
+                        if on_v:
+                            rec_v[b, r, j] = v[c]
+                        if on_xe:
+                            rec_xe[b, r, j] = xe[c]
+                        if on_xi:
+                            rec_xi[b, r, j] = xi[c]
+                        if on_ramp:
+                            # The ramp of the latest tick m = tick - 1, as _cadc_fires computes it.
+                            rec_ramp[b, r, j] = cp[CADC_START, c] + tick * cp[CADC_STEP, c] \
+                                if tick > 0 else np.nan
             if tick >= CADC_LEVELS:
                 break

@@ -17,6 +17,11 @@ outputs; both halves run at the same time, on two tiles, or on one tile that
 is left over with the vectors shared between them; the partial sums of row
 tiles are added digitally and clamped to int8. Every call adds its simulated chip time to
 :attr:`Accelerator.ledger`.
+
+With ``faulty=FaultyUnits(...)`` the tiles shrink to the healthy drivers and
+columns (fault-aware mapping, :mod:`bss2sim.digital.mapping`): a tile holds
+``R`` inputs x ``C`` outputs, the fewest healthy drivers and columns of the
+two halves, and each half places them on its own healthy units in order.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from bss2sim.circuits import constants as K
 from bss2sim.circuits.rng import derive_seed, keyed_normals
 
 from .events import check_num_sends, check_wait, paired_schedule
+from .mapping import FaultyUnits
 from .ppu import PPU, PPUCostParams
 from .timing import TimeLedger, TimingParams
 
@@ -93,11 +99,28 @@ class Accelerator:
         Waits of the per-vector program and power figures.
     ppu_costs : PPUCostParams
         Cycle costs of the PPU operations.
+    faulty : FaultyUnits or None
+        Drivers and columns (neurons / CADC channels) not to use (default None:
+        none, the same as ``FaultyUnits()``). Logical inputs of a tile go to the
+        healthy drivers and logical outputs to the healthy columns of each half,
+        in increasing order: a tile then holds ``R`` inputs x ``C`` outputs,
+        ``R`` (``C``) the fewest healthy drivers (columns) of the two halves, so
+        both halves keep one tile shape. Faulty drivers get no events, faulty
+        drivers' synapse rows and faulty columns get weight 0, and faulty
+        columns are never returned. The cost: a matrix of K inputs x N outputs
+        needs ``ceil(K / R) * ceil(N / C)`` tiles instead of
+        ``ceil(K / 128) * ceil(N / 256)``, and the ledger counts the passes,
+        events and weight writes of these tiles. Applied at both fidelities,
+        so their tiling and chip time agree.
+
+    Tiling: logical row ``k`` of a tile is the ``k``-th healthy synapse driver
+    of the half and logical output ``j`` its ``j``-th healthy column (with no
+    faulty units, driver ``k`` and column ``j``).
     """
 
     def __init__(self, chip: Chip | None = None, *, behavioural: BehaviouralParams | None = None,
                  noise_seed: int | None = 0, timing: TimingParams | None = None,
-                 ppu_costs: PPUCostParams | None = None):
+                 ppu_costs: PPUCostParams | None = None, faulty: FaultyUnits | None = None):
         if (chip is None) == (behavioural is None):
             raise ValueError("give exactly one of chip= (cycle-level) and behavioural= (behavioural model)")
         if chip is not None:
@@ -110,6 +133,16 @@ class Accelerator:
             check_instance("timing", timing, TimingParams, "TimingParams")
         if ppu_costs is not None:
             check_instance("ppu_costs", ppu_costs, PPUCostParams, "PPUCostParams")
+        if faulty is None:
+            faulty = FaultyUnits()
+        check_instance("faulty", faulty, FaultyUnits, "bss2sim.digital.FaultyUnits or None (no faulty units)")
+        drivers = [faulty.healthy_drivers(h) for h in range(K.NUM_HALVES)]
+        columns = [faulty.healthy_columns(h) for h in range(K.NUM_HALVES)]
+        for h in range(K.NUM_HALVES):
+            for what, healthy, total in (("drivers", drivers[h], ROWS), ("columns", columns[h], COLS)):
+                if len(healthy) == 0:
+                    raise ValueError(f"faulty.{what} names all {total} {what} of half {h} as faulty; "
+                                     f"allowed: at most {total - 1} per half (at least one must remain)")
         self.chip = chip
         self.behavioural = behavioural
         self.noise_seed = noise_seed
@@ -118,10 +151,29 @@ class Accelerator:
         costs = ppu_costs if ppu_costs is not None else PPUCostParams()
         self.ppus = (PPU(0, costs), PPU(1, costs))
         self.ledger = TimeLedger()
+        self._faulty = faulty
+        # Both halves run tiles of one shape (pairs of tiles, a left-over tile
+        # shared by both), so the half with fewer healthy units sets it; the
+        # other half uses its first R drivers and C columns.
+        self._tile_rows = min(len(d) for d in drivers)
+        self._tile_cols = min(len(c) for c in columns)
+        self._drivers = tuple(d[:self._tile_rows] for d in drivers)
+        self._columns = tuple(c[:self._tile_cols] for c in columns)
 
     @property
     def fidelity(self) -> str:
         return "chip" if self.chip is not None else "behavioural"
+
+    @property
+    def faulty(self) -> FaultyUnits:
+        """The units left unused (``FaultyUnits()`` when none); read-only."""
+        return self._faulty
+
+    @property
+    def tile_shape(self) -> tuple:
+        """``(R, C)``: logical inputs x outputs of one weight tile, (128, 256)
+        without faulty units; fewer when :attr:`faulty` names some."""
+        return self._tile_rows, self._tile_cols
 
     # --- noise streams and state ---------------------------------------------
     def noise_state(self) -> dict:
@@ -190,8 +242,25 @@ class Accelerator:
         seed = self.noise_seed if stream == 0 else derive_seed(self.noise_seed, _STREAM_TAG, stream)
         return TrialNoise(derive_seed(seed, pass_index, half, purpose), first_id)
 
+    # --- fault-aware mapping ---------------------------------------------------
+    def _physical_tile(self, half, tile):
+        """Logical (R, C) weights as the half's (128, 256) tile: row k on the k-th
+        healthy driver, column j on the j-th healthy column, zeros elsewhere."""
+        out = np.zeros((ROWS, COLS), np.int64)
+        out[np.ix_(self._drivers[half], self._columns[half])] = tile
+        return out
+
+    def _physical_inputs(self, half, x):
+        """Logical inputs (B, R) as the half's (B, 128) driver inputs: zeros (no
+        events) on faulty and unused drivers."""
+        out = np.zeros((x.shape[0], ROWS), np.int64)
+        out[:, self._drivers[half]] = x
+        return out
+
     def _pass(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode=0, stream=0):
         """One analog pass of a batch of vector pairs; returns int8 results per half.
+        ``xs[h]`` (B, 128) and ``tiles[h]`` (128, 256) are physical (drivers,
+        columns; see :meth:`_physical_tile`), and so are the (B, 256) results.
         ``first_ids[h]``: noise stream index of half h's first vector; ``mode``
         separates the noise of split passes from that of paired ones."""
         B = next(x.shape[0] for x in xs if x is not None)
@@ -211,7 +280,10 @@ class Accelerator:
             for h in range(K.NUM_HALVES):
                 if xs[h] is None:
                     continue
-                # Columns after the tile's last weight column are never returned.
+                # Columns after the tile's last weight column are never returned: the
+                # mapping keeps the order of the columns, so the logical columns past
+                # the last used physical one are those past the last logical weight
+                # column, as without faulty units.
                 used = max(1, int(np.max(np.nonzero(tiles[h].any(axis=0))[0], initial=-1)) + 1)
                 base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles,
                                       noise=self._noise(stream, first_ids[h], pass_index, h, 0 + mode),
@@ -301,32 +373,37 @@ class Accelerator:
         N = w.shape[1]
         if B == 0 or N == 0:
             return np.zeros((B, N), np.int64)
-        n_row = -(-Kin // ROWS)
-        n_col = -(-N // COLS)
-        xp = np.zeros((B, n_row * ROWS), np.int64)
+        R, C = self._tile_rows, self._tile_cols       # logical tile shape (128, 256 fault-free)
+        n_row = -(-Kin // R)
+        n_col = -(-N // C)
+        xp = np.zeros((B, n_row * R), np.int64)
         xp[:, :Kin] = x
-        wp = np.zeros((n_row * ROWS, n_col * COLS), np.int64)
+        wp = np.zeros((n_row * R, n_col * C), np.int64)
         wp[:Kin, :N] = w
-        acc = np.zeros((B, n_col * COLS), np.int64)
+        acc = np.zeros((B, n_col * C), np.int64)
         first_id = self._next_vector_ids.get(stream, 0)
         self._next_vector_ids[stream] = first_id + B
         tiles = [(r, c) for c in range(n_col) for r in range(n_row)]
 
-        def tile_w(t):
-            return wp[t[0] * ROWS:(t[0] + 1) * ROWS, t[1] * COLS:(t[1] + 1) * COLS]
+        def tile_w(t, h):
+            return self._physical_tile(h, wp[t[0] * R:(t[0] + 1) * R, t[1] * C:(t[1] + 1) * C])
 
-        def tile_x(t, rows=slice(None)):
-            return xp[rows, t[0] * ROWS:(t[0] + 1) * ROWS]
+        def tile_x(t, h, rows=slice(None)):
+            return self._physical_inputs(h, xp[rows, t[0] * R:(t[0] + 1) * R])
+
+        def logical(h, out):
+            """The half's healthy columns of a physical (B, 256) result, in logical order."""
+            return out[:, self._columns[h]]
 
         for i in range(0, len(tiles), K.NUM_HALVES):
             pair = tiles[i:i + K.NUM_HALVES]
             if len(pair) == K.NUM_HALVES:
-                wt = [tile_w(t) for t in pair]
+                wt = [tile_w(t, h) for h, t in enumerate(pair)]
                 self._write_tiles(wt)
-                outs = self._pass([tile_x(t) for t in pair], wt, num_sends, wait, [first_id] * 2, i,
-                                  stream=stream)
-                for t, o in zip(pair, outs):
-                    acc[:, t[1] * COLS:(t[1] + 1) * COLS] += o
+                outs = self._pass([tile_x(t, h) for h, t in enumerate(pair)], wt, num_sends, wait,
+                                  [first_id] * 2, i, stream=stream)
+                for h, (t, o) in enumerate(zip(pair, outs)):
+                    acc[:, t[1] * C:(t[1] + 1) * C] += logical(h, o)
                 continue
             # A tile left over: both halves hold it and share the vectors, even ids on
             # the top half and odd ids on the bottom, so that a vector meets the same
@@ -342,15 +419,15 @@ class Accelerator:
                     starts.append(0)
                     continue
                 xh = np.zeros((n, ROWS), np.int64)
-                xh[:len(rows[h])] = tile_x(t, rows[h])
+                xh[:len(rows[h])] = tile_x(t, h, rows[h])
                 xs.append(xh)
                 starts.append(int(ids[rows[h][0]]) // 2)
-            wt = [tile_w(t) if x is not None else None for x in xs]
+            wt = [tile_w(t, h) if x is not None else None for h, x in enumerate(xs)]
             self._write_tiles(wt)
             outs = self._pass(xs, wt, num_sends, wait, starts, i, mode=10, stream=stream)
             for h in range(K.NUM_HALVES):
                 if xs[h] is not None:
-                    acc[rows[h], t[1] * COLS:(t[1] + 1) * COLS] += outs[h][:len(rows[h])]
+                    acc[rows[h], t[1] * C:(t[1] + 1) * C] += logical(h, outs[h][:len(rows[h])])
         return clamp_int8(acc[:, :N])
 
     def conv1d(self, x, w, stride: int = 1, padding: int = 0, **kw) -> np.ndarray:

@@ -42,25 +42,38 @@ class MeasuredBehaviour:
     saturation_high: np.ndarray
     """float (512,): most positive output still on the neuron's line (LSB)."""
     linear_range: tuple
-    """(median saturation_low, median saturation_high) in LSB."""
+    """(median saturation_low, median saturation_high) in LSB, over the neurons
+    whose estimate is reliable (all neurons when none is)."""
     num_vmms: int
     """Analog passes used by the measurement."""
     chip_time_s: float
     """Simulated chip time of the measurement."""
     num_sends: int
     wait_between_events: int
+    saturation_low_reliable: np.ndarray = None
+    """bool (512,): saturation_low is a measured saturation point. False where
+    the ramp is too coarse to say: fewer than three ramp outputs within +-40
+    LSB to fit the direction's line (the main fit's line is used instead), the
+    departure from the line at the ramp's first two steps, or no departure at
+    all (the value is then a lower bound of the range, not a saturation point)."""
+    saturation_high_reliable: np.ndarray = None
+    """bool (512,): the same for saturation_high."""
 
     def behavioural(self) -> BehaviouralParams:
         """The behavioural model with this gain and noise."""
         return BehaviouralParams(gain=float(self.gain), sigma=float(self.sigma_trial))
 
     def summary(self) -> dict:
-        return {"gain": self.gain, "sigma_trial": self.sigma_trial,
-                "sigma_fixed_pattern": self.sigma_fixed_pattern,
-                "offset_fixed_pattern_lsb": self.offset_fixed_pattern_lsb,
-                "linear_range": list(self.linear_range), "num_vmms": self.num_vmms,
+        """JSON-ready figures; every key names its unit (``_rel``: a fraction)."""
+        return {"gain_lsb_per_xw": self.gain, "noise_trial_lsb": self.sigma_trial,
+                "gain_spread_fixed_pattern_rel": self.sigma_fixed_pattern,
+                "offset_spread_fixed_pattern_lsb": self.offset_fixed_pattern_lsb,
+                "linear_range_lsb": list(self.linear_range),
+                "saturation_unreliable_neurons": [int(np.sum(~self.saturation_low_reliable)),
+                                                  int(np.sum(~self.saturation_high_reliable))],
+                "num_vmms": self.num_vmms,
                 "chip_time_s": self.chip_time_s, "num_sends": self.num_sends,
-                "wait_between_events": self.wait_between_events}
+                "wait_between_events_cycles": self.wait_between_events}
 
 
 def _fit_lines(ideal, y, mask):
@@ -89,6 +102,8 @@ def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_s
     2. A ramp of ever more inputs of value 31 on weights of +63, then -63: the
        last output that stays within 4 sigma + 2 LSB of the neuron's line for that
        direction (fitted on the ramp's outputs within +-40 LSB) is its saturation point.
+       A coarse ramp (few ``ramp_steps``) cannot locate it on every neuron:
+       ``saturation_*_reliable`` marks the neurons where it could.
 
     The chip's configuration is overwritten (weights); nothing else is changed.
     """
@@ -121,6 +136,7 @@ def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_s
     for i, n in enumerate(counts):
         xr[i, :n] = K.INPUT_MAX
     tol = 4 * sigma_trial + 2
+    reliable = {}
     for sign in (1, -1):
         wr = np.full((rows, NEURONS), sign * K.WEIGHT_MAX)
         yr = np.stack([acc.matmul(xr, wr, num_sends=num_sends, wait_between_events=wait_between_events)
@@ -129,6 +145,7 @@ def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_s
         # Excitatory and inhibitory inputs differ per neuron (until calibrated), so
         # each direction gets its own line, fitted on the ramp's small outputs.
         g_dir, b_dir = _fit_lines(ir.astype(float), yr, np.abs(yr) <= 40)
+        fitted = np.isfinite(g_dir)
         g_dir = np.where(np.isfinite(g_dir), g_dir, gains)
         b_dir = np.where(np.isfinite(b_dir), b_dir, offsets)
         pred = g_dir[None, :] * ir + b_dir[None, :]
@@ -137,18 +154,26 @@ def measure_behaviour(chip: Chip, num_vectors: int = 96, repeats: int = 6, num_s
         first_off = np.where(on_line.all(axis=0), len(counts), np.argmin(on_line, axis=0))
         last_on = np.clip(first_off - 1, 0, len(counts) - 1)
         value = yr[last_on, np.arange(NEURONS)]
+        # Where the ramp cannot locate the bend, say so instead of reporting a number
+        # that looks like a measurement.
+        reliable[sign] = fitted & (first_off >= 2) & (first_off < len(counts))
         if sign > 0:
             sat_hi = value
         else:
             sat_lo = value
     rep = acc.report()
+
+    def robust_median(values, ok):
+        return float(np.nanmedian(values[ok] if ok.any() else values))
+
     return MeasuredBehaviour(
         gain=float(np.nanmedian(gains)), sigma_trial=sigma_trial,
         sigma_fixed_pattern=float(np.nanstd(gains) / np.nanmean(gains)),
         offset_fixed_pattern_lsb=float(np.nanstd(offsets)),
         gain_per_neuron=gains, offset_per_neuron=offsets,
         saturation_low=sat_lo, saturation_high=sat_hi,
-        linear_range=(float(np.nanmedian(sat_lo)), float(np.nanmedian(sat_hi))),
+        linear_range=(robust_median(sat_lo, reliable[-1]), robust_median(sat_hi, reliable[1])),
+        saturation_low_reliable=reliable[-1], saturation_high_reliable=reliable[1],
         num_vmms=int(rep["vmm_passes"]), chip_time_s=float(rep["total_s"]),
         num_sends=int(num_sends), wait_between_events=int(wait_between_events))
 

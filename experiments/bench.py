@@ -21,6 +21,7 @@ from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast, in
 from bss2sim.circuits import constants as K
 from bss2sim.digital import Accelerator, BehaviouralParams, converting_relu
 
+from .calibration.store import chip_with_calibration, describe
 from .common import emit_json, note
 
 POST_EVENT_WAIT_CYCLES = 125
@@ -37,8 +38,8 @@ def _best_of(fn, repeats):
 
 
 def bench_analog(num_vectors=10_000, density=0.5, wait_between_events=5, trace_vectors=4,
-                 repeats=3, seed=0):
-    chip = Chip(seed)
+                 repeats=3, seed=0, chip=None):
+    chip = chip if chip is not None else Chip(seed)
     rng = np.random.default_rng(seed)
     w = rng.integers(-K.WEIGHT_MAX, K.WEIGHT_MAX + 1, (K.LOGICAL_ROWS_PER_HALF, K.COLUMNS_PER_HALF))
     chip.config.set_logical_weights(0, w)
@@ -85,8 +86,10 @@ def _numpy_behavioural_layer(x, w, gain, sigma, rng):
     return np.clip(acc, K.OUTPUT_MIN, K.OUTPUT_MAX)
 
 
-def bench_network(num_images=10_000, seed=0, shift=1):
-    """784 -> 128 -> 10 dense network at both fidelities and in plain numpy."""
+def bench_network(num_images=10_000, seed=0, shift=1, chip=None):
+    """784 -> 128 -> 10 dense network at both fidelities and in plain numpy
+    (cycle level on ``chip``, default ``Chip(seed)``)."""
+    chip = chip if chip is not None else Chip(seed)
     rng = np.random.default_rng(seed)
     x = rng.integers(1, K.INPUT_MAX + 1, (num_images, 784)) * (rng.random((num_images, 784)) < 0.2)
     w1 = np.clip(np.round(rng.normal(0, 20, (784, 128))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
@@ -99,9 +102,9 @@ def bench_network(num_images=10_000, seed=0, shift=1):
 
     out = {"images": num_images}
     note("network benchmark: cycle-level...")
-    forward(Accelerator(Chip(seed), noise_seed=1), x[:4])
+    forward(Accelerator(chip, noise_seed=1), x[:4])
     forward(Accelerator(behavioural=params, noise_seed=1), x[:4])
-    for name, make in (("cycle_level", lambda: Accelerator(Chip(seed), noise_seed=1)),
+    for name, make in (("cycle_level", lambda: Accelerator(chip, noise_seed=1)),
                        ("behavioural", lambda: Accelerator(behavioural=params, noise_seed=1))):
         acc = make()
         t = time.perf_counter()
@@ -135,7 +138,7 @@ def bench_calibration(seed=0):
             "capmem_writes": cal.capmem_writes, "silicon_over_wall": cal.silicon_time_s / wall}
 
 
-def bench_mnist(num_images=10_000, seed=0):
+def bench_mnist(num_images=10_000, seed=0, calibration=None):
     """The shipped MNIST network on ``num_images`` test images through the
     cycle-level chip: wall time against simulated chip time."""
     from .demo import run as demo_run
@@ -146,7 +149,7 @@ def bench_mnist(num_images=10_000, seed=0):
         with open(os.devnull, "w") as devnull:
             import contextlib
             with contextlib.redirect_stdout(devnull):
-                r = demo_run(seed=seed, images=num_images, plots=tmp)
+                r = demo_run(seed=seed, images=num_images, plots=tmp, calibration=calibration)
     return {"images": r["images"], "wall_s": r["wall_time_s"], "accuracy": r["accuracy"],
             "chip_time_s": r["chip_time_per_image_s"] * r["images"],
             "chip_time_over_wall": r["chip_time_over_wall"]}
@@ -164,13 +167,21 @@ def bench_ppu(num_vectors=10_000):
     return res
 
 
-def run(num_vectors=10_000, as_json=False, seed=0):
+def run(num_vectors=10_000, as_json=False, seed=0, calibration=None):
+    """All benchmarks in one run. ``num_vectors`` sizes each of them (analog
+    vectors, network and MNIST images, 2,000 PPU instructions per vector),
+    except the calibration benchmark, which calibrates one whole chip."""
     import numba
+    chip, loaded = chip_with_calibration(seed, calibration)
+    note(f"calibration: {describe(loaded)}")
+    print(f"benchmark size {num_vectors} (--vectors): analog vectors, network and MNIST images "
+          f"(at most the 10,000 test images), {2_000 * num_vectors:,} PPU instructions; the calibration "
+          "benchmark calibrates one whole chip whatever the size")
     ppu = bench_ppu(num_vectors=num_vectors)
-    analog = bench_analog(num_vectors=num_vectors, seed=seed)
-    network = bench_network(num_images=num_vectors, seed=seed)
+    analog = bench_analog(num_vectors=num_vectors, seed=seed, chip=chip)
+    network = bench_network(num_images=num_vectors, seed=seed, chip=chip)
     calib = bench_calibration(seed=seed)
-    mnist = bench_mnist(num_images=num_vectors, seed=seed)
+    mnist = bench_mnist(num_images=min(num_vectors, 10_000), seed=seed, calibration=calibration)
     a = analog
     print(f"analog core, one half (128 signed rows x 256 columns), {a['vectors']} vectors at "
           f"{a['density']:.0%} density, wait {a['wait_between_events']}, "
@@ -209,8 +220,9 @@ def run(num_vectors=10_000, as_json=False, seed=0):
     print("  libnux speed tests on the model (PPU cycles):  " + ", ".join(
         f"{r['name']} {r['measured_cycles']} ({r['published_cycles']} +- {r['tolerance_cycles']})"
         for r in ppu["speed_tests"]))
-    out = {"threads": numba.get_num_threads(), "analog": analog, "network": network,
-           "calibration": calib, "mnist": mnist, "ppu": ppu}
+    out = {"chip_seed": seed, "calibration": None if loaded is None else loaded.to_dict(),
+           "threads": numba.get_num_threads(), "vectors": num_vectors, "analog": analog,
+           "network": network, "calibration_benchmark": calib, "mnist": mnist, "ppu": ppu}
     if as_json:
         emit_json(out)
     return out

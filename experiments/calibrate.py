@@ -36,9 +36,9 @@ from bss2sim.circuits import constants as K
 from bss2sim.digital import measure_behaviour
 
 from . import calibration_figures as figs
-from .calibration import calibrate, save
+from .calibration import calibrate, store_calibration
 from .calibration_figures import format_limit, format_value
-from .common import emit_json, note, plots_dir, save_figure
+from .common import DEFAULT_OUTPUT_DIR, emit_json, note, plots_dir, save_figure
 from .validation import (RESIDUAL_TARGETS, check_targets, fault_report, residuals_before,
                          validate_chip)
 from .vmm import SILICON_GAIN_BAND
@@ -72,9 +72,10 @@ def _summary_lines(cal, checks, before):
     return lines
 
 
-def run(seed: int = 0, out="calibrations", plots="plots", as_json=False) -> dict:
-    """Calibrate ``Chip(seed)``, save its calibration file into ``out``, write four
-    figures into ``plots`` and measure the calibrated chip's behaviour."""
+def run(seed: int = 0, out=None, plots=DEFAULT_OUTPUT_DIR, as_json=False) -> dict:
+    """Calibrate ``Chip(seed)``, save its calibration into ``out`` (None: the
+    calibration store; a folder; or a ``.npz`` file name), write four figures
+    into ``plots`` and measure the calibrated chip's behaviour."""
     t_start = time.perf_counter()
     import matplotlib
     matplotlib.use("Agg")
@@ -83,7 +84,7 @@ def run(seed: int = 0, out="calibrations", plots="plots", as_json=False) -> dict
     chip = Chip(seed)
     note(f"calibrating chip seed {seed} (the first run compiles the numba kernels, about half a minute)...")
     cal = calibrate(chip, progress=_progress("  "))
-    path = save(cal, chip, out)
+    path = store_calibration(cal, chip, out)
     note(f"saved {path}")
 
     out_dir = plots_dir(plots)
@@ -100,30 +101,31 @@ def run(seed: int = 0, out="calibrations", plots="plots", as_json=False) -> dict
 
     note("measuring the calibrated chip's behaviour through VMMs (96 vectors x 6 repeats, 33-step ramp)...")
     m = measure_behaviour(chip)
-    behaviour = {"gain": m.gain, "sigma_trial": m.sigma_trial, "sigma_fixed_pattern": m.sigma_fixed_pattern,
-                 "offset_fixed_pattern_lsb": m.offset_fixed_pattern_lsb, "linear_range": list(m.linear_range)}
+    behaviour = m.summary()
 
     residuals = cal.residuals()
     checks = check_targets(residuals, cal.target)
     before = residuals_before(cal)
     settling = cal.capmem_writes * K.CAPMEM_SETTLING_S
     result = {
-        "seed": seed, "target_id": cal.target.target_id,
+        "chip_seed": seed, "target_id": cal.target.target_id,
         "residuals": residuals,
         "targets": {name: {**checks[name], "label": t.label, "unit": t.unit, "reason": t.reason}
                     for name, t in RESIDUAL_TARGETS.items()},
         "all_targets_met": all(c["met"] for c in checks.values()),
         "failures": cal.failures,
+        "faulty_units": cal.faulty_units().to_dict(),
         "measurements": cal.measurements, "capmem_writes": cal.capmem_writes,
         "steps": [{"name": s.name, "measurements": s.measurements, "capmem_writes": s.capmem_writes,
                    "silicon_time_s": s.silicon_time_s, "failures": s.failures} for s in cal.steps],
-        "wall_time_s": cal.wall_time_s, "silicon_time_s": cal.silicon_time_s,
+        "calibration_wall_time_s": cal.wall_time_s, "silicon_time_s": cal.silicon_time_s,
         "capmem_settling_s": settling,
-        "calibration_file": str(path),
+        "calibration": {"chip_seed": seed, "target_id": cal.target.target_id, "origin": "calibrated",
+                        "path": str(path), "faulty_units": cal.faulty_units().to_dict()},
         "behaviour": behaviour,
         "figures": figures,
     }
-    result["total_wall_time_s"] = time.perf_counter() - t_start
+    result["wall_time_s"] = time.perf_counter() - t_start
 
     print(f"chip seed {seed}, calibration target {cal.target.target_id} (CADC {cal.target.cadc_read_range[0]}/"
           f"{cal.target.cadc_read_range[1]} at {cal.target.cadc_reference_v[0]}/{cal.target.cadc_reference_v[1]} V, "
@@ -158,13 +160,13 @@ def run(seed: int = 0, out="calibrations", plots="plots", as_json=False) -> dict
           f"about +-{SILICON_LINEAR_RANGE_LSB}")
     for f in figures:
         print(f"wrote {f}")
-    print(f"wall time {result['total_wall_time_s']:.1f} s (calibration {cal.wall_time_s:.1f} s)")
+    print(f"wall time {result['wall_time_s']:.1f} s (calibration {cal.wall_time_s:.1f} s)")
     if as_json:
         emit_json(result)
     return result
 
 
-def validate(seeds=range(20), plots="plots", as_json=False) -> dict:
+def validate(seeds=range(20), plots=DEFAULT_OUTPUT_DIR, as_json=False) -> dict:
     """Calibrate every chip seed in ``seeds``, check the stated targets, compare the
     chosen settings with the optimum from each chip's ground truth, and inject
     faults into the first seed's chip. Writes ``calibration_validation.png``."""
@@ -212,7 +214,7 @@ def validate(seeds=range(20), plots="plots", as_json=False) -> dict:
     pass_counts = {n: int(sum(r["targets"][n]["met"] for r in per_seed)) for n in RESIDUAL_TARGETS}
     worst = {n: float(np.nanmax([r["targets"][n]["value"] for r in per_seed])) for n in RESIDUAL_TARGETS}
     median = {n: float(np.nanmedian([r["targets"][n]["value"] for r in per_seed])) for n in RESIDUAL_TARGETS}
-    flagged = [dict(f, seed=r["seed"]) for r in per_seed
+    flagged = [dict(f, chip_seed=r["chip_seed"]) for r in per_seed
                for f in r["optimum"]["drivers"]["flagged_drivers"]]
     optimum_summary = {
         "cadc_fraction_within_1": float(np.mean(np.abs(diffs["cadc"]) <= 1)),
@@ -233,7 +235,7 @@ def validate(seeds=range(20), plots="plots", as_json=False) -> dict:
     }
     walls = [r["wall_time_s"] for r in per_seed]
     result = {
-        "seeds": seeds, "target_id": target_id,
+        "chip_seeds": seeds, "target_id": target_id,
         "targets": {n: {"step": t.step, "key": t.key, "limit": t.limit, "label": t.label, "unit": t.unit,
                         "reason": t.reason} for n, t in RESIDUAL_TARGETS.items()},
         "per_seed": per_seed,
@@ -258,12 +260,12 @@ def validate(seeds=range(20), plots="plots", as_json=False) -> dict:
     for r in per_seed:
         missed = [f"{nm} {format_value(RESIDUAL_TARGETS[nm], c['value'])}" for nm, c in r["targets"].items() if not c["met"]]
         if missed:
-            print(f"    seed {r['seed']}: missed {', '.join(missed)}")
+            print(f"    seed {r['chip_seed']}: missed {', '.join(missed)}")
     nfail = sum(len(r["failures"]) for r in per_seed)
     print(f"failures reported: {nfail} on {sum(bool(r['failures']) for r in per_seed)}/{n} chips")
     for r in per_seed:
         for f in r["failures"]:
-            print(f"    seed {r['seed']}: {f}")
+            print(f"    seed {r['chip_seed']}: {f}")
     o = optimum_summary
     print("settings against the truth optimum (pooled over all chips):")
     print(f"  (a) CADC digital offsets: {o['cadc_fraction_within_1'] * 100:.2f} % within 1 code of the optimum, "
@@ -281,12 +283,12 @@ def validate(seeds=range(20), plots="plots", as_json=False) -> dict:
     if flagged:
         inr = [f for f in flagged if f["optimum_in_range"]]
         print(f"      drivers reported as failures: {len(flagged)}; truth optimum (width x row) inside 0..63 for "
-              f"{len(inr)}" + (": " + ", ".join(f"seed {f['seed']} driver {f['driver']} half {f['half']} "
+              f"{len(inr)}" + (": " + ", ".join(f"seed {f['chip_seed']} driver {f['driver']} half {f['half']} "
                                                 f"(optimum {f['optimum_steps']:.1f})" for f in inr) if inr else "")
               + "; optimum of the others: " + ", ".join(
                   f"{f['optimum_steps']:.1f}" if f["optimum_steps"] is not None else "none (dead row)"
                   for f in flagged if not f["optimum_in_range"]))
-    print(f"fault injection on chip seed {fault['seed']}:")
+    print(f"fault injection on chip seed {fault['chip_seed']}:")
     for f in fault["faults"]:
         print(f"  {f['fault']}: {'reported' if f['reported'] else 'NOT REPORTED'}"
               + (f" as \"{f['reported_as'][0]}\"" if f["reported_as"] else "")

@@ -304,7 +304,7 @@ def figure_validation(plt, seeds, per_seed, fault, diffs):
         ax.plot(x[~met], vals[~met], "o", ms=6, color="C3", mec="k",
                 label="target missed" if i == 0 else None)
         if (~met).any():
-            missed = [str(r["seed"]) for r, m_ in zip(per_seed, met) if not m_]
+            missed = [str(r["chip_seed"]) for r, m_ in zip(per_seed, met) if not m_]
             ax.text(i, np.nanmax(vals) * 1.12, textwrap.fill("missed: seed " + ", ".join(missed), 22),
                     color="C3", fontsize=7, ha="center", va="bottom")
         if name == "cadc_channel_offset":
@@ -315,7 +315,7 @@ def figure_validation(plt, seeds, per_seed, fault, diffs):
         fv = fault["targets_as_reported"][name]["value"] / RESIDUAL_TARGETS[name].limit
         fx = fault["targets_excluding_flagged"][name]["value"] / RESIDUAL_TARGETS[name].limit
         ax.plot(i + 0.3, fv, "x", ms=9, mew=2, color="C1",
-                label=f"fault chip (seed {fault['seed']}), as reported" if i == 0 else None)
+                label=f"fault chip (seed {fault['chip_seed']}), as reported" if i == 0 else None)
         if not np.isfinite(fv):
             ax.text(i + 0.3, 1.25, "fault chip\nas reported:\nNaN", color="C1", fontsize=7, ha="center",
                     va="bottom")

@@ -113,19 +113,30 @@ _nonneg_int = int_at_least(0)
 _seed = int_at_least(0, 2**64 - 1)
 
 
+OUTPUT_HELP = ("folder for figures (default: {default}; never the repository's plots/, "
+               "which --readme-figures regenerates)")
+CALIBRATION_HELP = ("calibration of the chip: a calibration file or a folder of them, or 'none' "
+                    "(the chip as fabricated); default: the store ($BSS2SIM_CALIBRATIONS, else "
+                    "~/.local/share/bss2sim/calibrations), then the shipped one, else calibrate now "
+                    "and save into the store")
+
+
 def build_parser():
+    from .common import DEFAULT_OUTPUT_DIR
+    out_help = OUTPUT_HELP.format(default=DEFAULT_OUTPUT_DIR)
     p = OneLineParser(prog="bss2sim", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     de = sub.add_parser("demo", help="the shipped MNIST network on a simulated chip "
-                                     "(writes plots/mnist_*.png)")
+                                     "(writes mnist_*.png)")
     de.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     de.add_argument("--images", type=_positive_int, default=None,
                     help="classify only the first N test images (default: all 10,000)")
     de.add_argument("--data-dir", default=None, help="read the test set from this MNIST folder "
                                                      "instead of the shipped copy")
-    de.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
-    de.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    de.add_argument("--no-fault-mapping", action="store_true",
+                    help="use every unit, also those the calibration names faulty (default: route "
+                         "around them)")
 
     tn = sub.add_parser("train", help="the MNIST pipeline: calibrate, train in software and "
                                       "noise-aware, fine-tune through the chip, evaluate")
@@ -139,8 +150,8 @@ def build_parser():
                     help="epochs of noise-aware training with the behavioural model (default 2)")
     tn.add_argument("--hil-images", type=_positive_int, default=10_000,
                     help="training images for the fine-tuning on the chip (default 10000)")
-    tn.add_argument("--hil-epochs", type=_positive_int, default=1,
-                    help="fine-tuning epochs on each chip (default 1)")
+    tn.add_argument("--hil-epochs", type=_nonneg_int, default=1,
+                    help="fine-tuning epochs on each chip (default 1; 0: no fine-tuning)")
     tn.add_argument("--augment-shift", type=_nonneg_int, default=2,
                     help="largest random shift of the training images, pixels (default 2; 0: none)")
     tn.add_argument("--num-sends", type=_positive_int, nargs=3, metavar=("CONV", "FC1", "FC2"),
@@ -155,30 +166,33 @@ def build_parser():
     tn.add_argument("--test-images", type=_positive_int, default=None,
                     help="evaluate on the first N test images only (default: all)")
     tn.add_argument("--ship", action="store_true", help="copy the network and results into the package")
-    tn.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
-    tr = sub.add_parser("traces", help="membrane traces during one VMM (writes plots/membrane_traces.png)")
+    tr = sub.add_parser("traces", help="membrane traces during one VMM (writes membrane_traces.png)")
     tr.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
     tr.add_argument("--half", type=int, choices=(0, 1), default=0, help="chip half (default 0)")
-    tr.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
-    tr.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    tr.add_argument("--columns", default=None, metavar="COLS",
+                    help="columns to show and record: indices and ranges such as 3,70,130 or 0-15 "
+                         "(0..255, at most 16; default 3,70,130,200)")
+    tr.add_argument("--inputs", default=None, metavar="FILE",
+                    help="input vectors instead of the two built-in examples: a .npy, .txt or .csv "
+                         "file of integers 0..31, shape (vectors, 128), 1..8 vectors (one panel each)")
+    tr.add_argument("--weights", default=None, metavar="FILE",
+                    help="signed weights of the half instead of random ones: a .npy, .txt or .csv "
+                         "file of integers -63..63, shape (128, 256)")
+    tr.add_argument("--wait-between-events", type=int_at_least(1, 255), default=None,
+                    help="event spacing of --inputs, FPGA cycles of 8 ns (default 5; 1..255)")
 
-    vm = sub.add_parser("vmm", help="characterise a chip's VMMs (writes plots/vmm_*.png)")
+    vm = sub.add_parser("vmm", help="characterise a chip's VMMs (writes vmm_*.png)")
     vm.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
-    vm.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
     vm.add_argument("--quick", action="store_true", help="smaller measurements (a quick look)")
-    vm.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
-    ca = sub.add_parser("calibrate", help="calibrate a chip, save its calibration file "
-                                          "(writes plots/calibration_*.png)")
+    ca = sub.add_parser("calibrate", help="calibrate a chip, save its calibration into the store "
+                                          "(writes calibration_*.png)")
     ca.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
-    ca.add_argument("--out", default="calibrations", help="folder for calibration files (default: calibrations)")
-    ca.add_argument("--plots-dir", default="plots", help="folder for figures (default: plots)")
     ca.add_argument("--validate", type=_seed_list, metavar="SEEDS", default=None,
                     help="instead: calibrate these chip seeds and compare with their ground truth "
-                         "(writes plots/calibration_validation.png); N means 0..N-1, or a list "
+                         "(writes calibration_validation.png); N means 0..N-1, or a list "
                          "such as 3,7,11 or 20-29 or 0-4,9")
-    ca.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
     pp = sub.add_parser("ppu", help="programs on a chip's embedded processor (PPU)")
     ppsub = pp.add_subparsers(dest="ppu_command", required=True)
@@ -192,14 +206,29 @@ def build_parser():
                          "(default 16 bytes); may be repeated")
     pr.add_argument("--max-cycles", type=_positive_int, default=10_000_000,
                     help="cycle budget (default 10,000,000 = 40 ms)")
-    pr.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
 
     be = sub.add_parser("bench", help="speed of the model against numpy, measured in one run")
     be.add_argument("--vectors", type=_positive_int, default=10_000,
-                    help="input vectors for the analog benchmark (default 10000)")
+                    help="size of the benchmarks (default 10000): analog vectors, network and MNIST "
+                         "images (at most 10000), 2000 PPU instructions per vector; the calibration "
+                         "benchmark always calibrates one whole chip")
     be.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
-    be.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+
+    for parser in (de, tr, vm, ca):
+        parser.add_argument("--plots-dir", default=DEFAULT_OUTPUT_DIR, help=out_help)
+    for parser in (de, tr):
+        parser.add_argument("--readme-figures", action="store_true",
+                            help="write the figures into the source checkout's plots/ (the README's "
+                                 "figures) instead of --plots-dir")
+    for parser in (de, tn, tr, vm, pr, be):
+        parser.add_argument("--calibration", default=None, metavar="PATH", help=CALIBRATION_HELP)
+    ca.add_argument("--calibration", default=None, metavar="PATH",
+                    help="where to save the calibration: a folder or a .npz file (default: the store, "
+                         "$BSS2SIM_CALIBRATIONS, else ~/.local/share/bss2sim/calibrations)")
     for parser in (de, tn, tr, vm, ca, pr, be):
+        parser.add_argument("--json", action="store_true",
+                            help="print only the figures as one JSON object on stdout "
+                                 "(the human text goes to stderr)")
         parser.add_argument("--threads", type=int_at_least(1, _max_threads()), default=None,
                             help=f"threads of the numba kernels, 1..{_max_threads()} (default: all cores; "
                                  "on a machine shared with other jobs 1 can be faster)")
@@ -218,7 +247,7 @@ def main(argv=None):
 
 
 _OUTPUT_FOLDERS = {"demo": ("plots_dir",), "train": ("out",), "traces": ("plots_dir",),
-                   "vmm": ("plots_dir",), "calibrate": ("out", "plots_dir"), "bench": (), "ppu": ()}
+                   "vmm": ("plots_dir",), "calibrate": ("plots_dir",), "bench": (), "ppu": ()}
 
 
 def _dispatch(args):
@@ -234,16 +263,24 @@ def _dispatch_command(args):
         import numba
         # Results do not depend on it (tested): only the speed does.
         numba.set_num_threads(args.threads)
+    if getattr(args, "readme_figures", False):
+        from .common import readme_figures_dir
+        args.plots_dir = str(readme_figures_dir())
     # Output folders are checked before the work starts, so no run is lost at its end.
     for attr in _OUTPUT_FOLDERS[args.command]:
         check_writable_folder("--" + attr.replace("_", "-"), getattr(args, attr))
+    if args.command == "calibrate" and args.validate is None:
+        from .calibration.store import default_store
+        dest = Path(args.calibration) if args.calibration is not None else default_store()
+        check_writable_folder("--calibration", dest.parent if dest.suffix == ".npz" else dest)
     if args.command == "train" and args.ship:
         from .train import PACKAGE_DATA
         check_writable_folder("--ship (the package's data folder)", PACKAGE_DATA)
     if args.command == "demo":
         from . import demo
         demo.run(seed=args.seed, images=args.images, data_dir=args.data_dir, plots=args.plots_dir,
-                 as_json=args.json)
+                 as_json=args.json, calibration=args.calibration,
+                 fault_mapping=not args.no_fault_mapping)
     elif args.command == "train":
         from . import train
         train.run(data_dir=args.data_dir, seed=args.seed, out=args.out, float_epochs=args.float_epochs,
@@ -252,26 +289,36 @@ def _dispatch_command(args):
                   num_sends=tuple(args.num_sends) if args.num_sends else (None, None, None),
                   wait_between_events=tuple(args.wait_between_events),
                   extra_seeds=tuple(args.further_seeds), extra_hil_images=args.further_hil_images,
-                  test_images=args.test_images, ship=args.ship, as_json=args.json)
+                  test_images=args.test_images, ship=args.ship, as_json=args.json,
+                  calibration=args.calibration)
     elif args.command == "traces":
         from . import traces
-        traces.run(seed=args.seed, half=args.half, plots=args.plots_dir, as_json=args.json)
+        # The files and options are read and checked before any chip is made or calibrated.
+        checked = traces.check_arguments(
+            columns=traces.parse_columns(args.columns) if args.columns is not None else None,
+            inputs=traces.load_array("--inputs", args.inputs) if args.inputs is not None else None,
+            weights=traces.load_array("--weights", args.weights) if args.weights is not None else None,
+            wait_between_events=args.wait_between_events)
+        traces.run(seed=args.seed, half=args.half, plots=args.plots_dir, as_json=args.json,
+                   calibration=args.calibration, **checked)
     elif args.command == "vmm":
         from . import vmm
-        vmm.run(seed=args.seed, plots=args.plots_dir, as_json=args.json, quick=args.quick)
+        vmm.run(seed=args.seed, plots=args.plots_dir, as_json=args.json, quick=args.quick,
+                calibration=args.calibration)
     elif args.command == "calibrate":
         from . import calibrate
         if args.validate is not None:
             calibrate.validate(seeds=args.validate, plots=args.plots_dir, as_json=args.json)
         else:
-            calibrate.run(seed=args.seed, out=args.out, plots=args.plots_dir, as_json=args.json)
+            calibrate.run(seed=args.seed, out=args.calibration, plots=args.plots_dir, as_json=args.json)
     elif args.command == "ppu":
         from . import ppu
         ppu.run(args.file, seed=args.seed, half=args.half, show=args.show, max_cycles=args.max_cycles,
-                as_json=args.json)
+                as_json=args.json, calibration=args.calibration)
     elif args.command == "bench":
         from . import bench
-        bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json)
+        bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json,
+                  calibration=args.calibration)
     return 0
 
 

@@ -94,6 +94,22 @@ def as_path(name: str, value) -> Path:
                          "must be a path (str or pathlib.Path)")
 
 
+DEFAULT_OUTPUT_DIR = "bss2sim-output"
+"""Folder (in the working directory) that the commands write their figures to
+by default; never the repository's ``plots/``, whose figures the README shows."""
+
+
+def readme_figures_dir() -> Path:
+    """The source checkout's ``plots/`` folder, where the README's figures live
+    (``--readme-figures`` writes there). Refused outside a source checkout."""
+    root = Path(__file__).resolve().parent.parent
+    plots = root / "plots"
+    if not ((root / "pyproject.toml").is_file() and (root / "README.md").is_file() and plots.is_dir()):
+        raise ValueError("--readme-figures regenerates the README's figures in a source checkout "
+                         f"of bss2sim; this installation ({root}) is not one")
+    return plots
+
+
 def plots_dir(path) -> Path:
     """Create (if needed) and return the folder figures are written to."""
     p = Path(path)

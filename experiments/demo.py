@@ -1,11 +1,14 @@
 """``bss2sim demo``: the shipped MNIST network on a simulated chip.
 
-A chip (default seed 0) gets the shipped calibration when one exists for its
-seed, or is calibrated (a few seconds); the shipped network, trained and
+A chip (default seed 0) gets its calibration from the calibration store, the
+shipped one (chip 0), or is calibrated now and stored (a few seconds; see
+:mod:`bss2sim.experiments.calibration.store`); units the calibration names
+faulty are routed around. The shipped network, trained and
 fine-tuned on chip seed 0 by ``bss2sim train``, classifies the shipped MNIST
 test set through the cycle-level model. Prints the accuracy, the simulated
-chip time and energy per image, and writes ``plots/mnist_confusion.png``,
-``plots/mnist_misclassified.png`` and ``plots/mnist_accuracy_per_seed.png``.
+chip time and energy per image, and writes ``mnist_confusion.png``,
+``mnist_misclassified.png`` and ``mnist_accuracy_per_seed.png`` into the
+output folder (default ``bss2sim-output``).
 """
 from __future__ import annotations
 
@@ -13,28 +16,22 @@ import time
 
 import numpy as np
 
-from bss2sim.circuits import Chip
 from bss2sim.digital import Accelerator
 
-from .calibration import CalibrationTarget, calibrate
-from .calibration.persistence import calibration_filename, load_calibration
-from .common import emit_json, load_results, load_test_images, note, plots_dir, save_figure
+from bss2sim.digital import FaultyUnits
+
+from .calibration.store import chip_with_calibration, describe
+from .common import DEFAULT_OUTPUT_DIR, emit_json, load_results, note, plots_dir, save_figure
+from .datasets.mnist import load_test_set
 from .progress import Progress
-from .train import NETWORK_FILE, PACKAGE_DATA, RESULTS_FILE, TEST_IMAGES_FILE
+from .train import NETWORK_FILE, PACKAGE_DATA, RESULTS_FILE
 from .training.checkpoint import load_checkpoint
 
 
-def _load_test_images(data_dir=None):
-    """``(images, labels)``: the MNIST test set from ``data_dir``, or the
-    shipped, checked copy (:func:`~bss2sim.experiments.common.load_test_images`)."""
-    if data_dir is not None:
-        from .mnist import load_mnist
-        return load_mnist("test", data_dir)
-    path = PACKAGE_DATA / TEST_IMAGES_FILE
-    if not path.exists():
-        raise ValueError(f"the shipped test images ({path.name}) are missing from the package; "
-                         "pass --data-dir with the MNIST files")
-    return load_test_images(path)
+def _calibrating(seed):
+    def progress(step):
+        note(f"  calibrating chip seed {seed} (none stored for it): step {step}")
+    return progress
 
 
 def wilson_interval(p, n, z=1.96):
@@ -47,19 +44,14 @@ def wilson_interval(p, n, z=1.96):
     return centre - half, centre + half
 
 
-def _prepare_chip(seed):
-    chip = Chip(seed)
-    target = CalibrationTarget()
-    path = PACKAGE_DATA / calibration_filename(seed, target.target_id)
-    if path.exists():
-        load_calibration(path, chip_seed=seed, target_id=target.target_id).apply(chip.config)
-        return chip, f"shipped calibration {path.name}"
-    note(f"calibrating chip seed {seed} (no shipped calibration for it)...")
-    calibrate(chip)
-    return chip, "calibrated now"
+def run(seed=0, images=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=False, batch=500,
+        calibration=None, fault_mapping=True):
+    """Classify the MNIST test set on chip ``seed``; returns the figures as a dict.
 
-
-def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=500):
+    ``calibration``: None (the store, then the shipped one, else calibrate
+    now), ``"none"`` or a path (see
+    :func:`bss2sim.experiments.calibration.store.chip_with_calibration`).
+    ``fault_mapping``: route around the units the calibration names faulty."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -69,7 +61,7 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
     if not net_path.exists():
         raise ValueError(f"the shipped network ({net_path.name}) is missing; run bss2sim train --ship")
     net = load_checkpoint(net_path, expect_metadata={"stage": "fine-tuned"}).make_network()
-    x, y = _load_test_images(data_dir)
+    x, y = load_test_set(data_dir)
     where = f"the MNIST test set in {str(data_dir)!r}" if data_dir is not None else "the shipped test set"
     if len(y) == 0:
         raise ValueError(f"{where} holds no images")
@@ -77,8 +69,11 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
         if images > len(y):
             raise ValueError(f"--images {images} is more than the {len(y)} images of {where}")
         x, y = x[:images], y[:images]
-    chip, how = _prepare_chip(seed)
-    acc = Accelerator(chip, noise_seed=0)
+    chip, loaded = chip_with_calibration(seed, calibration, progress=_calibrating(seed))
+    how = describe(loaded)
+    note(f"calibration: {how}")
+    faulty = loaded.faulty if (loaded is not None and fault_mapping) else FaultyUnits()
+    acc = Accelerator(chip, noise_seed=0, faulty=faulty)
     pred = np.empty(len(y), np.int64)
     with Progress(f"classifying {len(y)} test images on chip {seed}", len(y), unit="image") as bar:
         for i in range(0, len(y), batch):
@@ -167,14 +162,18 @@ def run(seed=0, images=None, data_dir=None, plots="plots", as_json=False, batch=
     save_figure(fig, out / "mnist_accuracy_per_seed.png")
     plt.close(fig)
 
-    res = {"chip_seed": seed, "calibration": how, "images": int(len(y)), "accuracy": accuracy,
+    res = {"chip_seed": seed, "calibration": None if loaded is None else loaded.to_dict(),
+           "faulty_units_avoided": len(faulty.columns) + len(faulty.drivers),
+           "images": int(len(y)), "accuracy": accuracy,
            "chip_time_per_image_s": per_image, "asic_energy_per_image_j": rep["asic_j"] / len(y),
            "system_energy_per_image_j": rep["system_j"] / len(y),
            "energy_assumption": rep["energy_assumption"], "wall_time_s": wall,
            "chip_time_over_wall": rep["total_s"] / wall,
            "figures": [str(out / n) for n in ("mnist_confusion.png", "mnist_misclassified.png",
                                                "mnist_accuracy_per_seed.png")]}
-    print(f"MNIST on simulated chip {seed} ({how}): {accuracy:.2%} of {len(y)} test images")
+    print(f"MNIST on simulated chip {seed}: {accuracy:.2%} of {len(y)} test images")
+    print(f"calibration: {how}" + (f"; routed around {res['faulty_units_avoided']} faulty unit(s)"
+                                    if res["faulty_units_avoided"] else ""))
     print(f"chip time {per_image * 1e6:.0f} us per image, ASIC energy {res['asic_energy_per_image_j'] * 1e6:.0f} uJ "
           f"per image ({rep['energy_assumption']})")
     print(f"wall time {wall:.1f} s (the model runs at {res['chip_time_over_wall']:.3f} x the chip's speed)")

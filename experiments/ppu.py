@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bss2sim.circuits import Chip
 from bss2sim.circuits import constants as K
 
+from .calibration.store import chip_with_calibration, describe
 from .common import emit_json
 
 _SHOW = re.compile(r"^(?P<where>[A-Za-z_.$][\w.$]*|0x[0-9a-fA-F]+|\d+)(?::(?P<size>0x[0-9a-fA-F]+|\d+))?$")
@@ -44,7 +44,10 @@ def load_program(path: Path):
     return assemble(text, source=str(path))
 
 
-def run(file, seed=0, half=0, show=(), max_cycles=10_000_000, as_json=False):
+def run(file, seed=0, half=0, show=(), max_cycles=10_000_000, as_json=False, calibration=None):
+    """Run a PPU program on half ``half`` of chip ``seed`` (calibrated as
+    ``calibration`` says: None the store, then the shipped one, else calibrate
+    now; ``"none"`` uncalibrated; or a path) and print what it did."""
     from bss2sim.digital.nux import Nux, PPUError
     shows = [parse_show(s) for s in show]
     program = load_program(Path(file))
@@ -56,7 +59,8 @@ def run(file, seed=0, half=0, show=(), max_cycles=10_000_000, as_json=False):
             places.append((where, int(where, 0), size))
         else:
             program.symbol(where)           # raises with the known names
-    ppu = Nux(Chip(seed), half=half, noise_seed=seed)
+    chip, loaded = chip_with_calibration(seed, calibration)
+    ppu = Nux(chip, half=half, noise_seed=seed)
     ppu.load(program)
     try:
         result = ppu.run(max_cycles=max_cycles)
@@ -67,11 +71,13 @@ def run(file, seed=0, half=0, show=(), max_cycles=10_000_000, as_json=False):
     regs = {f"r{i}": ppu.state.gpr[i] for i in range(3, 11)}
     print(f"{program.source}: {result.instructions} instructions in {result.cycles} PPU cycles "
           f"({result.seconds * 1e6:.3f} us) on chip {seed}, half {half}")
+    print(f"  calibration: {describe(loaded)}")
     print("  " + "  ".join(f"{k}=0x{v:08x}" for k, v in regs.items()))
     for name, address, size in places:
         print(f"  {name} @ 0x{address:08x}: {memory[name]}")
-    out = {"file": str(file), "chip_seed": seed, "half": half, "cycles": result.cycles,
-           "instructions": result.instructions, "seconds": result.seconds, "registers": regs,
+    out = {"file": str(file), "chip_seed": seed, "calibration": None if loaded is None else loaded.to_dict(),
+           "half": half, "cycles": result.cycles,
+           "instructions": result.instructions, "chip_time_s": result.seconds, "registers": regs,
            "memory": memory}
     if as_json:
         emit_json(out)

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bss2sim.circuits import Chip
 from bss2sim.digital import Accelerator, measure_behaviour
 
-from .calibration import calibrate
+from .calibration.store import NO_CALIBRATION, chip_with_calibration, describe
 from .common import (atomic_write, emit_json, load_results, load_test_images, note, save_results,
                      save_test_images)
-from .mnist import load_mnist, random_shift
+from .datasets.mnist import load_mnist, random_shift
 from .progress import Progress
 from .training.checkpoint import load_checkpoint, save_checkpoint
 from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY, LAYER_NAMES, MnistNet, per_layer
@@ -61,7 +60,7 @@ def _atomic_json(path: Path, obj):
 def _train(net, opt, rng, images, labels, mode, epochs, first_epoch, ckpt, label, acc=None,
            batch_size=100, lr_decay=DEFAULT_LR_DECAY, augment_shift=AUGMENT_SHIFT, augment_seed=0):
     """Epochs ``first_epoch..epochs-1`` with a checkpoint after each. Each epoch
-    sees the images shifted by :func:`bss2sim.experiments.mnist.random_shift` with a
+    sees the images shifted by :func:`bss2sim.experiments.datasets.mnist.random_shift` with a
     generator keyed by (augment_seed, epoch), so a resumed run sees the same images."""
     for epoch in range(first_epoch, epochs):
         nb = -(-len(images) // batch_size)
@@ -126,8 +125,13 @@ def _check_resumed_layers(net, num_sends, wait_between_events, out):
 def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, hil_images=10_000,
         hil_epochs=1, extra_seeds=(1, 2, 3, 4, 5), extra_hil_images=10_000, test_images=None,
         augment_shift=AUGMENT_SHIFT, num_sends=(None, None, None), wait_between_events=(5, 5, 5),
-        ship=False, as_json=False):
+        ship=False, as_json=False, calibration=None):
     """Run the pipeline; returns the results dict (also written to ``out``).
+
+    ``calibration``: where each chip's calibration comes from: None (the store,
+    then the shipped one, else calibrate now and store), ``"none"``
+    (uncalibrated chips) or a path (a file for chip ``seed``, or a folder
+    holding the files of every chip of the run).
 
     ``num_sends`` and ``wait_between_events`` (FPGA cycles) go to
     :class:`~bss2sim.experiments.training.network.MnistNet`, one value or one per layer
@@ -155,9 +159,13 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
                         "hil_images": hil_images, "hil_epochs": hil_epochs,
                         "further_hil_images": extra_hil_images, "augment_shift": augment_shift}}
 
-    note(f"calibrating chip {seed} and measuring its behaviour...")
-    chip = Chip(seed)
-    calibrate(chip)
+    # A calibration file belongs to one chip; the further chips look in the store.
+    further_calibration = calibration
+    if calibration not in (None, NO_CALIBRATION) and Path(calibration).is_file():
+        further_calibration = None
+    chip, loaded = chip_with_calibration(seed, calibration)
+    res["calibration"] = None if loaded is None else loaded.to_dict()
+    note(f"chip {seed}, calibration: {describe(loaded)}; measuring its behaviour...")
     meas = measure_behaviour(chip)
     beh = meas.behavioural()
     res["behaviour"] = meas.summary()
@@ -209,15 +217,15 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=8, noise_epochs=2, 
 
     res["further_chips"] = []
     for s in extra_seeds:
-        note(f"further chip {s}: calibrating...")
-        c = Chip(s)
-        calibrate(c)
+        c, loaded_s = chip_with_calibration(s, further_calibration)
+        note(f"further chip {s}, calibration: {describe(loaded_s)}")
         pre = _evaluate(net, test_x, test_y, "chip", Accelerator(c, noise_seed=4), f"chip {s}")
         idx = np.random.default_rng(s + 100).permutation(len(train_y))[:extra_hil_images]
         t = fine_tune_on_chip(net, c, train_x[idx], train_y[idx], out, f"seed{s}", epochs=hil_epochs,
                               augment_shift=augment_shift)
         post = _evaluate(t, test_x, test_y, "chip", Accelerator(c, noise_seed=4), f"chip {s} tuned")
         res["further_chips"].append({"chip_seed": s, "without_fine_tuning": pre, "with_fine_tuning": post,
+                                     "calibration": None if loaded_s is None else loaded_s.to_dict(),
                                      "test_images": int(len(test_y)), "hil_images": len(idx)})
         _atomic_json(out / RESULTS_FILE, res)
     res["wall_time_s"] = time.perf_counter() - t_start

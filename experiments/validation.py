@@ -355,7 +355,7 @@ def fault_report(seed, progress=None) -> dict:
     other = [f for f in failures if f not in explained]
     as_reported = check_targets(cal.residuals(), cal.target)
     excluding = check_targets(residuals_excluding_dead(cal), cal.target)
-    return {"seed": seed, "faults": faults, "all_reported": all(f["reported"] for f in faults),
+    return {"chip_seed": seed, "faults": faults, "all_reported": all(f["reported"] for f in faults),
             "other_failures": other, "failures": failures,
             "targets_as_reported": as_reported,
             "targets_excluding_flagged": excluding,
@@ -385,7 +385,7 @@ def validate_chip(seed, steps=None, target=None, progress=None) -> dict:
     residuals = cal.residuals()
     checks = check_targets(residuals, cal.target)
     opt = compare_with_truth(chip, cal)
-    return {"seed": int(seed), "target_id": cal.target.target_id, "residuals": residuals,
+    return {"chip_seed": int(seed), "target_id": cal.target.target_id, "residuals": residuals,
             "targets": checks, "all_met": all(c["met"] for c in checks.values()),
             "failures": cal.failures, "measurements": cal.measurements,
             "capmem_writes": cal.capmem_writes, "wall_time_s": cal.wall_time_s,

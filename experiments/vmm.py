@@ -1,8 +1,8 @@
-"""``bss2sim vmm``: characterisation of one uncalibrated chip as a
-vector-matrix multiplier, through integer matmuls only.
+"""``bss2sim vmm``: characterisation of one chip as a vector-matrix
+multiplier, through integer matmuls only.
 
-The chip ``Chip(seed)`` in its default (uncalibrated) configuration is
-measured the way one would on silicon: int8 results against the integer-exact
+The chip ``Chip(seed)``, with its calibration from the store by default
+(``--calibration none``: as fabricated, uncalibrated), is measured the way one would on silicon: int8 results against the integer-exact
 reference ``x . W``, never the hidden ground truth. Six figures:
 
 * ``vmm_linearity.png``: output against ``x . W`` for random vectors on all 512
@@ -20,11 +20,11 @@ import time
 
 import numpy as np
 
-from bss2sim.circuits import Chip
 from bss2sim.circuits import constants as K
 from bss2sim.digital import Accelerator, measure_behaviour
 
-from .common import emit_json, note, plots_dir, save_figure
+from .calibration.store import chip_with_calibration, describe
+from .common import DEFAULT_OUTPUT_DIR, emit_json, note, plots_dir, save_figure
 
 ROWS = K.LOGICAL_ROWS_PER_HALF
 COLS = K.COLUMNS_PER_HALF
@@ -42,7 +42,10 @@ SIZES = {
                 lin_vectors=128, lin_repeats=4, strong_vectors=128,
                 map_vectors=12, map_repeats=2,
                 waits=(1, 2, 3, 5, 8, 12), wait_vectors=32, wait_repeats=3),
-    True: dict(main_vectors=16, main_repeats=2, ramp_steps=17,
+    # The saturation ramp is cheap (33 vectors per sign) and a coarser one cannot
+    # locate the bend on most neurons (17 steps: 435 of 512 unreliable on chip 0),
+    # so the quick run keeps the full ramp.
+    True: dict(main_vectors=16, main_repeats=2, ramp_steps=33,
                lin_vectors=24, lin_repeats=2, strong_vectors=24,
                map_vectors=3, map_repeats=2,
                waits=(1, 5, 12), wait_vectors=8, wait_repeats=2),
@@ -140,7 +143,7 @@ def _gain_vs_wait(chip, cfg, noise_seed, seed):
 
 # --- figures ------------------------------------------------------------------------
 
-def _fig_linearity(plt, seed, m, lin, cfg):
+def _fig_linearity(plt, who, m, lin, cfg):
     g = m.gain
     lo, hi = m.linear_range
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.4))
@@ -195,13 +198,13 @@ def _fig_linearity(plt, seed, m, lin, cfg):
         leg = ax.legend(fontsize=7.5, loc="upper left")
         for h in leg.legend_handles:
             h.set_alpha(1)
-    fig.suptitle(f"Chip seed {seed} (uncalibrated): VMM output against the ideal x.W, all 512 neurons, "
+    fig.suptitle(f"{who}: VMM output against the ideal x.W, all 512 neurons, "
                  f"wait {DEFAULT_WAIT} (40 ns), 1 send", fontsize=11)
     fig.tight_layout()
     return fig
 
 
-def _fig_gain_histogram(plt, seed, m):
+def _fig_gain_histogram(plt, who, m):
     g = m.gain_per_neuron[np.isfinite(m.gain_per_neuron)]
     fig, ax = plt.subplots(figsize=(8, 5))
     lo_b, hi_b = SILICON_GAIN_BAND
@@ -219,7 +222,7 @@ def _fig_gain_histogram(plt, seed, m):
     inside = float(np.mean((g >= lo_b) & (g <= hi_b)))
     ax.set_xlabel("gain (output LSB per unit of x*w, one send)")
     ax.set_ylabel("neurons")
-    ax.set_title(f"Chip seed {seed} (uncalibrated): per-neuron VMM gain\n"
+    ax.set_title(f"{who}: per-neuron VMM gain\n"
                  f"relative spread {m.sigma_fixed_pattern * 100:.1f} %, {inside * 100:.0f} % of "
                  f"neurons inside the silicon band", fontsize=11)
     ax.legend(fontsize=8)
@@ -246,7 +249,7 @@ def _noise_stats(m, lin):
             "dev_gain": dev_gain, "dev_offset": dev_offset, "dev_total": dev_gain + dev_offset}
 
 
-def _fig_noise(plt, seed, m, ns, cfg):
+def _fig_noise(plt, who, m, ns, cfg):
     fig, axes = plt.subplots(1, 3, figsize=(15.5, 5), gridspec_kw={"width_ratios": [1.1, 1.1, 0.9]})
     dt, dg, do = ns["dev_total"], ns["dev_gain"], ns["dev_offset"]
     td = ns["trial_dev"]
@@ -300,17 +303,21 @@ def _fig_noise(plt, seed, m, ns, cfg):
     ax.set_title(f"comparison at x.W = +{ns['x_typ']:.0f}", fontsize=10)
     for a in axes:
         a.grid(alpha=0.3)
-    fig.suptitle(f"Chip seed {seed} (uncalibrated): trial-to-trial noise versus fixed-pattern spread "
+    fig.suptitle(f"{who}: trial-to-trial noise versus fixed-pattern spread "
                  f"between neurons (outputs within +-100 LSB)", fontsize=11)
     fig.tight_layout()
     return fig
 
 
-def _fig_saturation(plt, seed, m):
+def _fig_saturation(plt, who, m):
     fig, ax = plt.subplots(figsize=(11, 5))
     idx = np.arange(NEURONS)
-    ax.plot(idx, m.saturation_high, ".", ms=3, color="C3", label="saturation_high (positive ramp)")
-    ax.plot(idx, m.saturation_low, ".", ms=3, color="C0", label="saturation_low (negative ramp)")
+    for values, ok, color, name in ((m.saturation_high, m.saturation_high_reliable, "C3", "saturation_high (positive ramp)"),
+                                    (m.saturation_low, m.saturation_low_reliable, "C0", "saturation_low (negative ramp)")):
+        ax.plot(idx[ok], values[ok], ".", ms=3, color=color, label=name)
+        if (~ok).any():
+            ax.plot(idx[~ok], values[~ok], "o", ms=4, mfc="none", mec="0.5", lw=0,
+                    label=f"{name.split()[0]}: {int((~ok).sum())} unreliable (ramp too coarse)")
     lo, hi = m.linear_range
     ax.axhline(hi, color="C3", lw=1.2, ls="--", label=f"median high {hi:.0f} LSB")
     ax.axhline(lo, color="C0", lw=1.2, ls="--", label=f"median low {lo:.0f} LSB")
@@ -323,7 +330,7 @@ def _fig_saturation(plt, seed, m):
     ax.set_ylim(K.OUTPUT_MIN - 15, K.OUTPUT_MAX + 22)
     ax.set_xlabel("neuron index")
     ax.set_ylabel("last output on the neuron's line (int8 LSB)")
-    ax.set_title(f"Chip seed {seed} (uncalibrated): saturation point per neuron "
+    ax.set_title(f"{who}: saturation point per neuron "
                  f"(ramp of inputs 31 on weights +-63; dotted: int8 limits)", fontsize=11)
     ax.legend(fontsize=8, loc="center right", ncol=2)
     ax.grid(alpha=0.3)
@@ -331,7 +338,7 @@ def _fig_saturation(plt, seed, m):
     return fig
 
 
-def _fig_gain_map(plt, seed, gmap, cfg):
+def _fig_gain_map(plt, who, gmap, cfg):
     finite = gmap[np.isfinite(gmap)]
     vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0, 1)
     fig, axes = plt.subplots(2, 1, figsize=(13, 6.2), sharex=True)
@@ -354,12 +361,12 @@ def _fig_gain_map(plt, seed, gmap, cfg):
     axes[-1].set_xlabel("column (neuron within the half); dashed: quadrant / capmem-block boundaries")
     cb = fig.colorbar(im, ax=axes, fraction=0.04, pad=0.02)
     cb.set_label("gain (LSB per unit of x*w)")
-    fig.suptitle(f"Chip seed {seed} (uncalibrated): gain per block of {DRIVERS_PER_BLOCK} drivers and column "
+    fig.suptitle(f"{who}: gain per block of {DRIVERS_PER_BLOCK} drivers and column "
                  f"({2 * cfg['map_vectors']} vectors x {cfg['map_repeats']} repeats per block)", fontsize=11)
     return fig
 
 
-def _fig_gain_vs_wait(plt, seed, gw, cfg):
+def _fig_gain_vs_wait(plt, who, gw, cfg):
     waits = np.array([r[0] for r in gw])
     med = np.array([r[1] for r in gw])
     q1 = np.array([r[2] for r in gw])
@@ -382,7 +389,7 @@ def _fig_gain_vs_wait(plt, seed, gw, cfg):
     lo = min(q1.min(), SILICON_GAIN_BAND[0])
     hi = max(q3.max(), SILICON_GAIN_BAND[1])
     ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.25 * (hi - lo))
-    ax.set_title(f"Chip seed {seed} (uncalibrated): gain against event spacing\n"
+    ax.set_title(f"{who}: gain against event spacing\n"
                  f"({cfg['wait_vectors']} random vectors of 5-60 % density x {cfg['wait_repeats']} repeats "
                  f"per point, 1 send)",
                  fontsize=11)
@@ -394,15 +401,22 @@ def _fig_gain_vs_wait(plt, seed, gw, cfg):
 
 # --- entry point --------------------------------------------------------------------
 
-def run(seed: int = 0, plots="plots", as_json=False, quick=False) -> dict:
-    """Characterise chip ``Chip(seed)``; writes six figures and returns the figures as a dict."""
+def run(seed: int = 0, plots=DEFAULT_OUTPUT_DIR, as_json=False, quick=False, calibration=None) -> dict:
+    """Characterise chip ``Chip(seed)``; writes six figures and returns the figures as a dict.
+
+    ``calibration``: None (the store, then the shipped one, else calibrate now),
+    ``"none"`` (uncalibrated) or a path; see
+    :func:`bss2sim.experiments.calibration.store.chip_with_calibration`."""
     t_start = time.perf_counter()
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cfg = SIZES[bool(quick)]
-    chip = Chip(seed)
+    chip, loaded = chip_with_calibration(seed, calibration)
+    state = "uncalibrated" if loaded is None else "calibrated"
+    who = f"Chip seed {seed} ({state})"
+    note(f"calibration: {describe(loaded)}")
     rng = np.random.default_rng(seed)
     # Independent seeds of each stage's inputs and trial-to-trial noise, all from `seed`.
     s = [int(v) for v in rng.integers(0, 2**31 - 1, 6)]
@@ -427,12 +441,12 @@ def run(seed: int = 0, plots="plots", as_json=False, quick=False) -> dict:
     out_dir = plots_dir(plots)
     figures = []
     for name, make in (
-            ("vmm_linearity.png", lambda: _fig_linearity(plt, seed, m, lin, cfg)),
-            ("vmm_gain_histogram.png", lambda: _fig_gain_histogram(plt, seed, m)),
-            ("vmm_noise.png", lambda: _fig_noise(plt, seed, m, ns, cfg)),
-            ("vmm_saturation.png", lambda: _fig_saturation(plt, seed, m)),
-            ("vmm_gain_map.png", lambda: _fig_gain_map(plt, seed, gmap, cfg)),
-            ("vmm_gain_vs_wait.png", lambda: _fig_gain_vs_wait(plt, seed, gw, cfg))):
+            ("vmm_linearity.png", lambda: _fig_linearity(plt, who, m, lin, cfg)),
+            ("vmm_gain_histogram.png", lambda: _fig_gain_histogram(plt, who, m)),
+            ("vmm_noise.png", lambda: _fig_noise(plt, who, m, ns, cfg)),
+            ("vmm_saturation.png", lambda: _fig_saturation(plt, who, m)),
+            ("vmm_gain_map.png", lambda: _fig_gain_map(plt, who, gmap, cfg)),
+            ("vmm_gain_vs_wait.png", lambda: _fig_gain_vs_wait(plt, who, gw, cfg))):
         fig = make()
         path = out_dir / name
         save_figure(fig, path)
@@ -447,23 +461,21 @@ def run(seed: int = 0, plots="plots", as_json=False, quick=False) -> dict:
     block_medians = [[float(np.nanmedian(gmap[b, h * COLS:(h + 1) * COLS])) for b in range(ROW_BLOCKS)]
                      for h in range(K.NUM_HALVES)]
     result = {
-        "seed": seed, "quick": bool(quick),
-        "gain": m.gain, "sigma_trial": m.sigma_trial, "sigma_fixed_pattern": m.sigma_fixed_pattern,
-        "offset_fixed_pattern_lsb": m.offset_fixed_pattern_lsb, "linear_range": list(m.linear_range),
-        "gain_fraction_in_silicon_band": in_band,
+        "chip_seed": seed, "calibration": None if loaded is None else loaded.to_dict(), "quick": bool(quick),
+        **m.summary(),
+        "gain_fraction_in_silicon_band_rel": in_band,
         "fixed_pattern_lsb_at_typical": float(np.nanstd(ns["dev_total"])),
         "typical_abs_xw": ns["x_typ"],
-        "time_per_vmm_s": m.chip_time_s / m.num_vmms,
-        "main_num_vmms": m.num_vmms, "main_chip_time_s": m.chip_time_s,
-        "gain_vs_wait": [[w, gm] for w, gm, _, _ in gw],
-        "gain_map_row_block_medians": block_medians,
+        "chip_time_per_vmm_s": m.chip_time_s / m.num_vmms,
+        "gain_vs_wait_cycles": [[w, gm] for w, gm, _, _ in gw],
+        "gain_map_row_block_medians_lsb_per_xw": block_medians,
         "gain_map_vs_main_correlation": map_vs_main,
         "figures": figures,
     }
     result["wall_time_s"] = time.perf_counter() - t_start
 
     lo, hi = m.linear_range
-    print(f"chip seed {seed} (uncalibrated), wait {DEFAULT_WAIT} (40 ns), 1 send"
+    print(f"chip seed {seed} ({state}; calibration: {describe(loaded)}), wait {DEFAULT_WAIT} (40 ns), 1 send"
           f"{' [quick]' if quick else ''}")
     print(f"gain: median {m.gain:.5f} LSB per unit of x*w, per-neuron spread {m.sigma_fixed_pattern * 100:.1f} % "
           f"(silicon after calibration {SILICON_GAIN_BAND[0]:g}-{SILICON_GAIN_BAND[1]:g}; "
@@ -471,7 +483,7 @@ def run(seed: int = 0, plots="plots", as_json=False, quick=False) -> dict:
     print(f"noise: trial-to-trial {m.sigma_trial:.2f} LSB; fixed pattern: offsets {m.offset_fixed_pattern_lsb:.2f} "
           f"LSB, gain+offset {result['fixed_pattern_lsb_at_typical']:.2f} LSB at |x.W| = {ns['x_typ']:.0f}")
     print(f"linear range: {lo:.0f} .. {hi:.0f} LSB (median saturation points)")
-    print(f"chip time per VMM pass: {result['time_per_vmm_s'] * 1e6:.2f} us "
+    print(f"chip time per VMM pass: {result['chip_time_per_vmm_s'] * 1e6:.2f} us "
           f"({m.num_vmms} passes in {m.chip_time_s * 1e3:.2f} ms)")
     print("gain vs wait_between_events: " + ", ".join(f"{w}: {gm:.5f}" for w, gm, _, _ in gw))
     for h in range(K.NUM_HALVES):

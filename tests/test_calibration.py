@@ -399,6 +399,12 @@ def test_reset_potential_close_to_truth_optimum(runs, seed):
         cp = chip.operating_point(h).column_params
         u = (1e3 * v[h] + cp[KR.CADC_OFFSET] - cp[KR.CADC_START]) / cp[KR.CADC_STEP]
         np.testing.assert_allclose(u - 0.5 + cp[KR.DIGITAL_OFFSET], RESTING_READ, atol=1e-6)
+    # The public comparison (bss2sim.experiments.validation) agrees with this one,
+    # computed here on its own from the truth.
+    from bss2sim.experiments.validation import potentials_vs_truth
+    stuck = np.asarray(t.cadc_stuck_code) >= 0
+    np.testing.assert_allclose(potentials_vs_truth(chip)["reset_potential"]["differences"],
+                               (setting - optimum)[~stuck], rtol=0, atol=1e-9)
     err = np.abs(setting - optimum)
     close = err <= 0.02 * K.CAPMEM_MAX
     assert close.mean() >= 0.95, (
@@ -439,6 +445,8 @@ def test_cadc_digital_offsets_close_to_truth_optimum(runs, seed):
         med = np.array([np.median(u[h, q == k]) for k in range(K.QUADRANTS_PER_HALF)])
         optimum[h] = np.round(med[q] - u[h])
     got = np.asarray(chip.config.cadc_digital_offset, float)
+    from bss2sim.experiments.validation import cadc_offsets_vs_truth
+    np.testing.assert_array_equal(cadc_offsets_vs_truth(chip)["differences"], (got - optimum).ravel())
     within = np.abs(got - optimum) <= 1
     assert within.mean() >= 0.90, f"seed {seed}: {within.mean():.1%} of digital offsets within 1 code"
     assert (got == optimum).mean() >= 0.75, f"seed {seed}: {(got == optimum).mean():.1%} exactly optimal"

@@ -69,7 +69,7 @@ def test_round_trip_restores_every_setting(tmp_path):
     cfg = _random_config(1)
     path = _save(tmp_path, cfg, seed=3, target="vmm-default")
     assert path.name == "bss2-calibration-seed3-vmm-default.npz"
-    cal = P.load_calibration(path, chip_seed=3, target_id="vmm-default")
+    cal = P.read_calibration(path, chip_seed=3, target_id="vmm-default")
     assert (cal.chip_seed, cal.target_id, cal.format_version) == (3, "vmm-default", P.FORMAT_VERSION)
     fresh = ChipConfig()
     assert not np.array_equal(fresh.driver_offset, cfg.driver_offset)
@@ -83,7 +83,7 @@ def test_round_trip_restores_every_setting(tmp_path):
 
 
 def test_apply_leaves_weights_and_row_signs_alone(tmp_path):
-    cal = P.load_calibration(_save(tmp_path, _random_config(2)))
+    cal = P.read_calibration(_save(tmp_path, _random_config(2)))
     target = _random_config(7)
     weights, signs = np.array(target.weights), np.array(target.row_sign)
     cal.apply(target)
@@ -108,7 +108,7 @@ def test_metadata_round_trip_converts_numpy_values(tmp_path):
     meta = {"residual_lsb": np.float64(0.25), "iterations": np.int32(7), "ok": np.bool_(True),
             "per_half": np.array([1.5, 2.5], np.float32), "nested": {"steps": (1, np.int64(2))},
             "note": "drift ok \u00fc", "nothing": None, "nan": float("nan")}
-    cal = P.load_calibration(_save(tmp_path, metadata=meta))
+    cal = P.read_calibration(_save(tmp_path, metadata=meta))
     m = cal.metadata
     assert m["residual_lsb"] == 0.25 and type(m["residual_lsb"]) is float
     assert m["iterations"] == 7 and type(m["iterations"]) is int
@@ -120,7 +120,7 @@ def test_metadata_round_trip_converts_numpy_values(tmp_path):
 
 
 def test_loaded_file_is_frozen_and_read_only(tmp_path):
-    cal = P.load_calibration(_save(tmp_path))
+    cal = P.read_calibration(_save(tmp_path))
     with pytest.raises(dataclasses.FrozenInstanceError):
         cal.chip_seed = 5
     assert all(not a.flags.writeable for a in cal.settings.values())
@@ -133,13 +133,13 @@ def test_new_capmem_parameter_is_saved_generically(tmp_path, monkeypatch):
                         CapmemParameter("test_extra_bias", "current", "quadrant", 100, "test"))
     cfg = _random_config(4)
     assert cfg.capmem("test_extra_bias").shape == (2, 2)
-    cal = P.load_calibration(_save(tmp_path, cfg, seed=2))
+    cal = P.read_calibration(_save(tmp_path, cfg, seed=2))
     assert "capmem.test_extra_bias" in cal.settings
     fresh = ChipConfig()
     cal.apply(fresh)
     _assert_same_settings(fresh, cfg)
     with pytest.raises(ValueError, match="lacks the array.*capmem.test_extra_bias"):
-        P.load_calibration(old)
+        P.read_calibration(old)
 
 
 # --- atomic writes ----------------------------------------------------------
@@ -154,7 +154,7 @@ def test_overwrite_replaces_the_file(tmp_path):
     _save(tmp_path, _random_config(1))
     path = _save(tmp_path, _random_config(2))
     fresh = ChipConfig()
-    P.load_calibration(path).apply(fresh)
+    P.read_calibration(path).apply(fresh)
     _assert_same_settings(fresh, _random_config(2))
     assert os.listdir(tmp_path) == [path.name]
 
@@ -174,7 +174,7 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == [path.name]
     monkeypatch.undo()
     fresh = ChipConfig()
-    P.load_calibration(path).apply(fresh)
+    P.read_calibration(path).apply(fresh)
     _assert_same_settings(fresh, _random_config(1))
 
 
@@ -197,7 +197,7 @@ def test_failed_rename_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
 
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(ValueError, match="nope.npz.*does not exist"):
-        P.load_calibration(tmp_path / "nope.npz")
+        P.read_calibration(tmp_path / "nope.npz")
 
 
 @pytest.mark.parametrize("keep", [0.0, 0.001, 0.01, 0.3, 0.5, 0.9, 0.999, -1])
@@ -207,7 +207,7 @@ def test_truncated_file(tmp_path, keep):
     n = len(data) - 1 if keep == -1 else int(len(data) * keep)
     path.write_bytes(data[:n])
     with pytest.raises(ValueError, match=f"{path.name}.*(not an .npz|not a readable|corrupt)"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 @pytest.mark.parametrize("content", [
@@ -219,7 +219,7 @@ def test_garbage_bytes(tmp_path, content):
     path = tmp_path / "cal.npz"
     path.write_bytes(content)
     with pytest.raises(ValueError, match="cal.npz.*(not an .npz|not a readable)"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_single_npy_array_is_refused(tmp_path):
@@ -228,7 +228,7 @@ def test_single_npy_array_is_refused(tmp_path):
     np.save(buf, np.arange(4))
     path.write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="not an .npz"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_flipped_byte_in_array_data(tmp_path):
@@ -241,7 +241,7 @@ def test_flipped_byte_in_array_data(tmp_path):
     data[start + len(raw) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=f"{path.name}.*corrupt.*(CRC|checksum)"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_checksum_catches_changed_array_in_valid_zip(tmp_path):
@@ -249,7 +249,7 @@ def test_checksum_catches_changed_array_in_valid_zip(tmp_path):
     changed = np.full((2, 256), 500, np.int16)
     _rewrite(path, arrays={"capmem.leak_potential": changed}, recompute_checksum=False)
     with pytest.raises(ValueError, match="corrupt: the SHA-256 checksum"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 @pytest.mark.parametrize("field, value", [("chip_seed", 4), ("target_id", "other"),
@@ -258,14 +258,14 @@ def test_checksum_covers_the_header(tmp_path, field, value):
     path = _save(tmp_path)
     _rewrite(path, header={field: value}, recompute_checksum=False)
     with pytest.raises(ValueError, match=f"{path.name}.*corrupt: the SHA-256 checksum"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_missing_header(tmp_path):
     path = _save(tmp_path)
     _rewrite(path, drop=["header"])
     with pytest.raises(ValueError, match="has no header"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_header_not_json(tmp_path):
@@ -277,21 +277,21 @@ def test_header_not_json(tmp_path):
     with open(path, "wb") as f:
         np.savez(f, **stored)
     with pytest.raises(ValueError, match="header is not valid JSON"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_wrong_kind(tmp_path):
     path = _save(tmp_path)
     _rewrite(path, header={"kind": "something-else"})
     with pytest.raises(ValueError, match="kind 'something-else', not of kind 'bss2sim-calibration'"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_unexpected_header_field(tmp_path):
     path = _save(tmp_path)
     _rewrite(path, header={"gain": 0.5})
     with pytest.raises(ValueError, match="unexpected field.*gain"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_old_format_is_refused(tmp_path):
@@ -308,7 +308,7 @@ def test_old_format_is_refused(tmp_path):
     with open(path, "wb") as f:
         np.savez(f, **stored)
     with pytest.raises(ValueError, match=f"{path.name}.*old bss2sim file format.*recalibrate"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 @pytest.mark.parametrize("version, fragment", [(P.FORMAT_VERSION + 1, "newer than"),
@@ -318,49 +318,49 @@ def test_unsupported_format_version(tmp_path, version, fragment):
     path = _save(tmp_path)
     _rewrite(path, header={"format_version": version})
     with pytest.raises(ValueError, match=f"format_version.*{fragment}|{fragment}"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_chip_seed_mismatch(tmp_path):
     path = _save(tmp_path, seed=3)
-    assert P.load_calibration(path, chip_seed=3).chip_seed == 3
+    assert P.read_calibration(path, chip_seed=3).chip_seed == 3
     with pytest.raises(ValueError, match="calibration is for chip seed 3, not 5"):
-        P.load_calibration(path, chip_seed=5)
+        P.read_calibration(path, chip_seed=5)
 
 
 def test_target_mismatch(tmp_path):
     path = _save(tmp_path, target="vmm-default")
-    assert P.load_calibration(path, target_id="vmm-default").target_id == "vmm-default"
+    assert P.read_calibration(path, target_id="vmm-default").target_id == "vmm-default"
     with pytest.raises(ValueError, match="calibration is for target 'vmm-default', not 'other'"):
-        P.load_calibration(path, target_id="other")
+        P.read_calibration(path, target_id="other")
 
 
 def test_missing_array(tmp_path):
     path = _save(tmp_path)
     _rewrite(path, drop=["capmem.leak_bias"])
     with pytest.raises(ValueError, match="lacks the array.*capmem.leak_bias"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_extra_array(tmp_path):
     path = _save(tmp_path)
     _rewrite(path, arrays={"weights": np.zeros((2, 256, 256), np.uint8)})
     with pytest.raises(ValueError, match="unexpected array.*weights"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_wrong_dtype(tmp_path):
     path = _save(tmp_path)
     _rewrite(path, arrays={"capmem.synapse_bias": np.full((2, 2), 500, np.int32)})
     with pytest.raises(ValueError, match="capmem.synapse_bias has dtype int32"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 def test_wrong_shape(tmp_path):
     path = _save(tmp_path)
     _rewrite(path, arrays={"driver_offset": np.full((2, 64), 32, np.uint8)})
     with pytest.raises(ValueError, match=r"driver_offset has shape \(2, 64\)"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 @pytest.mark.parametrize("name, array, fragment", [
@@ -373,7 +373,7 @@ def test_out_of_range_values(tmp_path, name, array, fragment):
     path = _save(tmp_path)
     _rewrite(path, arrays={name: array})
     with pytest.raises(ValueError, match=f"{name}.*{fragment}"):
-        P.load_calibration(path)
+        P.read_calibration(path)
 
 
 # --- arguments --------------------------------------------------------------
@@ -402,7 +402,7 @@ def test_save_refuses_bad_arguments(tmp_path, kwargs, fragment):
 
 
 def test_apply_refuses_invalid_settings_without_partial_writes(tmp_path):
-    cal = P.load_calibration(_save(tmp_path, _random_config(1)))
+    cal = P.read_calibration(_save(tmp_path, _random_config(1)))
     settings = dict(cal.settings)
     settings["capmem.leak_potential"] = np.full((2, 256), 2000, np.int16)
     bad = dataclasses.replace(cal, settings=settings)

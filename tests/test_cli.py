@@ -31,10 +31,14 @@ def test_vmm_quick_json_and_figures(tmp_path, capsys):
     res = _last_json(capsys)
     for name in ("linearity", "gain_histogram", "noise", "saturation", "gain_map", "gain_vs_wait"):
         assert (tmp_path / f"vmm_{name}.png").stat().st_size > 10_000
-    assert 0.001 < res["gain"] < 0.0025
-    assert 1.0 < res["sigma_trial"] < 3.5
-    assert res["linear_range"][0] < -40 and res["linear_range"][1] > 40
-    assert res["time_per_vmm_s"] > 1e-6
+    assert 0.001 < res["gain_lsb_per_xw"] < 0.0025
+    assert 1.0 < res["noise_trial_lsb"] < 3.5
+    assert res["linear_range_lsb"][0] < -40 and res["linear_range_lsb"][1] > 40
+    assert res["chip_time_per_vmm_s"] > 1e-6
+    # The shipped calibration of chip 0 was used, and the quick ramp locates the
+    # saturation point of nearly every neuron.
+    assert res["calibration"]["origin"] == "shipped"
+    assert max(res["saturation_unreliable_neurons"]) <= 512 * 0.05
 
 
 def test_bench_small_json(capsys):
@@ -43,7 +47,8 @@ def test_bench_small_json(capsys):
     a = res["analog"]
     assert a["vectors"] == 64
     assert a["fast_over_matmul"] > 0 and a["trace_path_s_per_vector"] > 0
-    assert 0 < res["calibration"]["wall_s"] < res["calibration"]["silicon_time_s"] * 100
+    assert 0 < res["calibration_benchmark"]["wall_s"] < res["calibration_benchmark"]["silicon_time_s"] * 100
+    assert res["vectors"] == 64 and res["mnist"]["images"] == 64
     n = res["network"]
     for name in ("cycle_level", "behavioural"):
         assert n[name]["chip_time_per_image_s"] > 0
@@ -77,5 +82,5 @@ def test_train_rejects_bad_layer_settings_before_running(argv, match, capsys, tm
 def test_validate_any_list_of_seeds(tmp_path, capsys):
     assert main(["calibrate", "--validate", "3,5", "--plots-dir", str(tmp_path), "--json"]) == 0
     res = _last_json(capsys)
-    assert sorted(r["seed"] for r in res["per_seed"]) == [3, 5]
+    assert sorted(r["chip_seed"] for r in res["per_seed"]) == [3, 5]
     assert (tmp_path / "calibration_validation.png").stat().st_size > 10_000

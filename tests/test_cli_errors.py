@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from bss2sim.experiments import mnist
 from bss2sim.experiments.cli import main
 
 
@@ -52,7 +51,7 @@ def test_bad_options_are_one_line(capsys, argv, needle):
     (["demo", "--images", "5"], "--plots-dir"),
     (["traces"], "--plots-dir"),
     (["vmm", "--quick"], "--plots-dir"),
-    (["calibrate"], "--out"),
+    (["calibrate"], "--calibration"),
     (["calibrate"], "--plots-dir"),
     (["train"], "--out"),
 ])
@@ -61,7 +60,7 @@ def test_unwritable_output_folders_are_refused_before_the_work(tmp_path, capsys,
     blocker.write_text("not a folder")
     argv = argv + [option, str(blocker / "sub")]
     if option == "--plots-dir" and argv[0] == "calibrate":
-        argv += ["--out", str(tmp_path / "cal")]
+        argv += ["--calibration", str(tmp_path / "cal")]
     t0 = time.perf_counter()
     code = main(argv)
     line = _one_error_line(capsys, code, option, "a_file")
@@ -84,14 +83,18 @@ def test_too_many_images_and_an_empty_data_set(tmp_path, capsys):
             f.write(header)
     _one_error_line(capsys, main(["demo", "--data-dir", str(empty), "--plots-dir", str(tmp_path)]),
                     "no images")
-    _one_error_line(capsys, _exit_code(mnist.main, ["--data-dir", str(empty)]), "non-empty")
-    _one_error_line(capsys, _exit_code(mnist.main, ["--data-dir", str(tmp_path / "missing")]))
+    _one_error_line(capsys, main(["train", "--data-dir", str(empty), "--out", str(tmp_path / "run")]),
+                    "non-empty")
+    _one_error_line(capsys, main(["train", "--data-dir", str(tmp_path / "missing"),
+                                  "--out", str(tmp_path / "run")]))
 
 
-def test_the_mnist_module_command_line(tmp_path, capsys):
-    _one_error_line(capsys, _exit_code(mnist.main, ["--epochs", "0"]), "--epochs")
-    _one_error_line(capsys, _exit_code(mnist.main, ["--resume"]), "--resume needs --checkpoint")
-    _one_error_line(capsys, _exit_code(mnist.main, ["--gain", "nan", "--data-dir", str(tmp_path)]), "--gain")
+def test_there_is_one_training_command_line():
+    """The data-set module has no command line of its own: bss2sim train is the one."""
+    import bss2sim.experiments.datasets.mnist as M
+    assert not hasattr(M, "main") and not hasattr(M, "build_parser")
+    with pytest.raises(ImportError):
+        import bss2sim.experiments.mnist  # noqa: F401
 
 
 def test_internal_errors_are_one_line_too(capsys, monkeypatch):

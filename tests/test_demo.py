@@ -2,14 +2,14 @@
 import json
 
 from bss2sim.experiments.cli import main
-from bss2sim.experiments.demo import _load_test_images
+from bss2sim.experiments.datasets.mnist import load_test_set
 from bss2sim.experiments.train import PACKAGE_DATA, NETWORK_FILE, TEST_IMAGES_FILE
 
 
 def test_shipped_files_exist_and_load():
     assert (PACKAGE_DATA / NETWORK_FILE).exists()
     assert (PACKAGE_DATA / TEST_IMAGES_FILE).exists()
-    x, y = _load_test_images()
+    x, y = load_test_set()
     assert x.shape == (10_000, 28, 28) and len(y) == 10_000
     assert sorted(set(y.tolist())) == list(range(10))
 
@@ -19,7 +19,7 @@ def test_demo_classifies_through_the_chip(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["images"] == 300
     assert res["accuracy"] > 0.93
-    assert "shipped calibration" in res["calibration"]
+    assert res["calibration"]["origin"] == "shipped" and res["chip_seed"] == 0
     assert res["chip_time_per_image_s"] > 1e-6 and res["asic_energy_per_image_j"] > 0
     for name in ("mnist_confusion.png", "mnist_misclassified.png", "mnist_accuracy_per_seed.png"):
         assert (tmp_path / name).stat().st_size > 5_000

@@ -19,7 +19,7 @@ from bss2sim.circuits import constants as K
 from bss2sim.circuits.chip import CAPMEM_PARAMETERS, ChipConfig
 from bss2sim.experiments import common as C
 from bss2sim.experiments.calibration import persistence as P
-from bss2sim.experiments.demo import _load_test_images
+from bss2sim.experiments.datasets.mnist import load_test_set as _load_test_images
 from bss2sim.experiments.train import NETWORK_FILE, PACKAGE_DATA, RESULTS_FILE, TEST_IMAGES_FILE
 from bss2sim.experiments.training import Adam, MnistNet
 from bss2sim.experiments.training import checkpoint as CK
@@ -59,7 +59,7 @@ def _results(path):
 
 WRITERS = {"calibration": _calibration, "checkpoint": _checkpoint, "test images": _test_images,
            "results": _results}
-LOADERS = {"calibration": P.load_calibration, "checkpoint": CK.load_checkpoint,
+LOADERS = {"calibration": P.read_calibration, "checkpoint": CK.load_checkpoint,
            "test images": C.load_test_images, "results": C.load_results}
 KIND = {"calibration": "bss2sim-calibration", "checkpoint": "bss2sim-checkpoint",
         "test images": "bss2sim-mnist-test-images", "results": "bss2sim-mnist-results"}
@@ -284,7 +284,7 @@ def test_file_of_another_kind_is_refused(tmp_path, given, expected):
 
 def test_foreign_kind_with_valid_checksum(tmp_path):
     path = C.write_archive(tmp_path / "cal.npz", "someone-else", 1, {"chip_seed": 0}, {"a": np.zeros(3)})
-    _refused(P.load_calibration, path, "kind 'someone-else'", "not of kind 'bss2sim-calibration'")
+    _refused(P.read_calibration, path, "kind 'someone-else'", "not of kind 'bss2sim-calibration'")
     C.write_json_file(tmp_path / "r.json", "bss2sim-calibration", 1, {"x": 1})
     _refused(C.load_results, tmp_path / "r.json", "kind 'bss2sim-calibration' \\(a chip calibration\\)")
 
@@ -469,7 +469,7 @@ def test_leftover_temporaries_of_dead_writers_are_removed(tmp_path):
     _calibration(path)
     assert not dead.exists()
     assert mine.exists() and parent.exists() and other_target.exists() and unrelated.exists()
-    P.load_calibration(path)
+    P.read_calibration(path)
 
 
 @pytest.mark.skipif(C.fcntl is None, reason="no advisory locks on this platform")
@@ -589,7 +589,7 @@ def test_shipped_files_record_their_kind_and_load_unchanged():
     arrays = {f"param.{k}": v for k, v in ck.network_state.items()}
     arrays.update({f"adam.{k}.{i}": a for k in "mv" for i, a in enumerate(ck.optimizer_state[k])})
     assert P.settings_checksum(arrays) == SHIPPED_ARRAYS[NETWORK_FILE]
-    calib = P.load_calibration(PACKAGE_DATA / cal[0], chip_seed=0)
+    calib = P.read_calibration(PACKAGE_DATA / cal[0], chip_seed=0)
     assert P.settings_checksum(dict(calib.settings)) == SHIPPED_ARRAYS[cal[0]]
     x, y = _load_test_images()
     assert hashlib.sha256(x.tobytes()).hexdigest() == \
@@ -602,14 +602,14 @@ def test_shipped_files_record_their_kind_and_load_unchanged():
 def test_damaged_copy_of_the_shipped_test_images(tmp_path, monkeypatch):
     """The demo's loader refuses a damaged shipped file with a message that
     names it, never a raw traceback from zip or zlib."""
-    from bss2sim.experiments import demo
+    from bss2sim.experiments.datasets import mnist
     good = (PACKAGE_DATA / TEST_IMAGES_FILE).read_bytes()
-    monkeypatch.setattr(demo, "PACKAGE_DATA", tmp_path)
     path = tmp_path / TEST_IMAGES_FILE
+    monkeypatch.setattr(mnist, "SHIPPED_TEST_SET", path)
     for damage in (lambda d: d[: len(d) // 2], lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:],
                    lambda d: d[:800_000] + bytes([d[800_000] ^ 1]) + d[800_001:], lambda d: b""):
         path.write_bytes(damage(good))
-        _refused(lambda p: demo._load_test_images(), path)
+        _refused(lambda p: mnist.load_test_set(), path)
 
 
 def test_checkpoint_keeps_every_noise_stream_position(tmp_path):

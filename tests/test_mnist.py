@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bss2sim.experiments import mnist as M
+from bss2sim.experiments.datasets import mnist as M
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

@@ -353,11 +353,11 @@ def test_wrong_type_errors_are_value_errors_too():
 
 
 def test_loaders_name_a_path_of_the_wrong_type(tmp_path):
-    from bss2sim.experiments.calibration.persistence import load_calibration
+    from bss2sim.experiments.calibration.persistence import read_calibration
     from bss2sim.experiments.common import load_results, load_test_images
-    from bss2sim.experiments.mnist import load_mnist
+    from bss2sim.experiments.datasets.mnist import load_mnist
     from bss2sim.experiments.training import load_checkpoint
-    for call, name in ((lambda: load_calibration(123), "path"), (lambda: load_checkpoint(3.5), "path"),
+    for call, name in ((lambda: read_calibration(123), "path"), (lambda: load_checkpoint(3.5), "path"),
                        (lambda: load_test_images(["x"]), "path"), (lambda: load_results(None), "path"),
                        (lambda: load_mnist("test", 5), "data_dir"), (lambda: load_checkpoint(""), "path")):
         with pytest.raises((TypeError, ValueError), match=f"^{name}="):

@@ -22,8 +22,11 @@ def test_pipeline_reports_every_stage(small_run):
     out, res = small_run
     for key in ("float", "behavioural", "chip_without_fine_tuning", "chip_after_fine_tuning"):
         assert 0.85 < res[key] <= 1.0, key
-    assert 0.001 < res["behaviour"]["gain"] < 0.0025
+    assert 0.001 < res["behaviour"]["gain_lsb_per_xw"] < 0.0025
     assert res["chip_time_per_image_s"] > 0
+    # Chip 1 has no calibration in the session's store at first: the run calibrated
+    # it and stored it, and says so.
+    assert res["calibration"]["chip_seed"] == 1 and res["calibration"]["origin"] in ("calibrated", "store")
     saved = json.loads((out / train.RESULTS_FILE).read_text())
     assert saved["chip_after_fine_tuning"] == res["chip_after_fine_tuning"]
     assert (out / train.NETWORK_FILE).exists()

@@ -14,7 +14,7 @@ from bss2sim.experiments.training import checkpoint as CK
 from bss2sim.experiments.training.layers import fold2d, gain_aware_std, relu_output_rms
 
 from test_mnist import require_data
-from bss2sim.experiments import mnist as M
+from bss2sim.experiments.datasets import mnist as M
 
 _CACHE = {}
 

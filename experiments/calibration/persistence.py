@@ -43,7 +43,7 @@ from ..common import as_path, put_arrays, read_archive, write_archive
 
 __all__ = [
     "FORMAT_VERSION", "KIND", "MAGIC", "CalibrationFile", "calibration_filename",
-    "calibration_settings", "expected_layout", "load_calibration", "save_calibration",
+    "calibration_settings", "expected_layout", "read_calibration", "save_calibration",
     "settings_checksum",
 ]
 
@@ -244,10 +244,12 @@ def save_calibration(path, config: ChipConfig, *, chip_seed: int, target_id: str
 
 # --- loading ------------------------------------------------------------------
 
-def load_calibration(path, *, chip_seed: int | None = None,
+def read_calibration(path, *, chip_seed: int | None = None,
                      target_id: str | None = None) -> CalibrationFile:
     """Read and check a calibration file. With ``chip_seed`` / ``target_id``
-    given, also refuse a file made for another chip or target set."""
+    given, also refuse a file made for another chip or target set. (To apply
+    a calibration to a chip, found in the store, use
+    :func:`bss2sim.experiments.calibration.load_calibration`.)"""
     path = as_path("path", path)
     if chip_seed is not None:
         chip_seed = _check_seed(chip_seed)

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from bss2sim.circuits import Chip
+from bss2sim.circuits import constants as K
+from bss2sim.digital.mapping import FaultyUnits
 from bss2sim.circuits.checks import WrongTypeError, check_instance
 
 from .measurements import ChipAccess
-from .persistence import calibration_filename, load_calibration, save_calibration
+from .persistence import calibration_filename, read_calibration, save_calibration
 from .steps import BUILTIN_STEPS, DEFAULT_STEPS, CalibrationTarget, StepResult
 
 STEPS = tuple(BUILTIN_STEPS.items())
@@ -98,6 +100,25 @@ class ChipCalibration:
     def capmem_writes(self) -> int:
         return sum(s.capmem_writes for s in self.steps)
 
+    def faulty_units(self) -> FaultyUnits:
+        """The units this calibration found it could not bring to their targets,
+        for :class:`bss2sim.digital.Accelerator`'s ``faulty=``: as columns, the
+        CADC channels found dead and the neurons whose potentials or input
+        strengths missed their targets; as drivers, those whose offset could
+        not reach the common amplitude (a dead synapse row, a pulse-width
+        offset beyond the 6-bit range). Steps that did not run add nothing."""
+        columns, drivers = np.zeros((K.NUM_HALVES, K.COLUMNS_PER_HALF), bool), None
+        names = [s.name for s in self.steps]
+        if "cadc" in names:
+            columns |= np.asarray(self.step("cadc").detail["dead_channels"], bool)
+        if "neurons" in names:
+            columns |= ~np.asarray(self.step("neurons").detail["neuron_reached"], bool)
+        if "drivers" in names:
+            drivers = ~np.asarray(self.step("drivers").detail["driver_reached"], bool)
+        return FaultyUnits(columns=tuple(zip(*(a.tolist() for a in np.nonzero(columns)))),
+                           drivers=() if drivers is None else
+                           tuple(zip(*(a.tolist() for a in np.nonzero(drivers)))))
+
     def step(self, name) -> StepResult:
         for s in self.steps:
             if s.name == name:
@@ -117,7 +138,9 @@ class ChipCalibration:
         return {"chip_seed": self.chip_seed, "target_id": self.target.target_id,
                 "residuals": self.residuals(), "failures": self.failures,
                 "measurements": self.measurements, "capmem_writes": self.capmem_writes,
-                "wall_time_s": self.wall_time_s, "silicon_time_s": self.silicon_time_s}
+                "wall_time_s": self.wall_time_s, "silicon_time_s": self.silicon_time_s,
+                "steps": [s.name for s in self.steps],
+                "faulty_units": self.faulty_units().to_dict()}
 
 
 def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: int = 0,
@@ -203,6 +226,6 @@ def load_into(chip: Chip, folder, target: CalibrationTarget | None = None):
     target = target if target is not None else CalibrationTarget()
     check_instance("target", target, CalibrationTarget, "CalibrationTarget or None (the default)")
     path = Path(folder) / calibration_filename(chip.seed, target.target_id)
-    f = load_calibration(path, chip_seed=chip.seed, target_id=target.target_id)
+    f = read_calibration(path, chip_seed=chip.seed, target_id=target.target_id)
     f.apply(chip.config)
     return f

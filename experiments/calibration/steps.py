@@ -406,6 +406,7 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
                           shape=shape, tolerance=1.0)
     access.write_capmem("reset_potential", reset.settings)
     failures += names(~reset.reached, "reset potential")
+    reached = reset.reached.copy()     # neurons whose every setting reached its target
 
     access.write_capmem("leak_bias", LEAK_ON_SETTING)
 
@@ -417,6 +418,7 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
                          shape=shape, tolerance=1.0)
     access.write_capmem("leak_potential", leak.settings)
     failures += names(~leak.reached, "leak potential")
+    reached &= leak.reached
     leak_rest = access.read_codes(repeats, read_cycle=LEAK_SETTLE_CYCLES)
     access.write_capmem("leak_bias", 0)
 
@@ -447,6 +449,7 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
         access.write_capmem(name, res.settings)
         strengths[name] = res.settings
         failures += names(~res.reached, name.replace("syn_strength_", "synaptic input strength ("))
+        reached &= res.reached
         amps[name + "/after"] = np.mean([amp(res.settings) for _ in range(2 * repeats)], axis=0)
     failures = [f.replace("(exc of", "(excitatory) of").replace("(inh of", "(inhibitory) of")
                 for f in failures]
@@ -481,6 +484,7 @@ def calibrate_neurons(access: ChipAccess, target: CalibrationTarget, repeats: in
                "exc_inh_mismatch_rel": mismatch("after")},
         failures=failures,
         detail={"rest_before": rest_before, "rest_after": rest_after, "amplitude_target_lsb": goal,
+                "neuron_reached": reached & ~bad,
                 **{k.replace("/", "_"): v for k, v in amps.items()}})
     return count.fill(result)
 

@@ -15,7 +15,7 @@ The names used most are importable from here::
 
     import bss2sim
     chip = bss2sim.Chip(0)
-    bss2sim.calibrate(chip)
+    bss2sim.load_calibration(chip)     # the store, the shipped one, or calibrate now
     acc = bss2sim.Accelerator(chip, noise_seed=1)
 
 The subpackages are imported on first use of one of their names, so
@@ -45,6 +45,8 @@ _EXPORTS = {
     "calibrate": "bss2sim.experiments.calibration",
     "CalibrationTarget": "bss2sim.experiments.calibration",
     "ChipCalibration": "bss2sim.experiments.calibration",
+    "load_calibration": "bss2sim.experiments.calibration",
+    "FaultyUnits": "bss2sim.digital",
     "MnistNet": "bss2sim.experiments.training",
 }
 _SUBPACKAGES = ("circuits", "digital", "experiments")

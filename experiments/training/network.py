@@ -1,6 +1,6 @@
 """The MNIST network of Weis et al. 2020 [W20] and the group's public example [SW].
 
-Input 28 x 28 quantised to 0..31 (:func:`bss2sim.experiments.mnist.quantise_images`)
+Input 28 x 28 quantised to 0..31 (:func:`bss2sim.experiments.datasets.mnist.quantise_images`)
 and zero-padded by 1 -> Conv2d 1 -> 20 channels, 10 x 10 kernel, stride 5
 (20 x 5 x 5 = 500 features) -> converting ReLU (shift 1) -> dense 500 -> 128
 -> converting ReLU (shift 1) -> dense 128 -> 10 -> argmax. No biases: the chip
@@ -22,7 +22,7 @@ from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import WrongTypeError, check_bool, check_int, check_seed
 from bss2sim.digital.ppu import CONVERTING_RELU_MAX_SHIFT
 
-from ..mnist import quantise_images
+from ..datasets.mnist import quantise_images
 from .layers import (DEFAULT_GAIN, Conv2d, ConvertingReLU, Linear, check_mode,
                      relu_output_rms)
 

@@ -1,4 +1,5 @@
-"""MNIST handwritten digits: IDX reader and the training command line.
+"""MNIST handwritten digits: the IDX reader, the chip's input quantisation and
+the training augmentation.
 
 The data set comes in the IDX layout of its authors (LeCun, Cortes and
 Burges): a big-endian uint32 magic number (``0x00000803`` for images,
@@ -18,33 +19,25 @@ truncated header or data, trailing bytes, images that are not 28 x 28, labels
 outside 0..9, image and label counts that differ -- raises a ``ValueError``
 that names the file and the problem.
 
-Run as ``python -m bss2sim.experiments.mnist --data-dir D [options]`` to train the
-MNIST network (:class:`bss2sim.experiments.training.network.MnistNet`) and evaluate it
-in software and on the behavioural model of the chip; see ``--help``.
+Only the 10,000 test images are shipped with the package (checked copy, see
+:func:`load_test_set`); the 60,000 training images come from the authors' files,
+which ``bss2sim train --data-dir`` (or ``BSS2SIM_MNIST_DIR``) points at.
 """
 from __future__ import annotations
 
 import gzip
 import os
-import sys
-import time
 import zlib
 from pathlib import Path
-
-if __name__ == "__main__":
-    # Run as a program: the products of this network are small, and one BLAS
-    # thread is faster than several (which spin-wait badly on a busy machine).
-    # Set before numpy loads; an explicit OPENBLAS_NUM_THREADS wins.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
 from bss2sim.circuits import constants as K
 
-from .common import as_path
+from ..common import as_path, load_test_images
 
-__all__ = ["ENV_VAR", "FILES", "IMAGE_MAGIC", "LABEL_MAGIC", "find_data_dir", "load_mnist",
-           "quantise_images", "read_idx", "main"]
+__all__ = ["ENV_VAR", "FILES", "IMAGE_MAGIC", "LABEL_MAGIC", "SHIPPED_TEST_SET", "find_data_dir",
+           "load_mnist", "quantise_images", "random_shift", "read_idx", "load_test_set"]
 
 ENV_VAR = "BSS2SIM_MNIST_DIR"
 """Environment variable naming the MNIST folder when no ``data_dir`` is given."""
@@ -217,124 +210,16 @@ def random_shift(images, max_shift: int, rng) -> np.ndarray:
     return out
 
 
-# --- command line -------------------------------------------------------------------
-
-def build_parser():
-    from .cli import int_at_least
-    pos = int_at_least(1)
-    from .cli import OneLineParser
-    p = OneLineParser(prog="python -m bss2sim.experiments.mnist",
-                                description="Train the MNIST network (conv 10x10/5 -> 500 -> 128 "
-                                            "-> 10) on the model of BrainScaleS-2 and evaluate it.")
-    p.add_argument("--data-dir", default=None,
-                   help=f"folder of the MNIST IDX files (default: ${ENV_VAR})")
-    p.add_argument("--mode", choices=("float", "behavioural"), default="float",
-                   help="forward pass used for training (default float)")
-    p.add_argument("--epochs", type=pos, default=6, help="training epochs (default 6)")
-    p.add_argument("--batch-size", type=pos, default=100, help="batch size (default 100)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the "
-                                                          "network's DEFAULT_LR)")
-    p.add_argument("--lr-decay", type=float, default=None,
-                   help="learning rate factor per epoch (default: the network's DEFAULT_LR_DECAY)")
-    p.add_argument("--gain", type=float, default=0.0015, help="gain of the chip (default 0.0015)")
-    p.add_argument("--sigma", type=float, default=2.0,
-                   help="trial-to-trial noise (LSB) of the behavioural model (default 2)")
-    p.add_argument("--seed", type=int_at_least(0, 2**64 - 2), default=0,
-                   help="seed of initialisation and shuffling (the evaluation uses seed + 1)")
-    p.add_argument("--train-subset", type=pos, default=None, help="use only the first N training images")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file written after every epoch")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
-    return p
+SHIPPED_TEST_SET = Path(__file__).resolve().parent.parent / "data" / "mnist_test.npz"
+"""The checked copy of the MNIST test set shipped in the package."""
 
 
-def main(argv=None):
-    """Command line of this module; every failure is one line on stderr, exit code 2."""
-    from .cli import check_writable_folder, report_errors
-
-    args = build_parser().parse_args(argv)
-
-    def work():
-        if args.resume and not args.checkpoint:
-            raise ValueError("--resume needs --checkpoint")
-        if args.checkpoint:
-            check_writable_folder("--checkpoint", Path(args.checkpoint).resolve().parent)
-        for name in ("lr", "lr_decay", "gain", "sigma"):
-            v = getattr(args, name)
-            if v is not None and not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"--{name.replace('_', '-')} {v} is not allowed: must be a finite number >= 0")
-        if args.json:
-            from .common import json_only_stdout
-            with json_only_stdout():
-                return _main(args)
-        return _main(args)
-    return report_errors("python -m bss2sim.experiments.mnist", work)
-
-
-def _main(args):
-    from bss2sim.digital import Accelerator
-    from bss2sim.digital.accelerator import BehaviouralParams
-    from .common import emit_json, note
-    from .training import Adam, MnistNet, load_checkpoint, save_checkpoint
-    from .training.network import DEFAULT_LR, DEFAULT_LR_DECAY
-
-    x_train, y_train = load_mnist("train", args.data_dir)
-    x_test, y_test = load_mnist("test", args.data_dir)
-    if len(x_train) == 0 or len(x_test) == 0:
-        raise ValueError(f"the MNIST folder holds {len(x_train)} training and {len(x_test)} test "
-                         "images; both sets must be non-empty")
-    if args.train_subset and args.train_subset > len(x_train):
-        raise ValueError(f"--train-subset {args.train_subset} is more than the {len(x_train)} "
-                         "training images there are")
-    if args.train_subset:
-        x_train, y_train = x_train[:args.train_subset], y_train[:args.train_subset]
-    lr = DEFAULT_LR if args.lr is None else args.lr
-    decay = DEFAULT_LR_DECAY if args.lr_decay is None else args.lr_decay
-    behav = BehaviouralParams(gain=args.gain, sigma=args.sigma)
-    train_acc = Accelerator(behavioural=behav, noise_seed=args.seed) if args.mode == "behavioural" else None
-
-    start_epoch = 0
-    if args.resume:
-        ck = load_checkpoint(args.checkpoint, expect_metadata={"mode": args.mode})
-        net, opt, rng = ck.build(accelerator=train_acc)
-        start_epoch = ck.epoch
-        note(f"resumed from {args.checkpoint} after epoch {start_epoch}")
-    else:
-        net = MnistNet(gain=args.gain, seed=args.seed)
-        opt = Adam(net.parameters(), lr=lr)
-        rng = np.random.default_rng(args.seed)
-    history = []
-    t_train = 0.0
-    for epoch in range(start_epoch, args.epochs):
-        t0 = time.perf_counter()
-        stats = net.train_epoch(x_train, y_train, args.mode, opt, args.batch_size, rng,
-                                accelerator=train_acc)
-        dt = time.perf_counter() - t0
-        t_train += dt
-        opt.lr *= decay
-        acc = net.evaluate(x_test, y_test, "float")
-        history.append({"epoch": epoch + 1, "loss": stats["loss"], "train_accuracy": stats["accuracy"],
-                        "test_accuracy_float": acc, "seconds": dt})
-        note(f"epoch {epoch + 1}: loss {stats['loss']:.4f}, train {stats['accuracy']:.4f}, "
-             f"test (float) {acc:.4f}, {dt:.1f} s")
-        if args.checkpoint:
-            save_checkpoint(args.checkpoint, net, opt, epoch + 1, rng,
-                            metadata={"mode": args.mode, "batch_size": args.batch_size,
-                                      "lr_decay": decay}, accelerator=train_acc)
-    acc_float = net.evaluate(x_test, y_test, "float")
-    t0 = time.perf_counter()
-    eval_acc = Accelerator(behavioural=behav, noise_seed=args.seed + 1)
-    acc_behav = net.evaluate(x_test, y_test, "behavioural", accelerator=eval_acc)
-    t_eval = time.perf_counter() - t0
-    note(f"test accuracy: float {acc_float:.4f}, behavioural (gain {args.gain}, sigma {args.sigma}) "
-         f"{acc_behav:.4f} ({t_eval:.1f} s)")
-    if args.json:
-        emit_json({"test_accuracy_float": acc_float, "test_accuracy_behavioural": acc_behav,
-                   "training_seconds": t_train, "behavioural_eval_seconds": t_eval,
-                   "num_sends": list(net.num_sends), "temperature": net.temperature,
-                   "history": history})
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def load_test_set(data_dir=None):
+    """``(images, labels)`` of the MNIST test set: from the IDX files in
+    ``data_dir`` when given, else the shipped, checked copy."""
+    if data_dir is not None:
+        return load_mnist("test", data_dir)
+    if not SHIPPED_TEST_SET.exists():
+        raise ValueError(f"the shipped test images ({SHIPPED_TEST_SET.name}) are missing from the "
+                         "package; pass --data-dir with the MNIST files")
+    return load_test_images(SHIPPED_TEST_SET)

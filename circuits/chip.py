@@ -230,7 +230,8 @@ class ChipTruth:
         )
 
 
-def _check_half(half):
+def check_half(half):
+    """``half`` as an int 0 (top) or 1 (bottom); anything else is refused naming it."""
     return check_int("half", half, 0, K.NUM_HALVES - 1, "(0 top, 1 bottom)")
 
 
@@ -327,7 +328,7 @@ class ChipConfig:
 
     def set_weights(self, half, weights):
         """Write the physical weights of one half: integers 0..63, shape (256, 256)."""
-        half = _check_half(half)
+        half = check_half(half)
         w = _check_int_array("weights", weights, (K.SYNAPSE_ROWS_PER_HALF, K.COLUMNS_PER_HALF),
                              0, K.WEIGHT_MAX)
         self._weights[half] = w
@@ -337,7 +338,7 @@ class ChipConfig:
         """Write signed weights -63..63 of shape (128, 256): logical row i goes to
         physical rows 2i (holds max(w, 0)) and 2i + 1 (holds max(-w, 0)), and the
         row signs are set to excitatory / inhibitory accordingly [W20][SW]."""
-        half = _check_half(half)
+        half = check_half(half)
         w = _check_int_array("weights", weights, (K.LOGICAL_ROWS_PER_HALF, K.COLUMNS_PER_HALF),
                              -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int16)
         phys = np.empty((K.SYNAPSE_ROWS_PER_HALF, K.COLUMNS_PER_HALF), np.uint8)
@@ -349,7 +350,7 @@ class ChipConfig:
 
     def set_row_signs(self, half, signs):
         """Row signs of one half: +1 (excitatory) or -1 (inhibitory), shape (256,)."""
-        half = _check_half(half)
+        half = check_half(half)
         s = _check_int_array("row_sign", signs, (K.SYNAPSE_ROWS_PER_HALF,), -1, 1)
         if np.any(s == 0):
             raise ValueError(f"row_sign[{int(np.argmax(s == 0))}]=0 is not allowed: must be +1 or -1")
@@ -358,14 +359,14 @@ class ChipConfig:
 
     def set_driver_offsets(self, half, offsets):
         """6-bit driver offset settings of one half, shape (128,), 0..63."""
-        half = _check_half(half)
+        half = check_half(half)
         self._driver_offset[half] = _check_int_array(
             "driver_offset", offsets, (K.DRIVERS_PER_HALF,), 0, K.DRIVER_OFFSET_MAX)
         self._touch()
 
     def set_cadc_digital_offsets(self, half, offsets):
         """Digital offsets of one half's CADC channels, shape (256,), -128..127."""
-        half = _check_half(half)
+        half = check_half(half)
         self._cadc_digital_offset[half] = _check_int_array(
             "cadc_digital_offset", offsets, (K.COLUMNS_PER_HALF,),
             K.CADC_DIGITAL_OFFSET_MIN, K.CADC_DIGITAL_OFFSET_MAX)
@@ -374,7 +375,7 @@ class ChipConfig:
     def set_cadc_input(self, half, source):
         """Connect one half's CADC channels to the membranes ('membrane') or to the
         quadrant's reference line ('reference', a calibration aid)."""
-        half = _check_half(half)
+        half = check_half(half)
         if not isinstance(source, str) or source not in ("membrane", "reference"):
             raise ValueError(f"source={source!r} is not allowed: 'membrane' or 'reference'")
         self._cadc_input[half] = 0 if source == "membrane" else 1
@@ -490,7 +491,7 @@ class Chip:
     def operating_point(self, half: int) -> HalfOperatingPoint:
         """Effective per-driver and per-column values of one half for the
         current configuration (cached until the configuration changes)."""
-        half = _check_half(half)
+        half = check_half(half)
         key = ("op", half, self.config.version)
         if key not in self._cache:
             self._cache = {k: v for k, v in self._cache.items() if k[2] == self.config.version}
@@ -614,7 +615,7 @@ class Chip:
         """float32 (5, n, 256) propagators for 0 .. n-1 FPGA cycles (cached, grown
         on demand), n at most :data:`PROPAGATOR_TABLE_CYCLES`: the kernels
         compute longer intervals, so a result never depends on the table size."""
-        half = _check_half(half)
+        half = check_half(half)
         num_cycles = min(check_int("num_cycles", num_cycles, 1, K.MAX_CYCLE + 1), PROPAGATOR_TABLE_CYCLES)
         key = self._table_key("tab", half)
         tab = self._tables.get(key)

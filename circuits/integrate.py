@@ -22,7 +22,7 @@ import numpy as np
 from . import constants as K
 from . import kernels as _k
 from .checks import as_int_array, check_bool, check_instance, check_int, short_repr
-from .chip import Chip, _check_half
+from .chip import Chip, check_half
 from .events import EventSchedule
 from .monitors import DEFAULT_QUANTITIES, FIELDS, Monitor, check_record_every
 from .rng import TrialNoise
@@ -102,7 +102,7 @@ class TraceResult(IntegrationResult):
 
 def _check_common(chip, half, schedule, read_cycle, noise):
     check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
-    half = _check_half(half)
+    half = check_half(half)
     check_instance("schedule", schedule, EventSchedule,
                    "bss2sim.circuits.EventSchedule (build one with EventSchedule.from_inputs / "
                    "from_lists / from_arrays)")

@@ -244,8 +244,11 @@ def figure_neurons(plt, seed, cal):
          None, None, 100 * t["exc_inh_mismatch"].limit,
          f"target: std <= {100 * t['exc_inh_mismatch'].limit:g} % (band)", "%"),
     ]
-    fig, axes = plt.subplots(len(rows), H * Q, figsize=(17, 14))
-    for r, (xlabel, raw_b, raw_a, disp, qb, qa, band, band_label, unit) in enumerate(rows):
+    # One panel per quantity (2 x 2), legible at normal size: all neurons before
+    # (grey), and after calibration one outline per quadrant, so quadrant
+    # differences stay visible without 16 small panels.
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    for ax, (xlabel, raw_b, raw_a, disp, qb, qa, band, band_label, unit) in zip(axes.ravel(), rows):
         before, after = disp(raw_b), disp(raw_a)
         allv = np.concatenate([before[np.isfinite(before)], after[np.isfinite(after)]])
         # The axis covers the 0.5th..99.5th percentile (a dead channel would stretch it);
@@ -259,32 +262,32 @@ def figure_neurons(plt, seed, cal):
                 (lambda x: goal * (1 + np.asarray(x) / 100))
             edges_b = _quantised_edges(inv(dlo), inv(dhi), qb, disp)
             edges_a = _quantised_edges(inv(dlo), inv(dhi), qa, disp)
+        ax.axvspan(-band, band, color="C2", alpha=0.15, label=band_label)
+        ax.axvline(0, color="k", lw=0.8)
+        b = before.ravel()
+        nb = _density(ax, b, edges_b, color="0.6", alpha=0.6,
+                      label=f"before, all neurons: mean {np.nanmean(b):+.1f}, std {np.nanstd(b):.2f} {unit}")
+        beyond = nb
         for h in range(H):
             for q in range(Q):
-                ax = axes[r, h * Q + q]
-                cols = QUADRANT_OF_COLUMN == q
-                b, a = before[h, cols], after[h, cols]
-                ax.axvspan(-band, band, color="C2", alpha=0.15, label=band_label if h == q == 0 else None)
-                ax.axvline(0, color="k", lw=0.8)
-                nb = _density(ax, b, edges_b, color="0.6", alpha=0.75,
-                              label=f"before: mean {np.nanmean(b):+.1f}, std {np.nanstd(b):.2f} {unit}")
-                na = _density(ax, a, edges_a, color=f"C{r}", alpha=0.85,
-                              label=f"after: mean {np.nanmean(a):+.2f}, std {np.nanstd(a):.2f} {unit}")
-                if nb or na:
-                    ax.plot([], [], " ", label=f"beyond the axis, in the edge bins: {nb} before, {na} after")
-                if r == 0:
-                    ax.set_title(f"{HALF_NAMES[h]} half, {SIDE_NAMES[q]} quadrant\n(neurons {q * 128}-{q * 128 + 127} "
-                                 f"of the half)", fontsize=9)
-                ax.set_xlim(min(edges_b[0], edges_a[0]), max(edges_b[-1], edges_a[-1]))
-                ax.set_xlabel(xlabel, fontsize=8)
-                if h == q == 0:
-                    ax.set_ylabel(f"neurons per {unit}")
-                ax.legend(fontsize=6.5, loc="upper left")
-                ax.set_ylim(0, ax.get_ylim()[1] * (1.75 if h == q == 0 else 1.45))
-                ax.tick_params(labelsize=7)
-                ax.grid(alpha=0.3)
+                a = after[h, QUADRANT_OF_COLUMN == q]
+                clipped = np.clip(a[np.isfinite(a)], edges_a[0], edges_a[-1])
+                counts, _ = np.histogram(clipped, bins=edges_a)
+                beyond += int(np.sum((a < edges_a[0]) | (a > edges_a[-1])))
+                ax.stairs(counts / np.diff(edges_a), edges_a, lw=1.6, color=f"C{h * Q + q + 3}",
+                          label=f"after, {HALF_NAMES[h]} {SIDE_NAMES[q]}: mean {np.nanmean(a):+.2f}, "
+                                f"std {np.nanstd(a):.2f} {unit}")
+        if beyond:
+            ax.plot([], [], " ", label=f"{beyond} value(s) beyond the axis, in the edge bins")
+        ax.set_xlim(min(edges_b[0], edges_a[0]), max(edges_b[-1], edges_a[-1]))
+        ax.set_xlabel(xlabel, fontsize=10)
+        ax.set_ylabel(f"neurons per {unit}", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.9)
+        ax.tick_params(labelsize=9)
+        ax.grid(alpha=0.3)
     fig.suptitle(f"Chip seed {seed}: neuron calibration (reset and leak potentials, excitatory and inhibitory "
-                 f"strengths), before and after, per quadrant", fontsize=11)
+                 f"strengths), before (all 512 neurons) and after (per quadrant of 128)", fontsize=11)
     fig.tight_layout()
     return fig
 

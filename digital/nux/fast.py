@@ -1374,7 +1374,7 @@ def benchmark(n_instructions: int = 20_000_000, repeats: int = 3,
     Returns
     -------
     dict
-        ``instructions`` (per run), ``seconds`` (best wall time, s),
+        ``instructions`` (per run), ``wall_time_s`` (best wall time, s),
         ``instructions_per_second`` (fast engine, wall time),
         ``instructions_per_cpu_second`` (fast engine, thread CPU time),
         ``reference_instructions_per_second`` (plain-Python engine, wall time),
@@ -1409,7 +1409,7 @@ def benchmark(n_instructions: int = 20_000_000, repeats: int = 3,
     t_ref, _, n_ref = one(program(reference_instructions), False)
     ips = count / wall
     ref_ips = n_ref / t_ref
-    return {"instructions": count, "seconds": wall, "instructions_per_second": ips,
+    return {"instructions": count, "wall_time_s": wall, "instructions_per_second": ips,
             "instructions_per_cpu_second": count / cpu if cpu > 0 else float("inf"),
             "reference_instructions_per_second": ref_ips, "speedup": ips / ref_ips}
 

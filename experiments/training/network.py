@@ -312,4 +312,4 @@ class MnistNet:
             if progress is not None:
                 progress(b, num_batches, loss)
         return {"loss": total_loss / n, "accuracy": correct / n, "batches": num_batches,
-                "seconds": time.perf_counter() - t0}
+                "wall_time_s": time.perf_counter() - t0}

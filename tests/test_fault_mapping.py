@@ -467,7 +467,10 @@ def test_unfold2d_is_public_and_conv_matches_matmul_with_faults():
 
 def test_fault_study_runs_and_checks_its_arguments_first():
     out = fault_study(0, (0, 5), images=20)
-    assert set(out) == {"fault_free", "faulty", "faulty_mapped"}
+    found = out.pop("recalibration_found")
+    assert set(out) == {"fault_free", "faulty", "faulty_mapped", "recalibrated_mapped"}
+    # Calibrating the faulty chip names the stuck channel's column.
+    assert [0, 5] in found["columns"]
     # Accuracies of 20 images are multiples of 1/20.
     assert all(0 <= v <= 1 and abs(v * 20 - round(v * 20)) < 1e-9 for v in out.values())
     with pytest.raises(ValueError, match=r"stuck_cadc_channels\[0\]\.half=2 .*0\.\.1"):

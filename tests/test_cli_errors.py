@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,17 @@ def test_json_mode_prints_only_the_json_object_on_stdout(tmp_path, capsys):
     assert "instructions in" in captured.err          # the human summary went to stderr
     assert main(["ppu", "run", str(src)]) == 0        # without --json: text on stdout
     assert "instructions in" in capsys.readouterr().out
+
+
+def test_readme_figures_only_in_a_source_checkout(tmp_path, monkeypatch, capsys):
+    from bss2sim.experiments import common
+    root = Path(common.__file__).resolve().parents[1]
+    assert common.readme_figures_dir() == root / "plots"
+    # An installation that is not a checkout (no pyproject, README or plots/ above it).
+    fake = tmp_path / "site-packages" / "bss2sim" / "experiments" / "common.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(common, "__file__", str(fake))
+    with pytest.raises(ValueError, match="not one"):
+        common.readme_figures_dir()
+    code = main(["traces", "--readme-figures"])
+    _one_error_line(capsys, code, "--readme-figures", "source checkout")

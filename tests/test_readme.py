@@ -3,6 +3,7 @@ lines of the calibration store, each in a fresh interpreter, in an empty
 folder, with a calibration store of its own."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -37,13 +38,17 @@ def _run(args, tmp_path, timeout=600):
 def test_the_readme_has_the_examples_this_file_runs():
     assert len(PYTHON_BLOCKS) >= 4
     assert any("steps=[" in b for b in PYTHON_BLOCKS)
-    assert any("load_calibration(chip)" in b for b in PYTHON_BLOCKS)
+    assert any("cal.describe()" in b for b in PYTHON_BLOCKS)
+    assert any("torchbridge" in b for b in PYTHON_BLOCKS)
     assert "wait" in PPU_PROGRAM
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_python_example_runs_as_written(index, tmp_path):
     block = PYTHON_BLOCKS[index]
+    if "import torch" in block and importlib.util.find_spec("torch") is None:
+        # The optional extra; CI installs it and refuses to run without it (conftest).
+        pytest.skip("the torch extra is not installed")
     (tmp_path / "example.s").write_text(PPU_PROGRAM)    # the PPU example reads the program above it
     (tmp_path / "example.py").write_text(block)
     r = _run([sys.executable, "example.py"], tmp_path)
@@ -55,7 +60,7 @@ def test_python_example_runs_as_written(index, tmp_path):
         for ln in lines:
             median = float(re.search(r"median ([0-9.]+)", ln).group(1))
             assert median < 2.0, ln
-    if "load_calibration(chip)" in block:
+    if "cal.describe()" in block:
         out = r.stdout.splitlines()
         assert "calibrated now, saved to" in out[0]
         assert float(out[1]) > 0.9, "the calibrated chip's output correlates with x.W"

@@ -138,34 +138,50 @@ def build_parser():
                     help="use every unit, also those the calibration names faulty (default: route "
                          "around them)")
 
-    tn = sub.add_parser("train", help="the MNIST pipeline: calibrate, train in software and "
-                                      "noise-aware, fine-tune through the chip, evaluate")
+    tn = sub.add_parser("train", help="the training pipeline (MNIST or your own data): calibrate, train "
+                                      "in software and noise-aware, fine-tune through the chip, evaluate")
     tn.add_argument("--data-dir", default=None,
                     help="MNIST folder (default: the environment variable BSS2SIM_MNIST_DIR)")
+    tn.add_argument("--data", default=None, metavar="PATH|yinyang",
+                    help="train on other data instead of MNIST: 'yinyang' (the built-in Yin-Yang data "
+                         "set), an .npz file holding x_train, y_train, x_test, y_test (samples: uint8 "
+                         "images 0..255, floats in 0..1 or integers 0..31; labels 0..C-1), or a folder "
+                         "of IDX files named as MNIST's (any image size and class count)")
+    tn.add_argument("--hidden", type=int_at_least(0, 4096), default=128,
+                    help="hidden units of the dense network of data other than 28 x 28 images with 10 "
+                         "classes (default 128; 0: one dense layer; 0..4096)")
     tn.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
-    tn.add_argument("--out", default="mnist_run", help="folder for checkpoints and results")
-    tn.add_argument("--float-epochs", type=_nonneg_int, default=8,
-                    help="epochs of float training (default 8)")
-    tn.add_argument("--noise-epochs", type=_nonneg_int, default=2,
-                    help="epochs of noise-aware training with the behavioural model (default 2)")
-    tn.add_argument("--hil-images", type=_positive_int, default=10_000,
-                    help="training images for the fine-tuning on the chip (default 10000)")
+    tn.add_argument("--out", default="mnist_run", help="folder for checkpoints and results "
+                                                       "(default mnist_run, whatever the data)")
+    tn.add_argument("--float-epochs", type=_nonneg_int, default=None,
+                    help="epochs of float training (default 8 on MNIST; on other data as many "
+                         "optimiser steps, at most 100 epochs)")
+    tn.add_argument("--noise-epochs", type=_nonneg_int, default=None,
+                    help="epochs of noise-aware training with the behavioural model (default 2 on "
+                         "MNIST; on other data as many optimiser steps, at most 100 epochs)")
+    tn.add_argument("--hil-images", type=_positive_int, default=None,
+                    help="training samples for the fine-tuning on the chip (default 10000, or all of "
+                         "a smaller training set)")
     tn.add_argument("--hil-epochs", type=_nonneg_int, default=1,
                     help="fine-tuning epochs on each chip (default 1; 0: no fine-tuning)")
-    tn.add_argument("--augment-shift", type=_nonneg_int, default=2,
-                    help="largest random shift of the training images, pixels (default 2; 0: none)")
-    tn.add_argument("--num-sends", type=_positive_int, nargs=3, metavar=("CONV", "FC1", "FC2"),
-                    default=None, help="sends per vector of each layer (default: chosen by the "
-                                       "gain-aware initialisation, 1..64)")
-    tn.add_argument("--wait-between-events", type=_positive_int, nargs=3, metavar=("CONV", "FC1", "FC2"),
-                    default=[5, 5, 5], help="event spacing of each layer, FPGA cycles of 8 ns "
-                                            "(default 5 5 5; 1..255)")
+    tn.add_argument("--augment-shift", type=_nonneg_int, default=None,
+                    help="largest random shift of the training images, pixels (default 2 for images, "
+                         "0 for other samples, which take only 0)")
+    tn.add_argument("--num-sends", type=_positive_int, nargs="+", metavar="N", default=None,
+                    help="sends per vector: one value for every MAC layer or one per layer (MNIST: "
+                         "conv fc1 fc2; dense: fc1 fc2); default: chosen by the gain-aware "
+                         "initialisation, 1..64")
+    tn.add_argument("--wait-between-events", type=_positive_int, nargs="+", metavar="N",
+                    default=[5], help="event spacing, FPGA cycles of 8 ns: one value or one per MAC "
+                                      "layer (default 5; 1..255)")
     tn.add_argument("--further-seeds", type=_seed, nargs="*", default=[1, 2, 3, 4, 5])
-    tn.add_argument("--further-hil-images", type=_positive_int, default=10_000,
-                    help="fine-tuning images on each further chip (default 10000)")
+    tn.add_argument("--further-hil-images", type=_positive_int, default=None,
+                    help="fine-tuning samples on each further chip (default 10000, or all of a "
+                         "smaller training set)")
     tn.add_argument("--test-images", type=_positive_int, default=None,
-                    help="evaluate on the first N test images only (default: all)")
-    tn.add_argument("--ship", action="store_true", help="copy the network and results into the package")
+                    help="evaluate on the first N test samples only (default: all)")
+    tn.add_argument("--ship", action="store_true", help="copy the MNIST network and results into the "
+                                                         "package (MNIST only)")
 
     tr = sub.add_parser("traces", help="membrane traces during one VMM (writes membrane_traces.png)")
     tr.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
@@ -283,11 +299,12 @@ def _dispatch_command(args):
                  fault_mapping=not args.no_fault_mapping)
     elif args.command == "train":
         from . import train
-        train.run(data_dir=args.data_dir, seed=args.seed, out=args.out, float_epochs=args.float_epochs,
-                  noise_epochs=args.noise_epochs, hil_images=args.hil_images, hil_epochs=args.hil_epochs,
+        train.run(data_dir=args.data_dir, data=args.data, hidden=args.hidden, seed=args.seed,
+                  out=args.out, float_epochs=args.float_epochs, noise_epochs=args.noise_epochs,
+                  hil_images=args.hil_images, hil_epochs=args.hil_epochs,
                   augment_shift=args.augment_shift,
-                  num_sends=tuple(args.num_sends) if args.num_sends else (None, None, None),
-                  wait_between_events=tuple(args.wait_between_events),
+                  num_sends=list(args.num_sends) if args.num_sends else None,
+                  wait_between_events=list(args.wait_between_events),
                   extra_seeds=tuple(args.further_seeds), extra_hil_images=args.further_hil_images,
                   test_images=args.test_images, ship=args.ship, as_json=args.json,
                   calibration=args.calibration)

@@ -58,7 +58,8 @@ KINDS = {
     "bss2sim-calibration": "a chip calibration",
     "bss2sim-checkpoint": "a training checkpoint or trained network",
     "bss2sim-mnist-test-images": "the MNIST test images",
-    "bss2sim-mnist-results": "the results of a bss2sim train run",
+    "bss2sim-mnist-results": "the results of a bss2sim train run on MNIST",
+    "bss2sim-training-results": "the results of a bss2sim train run on another data set",
 }
 """Every ``kind`` the project writes, with what it is (for error messages)."""
 
@@ -66,6 +67,8 @@ TEST_IMAGES_KIND = "bss2sim-mnist-test-images"
 TEST_IMAGES_FORMAT_VERSION = 1
 RESULTS_KIND = "bss2sim-mnist-results"
 RESULTS_FORMAT_VERSION = 1
+TRAINING_RESULTS_KIND = "bss2sim-training-results"
+"""Kind of the results of a ``bss2sim train`` run on a data set other than MNIST."""
 
 _BOOKKEEPING = ("kind", "format_version", "sha256")
 _TEMP_SUFFIX = ".tmp"
@@ -568,17 +571,22 @@ def _check_test_images(images, labels, where):
 
 # --- results of a training run ------------------------------------------------
 
-def save_results(path, results: dict) -> Path:
+def save_results(path, results: dict, kind: str = RESULTS_KIND) -> Path:
     """Write the results of a ``bss2sim train`` run (a JSON object) as a checked
-    JSON file of kind ``bss2sim-mnist-results``, atomically."""
-    return write_json_file(path, RESULTS_KIND, RESULTS_FORMAT_VERSION, results)
+    JSON file, atomically: of kind ``bss2sim-mnist-results`` for MNIST, or
+    :data:`TRAINING_RESULTS_KIND` for any other data set."""
+    if kind not in (RESULTS_KIND, TRAINING_RESULTS_KIND):
+        raise ValueError(f"kind={kind!r} is not a results kind; use {RESULTS_KIND!r} or "
+                         f"{TRAINING_RESULTS_KIND!r}")
+    return write_json_file(path, kind, RESULTS_FORMAT_VERSION, results)
 
 
-def load_results(path) -> dict:
-    """The results written by :func:`save_results`, checked (``ValueError``
-    naming the file if it is damaged, edited or another kind)."""
-    return read_json_file(path, kind=RESULTS_KIND, format_version=RESULTS_FORMAT_VERSION,
-                          what="MNIST results", where=f"results file {str(path)!r}",
+def load_results(path, kind: str = RESULTS_KIND) -> dict:
+    """The results written by :func:`save_results` (of ``kind``), checked
+    (``ValueError`` naming the file if it is damaged, edited or another kind)."""
+    what = "MNIST results" if kind == RESULTS_KIND else "training results"
+    return read_json_file(path, kind=kind, format_version=RESULTS_FORMAT_VERSION,
+                          what=what, where=f"results file {str(path)!r}",
                           old_hint="run bss2sim train again to write it in the current format")
 
 

@@ -19,6 +19,11 @@ truncated header or data, trailing bytes, images that are not 28 x 28, labels
 outside 0..9, image and label counts that differ -- raises a ``ValueError``
 that names the file and the problem.
 
+:func:`load_idx` reads the same four files for any image size and class
+count (``bss2sim train --data FOLDER``) with the same checks, the image
+shape and label range left to the caller; :func:`load_mnist` is
+:func:`load_idx` with MNIST's 28 x 28 pixels and labels 0..9.
+
 Only the 10,000 test images are shipped with the package (checked copy, see
 :func:`load_test_set`); the 60,000 training images come from the authors' files,
 which ``bss2sim train --data-dir`` (or ``BSS2SIM_MNIST_DIR``) points at.
@@ -26,6 +31,7 @@ which ``bss2sim train --data-dir`` (or ``BSS2SIM_MNIST_DIR``) points at.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -37,7 +43,7 @@ from bss2sim.circuits import constants as K
 from ..common import as_path, load_test_images
 
 __all__ = ["ENV_VAR", "FILES", "IMAGE_MAGIC", "LABEL_MAGIC", "SHIPPED_TEST_SET", "find_data_dir",
-           "load_mnist", "quantise_images", "random_shift", "read_idx", "load_test_set"]
+           "load_idx", "load_mnist", "quantise_images", "random_shift", "read_idx", "load_test_set"]
 
 ENV_VAR = "BSS2SIM_MNIST_DIR"
 """Environment variable naming the MNIST folder when no ``data_dir`` is given."""
@@ -74,35 +80,36 @@ def find_data_dir(data_dir=None) -> Path:
     return path
 
 
-def _find_file(folder: Path, base: str) -> Path:
+def _find_file(folder: Path, base: str, what: str = "MNIST") -> Path:
     for name in (base, base + ".gz"):
         p = folder / name
         if p.is_file():
             return p
-    raise ValueError(f"MNIST file {base!r} (or {base + '.gz'!r}) is missing in {str(folder)!r}")
+    raise ValueError(f"{what} file {base!r} (or {base + '.gz'!r}) is missing in {str(folder)!r}")
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, what: str = "MNIST") -> bytes:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ValueError(f"MNIST file {str(path)!r} cannot be read: {e}") from e
+        raise ValueError(f"{what} file {str(path)!r} cannot be read: {e}") from e
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"MNIST file {str(path)!r} is not a readable gzip file (corrupt or "
+            raise ValueError(f"{what} file {str(path)!r} is not a readable gzip file (corrupt or "
                              f"truncated): {e}") from e
     return raw
 
 
-def read_idx(path, magic: int) -> np.ndarray:
+def read_idx(path, magic: int, what: str = "MNIST") -> np.ndarray:
     """Read one IDX file of unsigned bytes (gzip-compressed if its name ends in
     ``.gz``) and check its magic number, header and length. Returns a uint8
-    array with the shape the header gives."""
+    array with the shape the header gives. ``what`` names the data set in
+    messages ("MNIST file ...")."""
     path = as_path("path", path)
-    data = _read_bytes(path)
-    where = f"MNIST file {str(path)!r}"
+    data = _read_bytes(path, what)
+    where = f"{what} file {str(path)!r}"
     if len(data) < 4:
         raise ValueError(f"{where} has a truncated header: {len(data)} bytes, fewer than the "
                          "4 of the magic number")
@@ -116,7 +123,7 @@ def read_idx(path, magic: int) -> np.ndarray:
         raise ValueError(f"{where} has a truncated header: {len(data)} bytes, fewer than the "
                          f"{header} of the magic number and {ndim} dimension(s)")
     dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(dims, dtype=np.int64))
+    size = math.prod(dims)            # Python ints: no overflow for any header
     body = len(data) - header
     if body < size:
         raise ValueError(f"{where} has truncated data: the header gives dimensions {dims} "
@@ -125,6 +132,47 @@ def read_idx(path, magic: int) -> np.ndarray:
         raise ValueError(f"{where} has {body - size} trailing bytes after the {size} bytes of "
                          f"data its header gives (dimensions {dims}); the file is corrupt")
     return np.frombuffer(data, np.uint8, count=size, offset=header).reshape(dims).copy()
+
+
+def load_idx(split: str = "train", data_dir=None, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES,
+             what: str = "MNIST"):
+    """Images and labels of one split of a folder of IDX files named as MNIST's.
+
+    Parameters
+    ----------
+    split : "train" or "test" (the file names of :data:`FILES`)
+    data_dir : the folder; default ``$BSS2SIM_MNIST_DIR``
+    image_shape : (height, width) every image must have, or None for any
+        (at least 1 x 1)
+    num_classes : labels must be in 0..num_classes-1, or None for any 0..255
+    what : names the data set in messages
+
+    Returns
+    -------
+    images : uint8 (N, height, width), values 0..255
+    labels : uint8 (N,)
+    """
+    if split not in FILES:
+        raise ValueError(f"split={split!r} is not allowed: use 'train' or 'test'")
+    folder = find_data_dir(data_dir)
+    img_path = _find_file(folder, FILES[split][0], what)
+    lab_path = _find_file(folder, FILES[split][1], what)
+    images = read_idx(img_path, IMAGE_MAGIC, what)
+    if image_shape is not None and images.shape[1:] != tuple(image_shape):
+        raise ValueError(f"{what} file {str(img_path)!r} holds images of {images.shape[1]} x "
+                         f"{images.shape[2]} pixels; expected {image_shape[0]} x {image_shape[1]}")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise ValueError(f"{what} file {str(img_path)!r} holds images of {images.shape[1]} x "
+                         f"{images.shape[2]} pixels; they need at least 1 x 1")
+    labels = read_idx(lab_path, LABEL_MAGIC, what)
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{what} files {str(img_path)!r} and {str(lab_path)!r} do not match: "
+                         f"{images.shape[0]} images but {labels.shape[0]} labels")
+    if num_classes is not None and labels.size and labels.max() >= num_classes:
+        i = int(np.argmax(labels >= num_classes))
+        raise ValueError(f"{what} file {str(lab_path)!r} has label {int(labels[i])} at index {i}; "
+                         f"labels must be in 0..{num_classes - 1}")
+    return images, labels
 
 
 def load_mnist(split: str = "train", data_dir=None):
@@ -140,24 +188,7 @@ def load_mnist(split: str = "train", data_dir=None):
     images : uint8 (N, 28, 28), values 0..255
     labels : uint8 (N,), values 0..9
     """
-    if split not in FILES:
-        raise ValueError(f"split={split!r} is not allowed: use 'train' or 'test'")
-    folder = find_data_dir(data_dir)
-    img_path = _find_file(folder, FILES[split][0])
-    lab_path = _find_file(folder, FILES[split][1])
-    images = read_idx(img_path, IMAGE_MAGIC)
-    if images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"MNIST file {str(img_path)!r} holds images of {images.shape[1]} x "
-                         f"{images.shape[2]} pixels; expected 28 x 28")
-    labels = read_idx(lab_path, LABEL_MAGIC)
-    if labels.shape[0] != images.shape[0]:
-        raise ValueError(f"MNIST files {str(img_path)!r} and {str(lab_path)!r} do not match: "
-                         f"{images.shape[0]} images but {labels.shape[0]} labels")
-    if labels.size and labels.max() >= NUM_CLASSES:
-        i = int(np.argmax(labels >= NUM_CLASSES))
-        raise ValueError(f"MNIST file {str(lab_path)!r} has label {int(labels[i])} at index {i}; "
-                         f"labels must be in 0..{NUM_CLASSES - 1}")
-    return images, labels
+    return load_idx(split, data_dir, IMAGE_SHAPE, NUM_CLASSES, "MNIST")
 
 
 def quantise_images(images, bits: int = 5) -> np.ndarray:

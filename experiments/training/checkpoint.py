@@ -14,7 +14,7 @@ archive of :func:`bss2sim.experiments.common.write_archive`, one array per
 * ``adam.m.<i>``, ``adam.v.<i>``  float64, Adam's moment estimates, one per
   parameter in the order of ``header["param_names"]``
 * ``header``  uint8 (n,): UTF-8 JSON object with ``kind``,
-  ``format_version``, ``epoch``, ``network`` (constructor arguments),
+  ``format_version``, ``epoch``, ``network`` (the model, below),
   ``param_names``, ``optimizer`` (``lr``, ``betas``, ``eps``, ``t``), ``rng``
   (the bit generator's ``state`` dictionary, JSON-able), ``accelerator`` (null
   or ``fidelity``, ``noise_seed``, ``noise_state``: next vector id per noise
@@ -22,6 +22,21 @@ archive of :func:`bss2sim.experiments.common.write_archive`, one array per
   ``sha256``, the checksum
   (:func:`bss2sim.experiments.common.content_checksum`) over every other
   header field and every array.
+
+The header's ``network`` entry names the model and its configuration:
+
+* an :class:`~.network.MnistNet`: its constructor arguments
+  (:meth:`~.network.MnistNet.config`), a JSON object without a ``model``
+  key, exactly as every file of this format has held since version 1 (the
+  shipped ``mnist_net.npz`` among them);
+* a :class:`~.sequential.Sequential`: ``{"model": "Sequential", "config":
+  ...}`` with the architecture of :meth:`~.sequential.Sequential.config`.
+
+Sequential networks were added without changing the layout: the arrays,
+the header fields and the MnistNet entry are those of version 1, so
+``FORMAT_VERSION`` stays 1 and every file written before loads unchanged. A
+reader older than this addition refuses a Sequential checkpoint loudly (its
+network cannot be rebuilt), never misreads it.
 
 The earlier layout (``magic`` ``"bss2sim-training-checkpoint"``, whose
 checksum covered the arrays only) is refused.
@@ -44,16 +59,20 @@ import numpy as np
 from ..common import as_path, read_archive, write_archive
 from .network import MnistNet
 from .optim import Adam
+from .sequential import Sequential
 
-__all__ = ["FORMAT_VERSION", "KIND", "MAGIC", "TrainingCheckpoint", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "KIND", "MAGIC", "MODEL_TYPES", "TrainingCheckpoint", "load_checkpoint",
+           "model_entry", "save_checkpoint"]
 
 FORMAT_VERSION = 1
-"""Version of the file layout this module writes and the only one it reads."""
+"""Version of the file layout this module writes and the only one it reads
+(adding Sequential networks kept the layout; see the module docstring)."""
 KIND = "bss2sim-checkpoint"
 """Value of the header's ``kind`` field."""
 MAGIC = KIND
 """Former name of :data:`KIND`."""
+MODEL_TYPES = ("MnistNet", "Sequential")
+"""The models a checkpoint holds (``TrainingCheckpoint.model_type``)."""
 _FIELDS = ("epoch", "network", "param_names", "optimizer", "rng", "accelerator", "metadata")
 _OLD_HINT = "train again (or save the network again with this version of bss2sim)"
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
@@ -124,6 +143,40 @@ def _accelerator_state(acc):
             "noise_state": {str(int(s)): int(n) for s, n in sorted(positions.items())}}
 
 
+def model_entry(network):
+    """``(model type, configuration)`` of a network a checkpoint can hold."""
+    if isinstance(network, MnistNet):
+        return "MnistNet", network.config()
+    if isinstance(network, Sequential):
+        return "Sequential", network.spec()
+    raise ValueError(f"network={network!r} is not allowed: a checkpoint holds a MnistNet or a "
+                     "Sequential")
+
+
+def _network_header(network):
+    kind, cfg = model_entry(network)
+    cfg = _jsonable(cfg, "network config")
+    return cfg if kind == "MnistNet" else {"model": kind, "config": cfg}
+
+
+def _parse_network_header(entry, where):
+    """``(model type, configuration)`` from a header's ``network`` entry."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: network in the header is not a JSON object")
+    if "model" not in entry:
+        return "MnistNet", entry
+    if sorted(entry) != ["config", "model"] or entry["model"] != "Sequential" \
+            or not isinstance(entry["config"], dict):
+        raise ValueError(f"{where}: network in the header names model {entry.get('model')!r}; "
+                         "expected {'model': 'Sequential', 'config': {...}} or MnistNet's "
+                         "constructor arguments")
+    return "Sequential", entry["config"]
+
+
+def _build_model(model_type, cfg):
+    return MnistNet(**cfg) if model_type == "MnistNet" else Sequential.from_config(cfg)
+
+
 # --- the loaded file -----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -133,9 +186,10 @@ class TrainingCheckpoint:
     epoch: int
     """Epochs finished when it was written."""
     network_config: dict
-    """Constructor arguments of :class:`MnistNet`."""
+    """Configuration of the model: constructor arguments of :class:`MnistNet`,
+    or :meth:`Sequential.config`, as ``model_type`` says."""
     network_state: dict = field(repr=False)
-    """Weights by name (``MnistNet.state_dict()``)."""
+    """Weights by name (the network's ``state_dict()``)."""
     optimizer_state: dict = field(repr=False)
     """``Adam.state_dict()``."""
     rng_state: dict = field(repr=False)
@@ -143,9 +197,12 @@ class TrainingCheckpoint:
     accelerator_state: dict | None
     metadata: dict
     format_version: int
+    model_type: str = "MnistNet"
+    """``"MnistNet"`` or ``"Sequential"`` (:data:`MODEL_TYPES`)."""
 
-    def make_network(self) -> MnistNet:
-        net = MnistNet(**self.network_config)
+    def make_network(self):
+        """The checkpointed network (a :class:`MnistNet` or a :class:`Sequential`)."""
+        net = _build_model(self.model_type, self.network_config)
         net.load_state_dict(self.network_state)
         return net
 
@@ -184,14 +241,15 @@ class TrainingCheckpoint:
     def restore(self, network, optimizer=None, rng=None, accelerator=None):
         """Load the state into existing objects (a network built with the same
         configuration, its optimiser, the shuffling generator, the accelerator)."""
-        cfg = network.config()
+        kind, cfg = model_entry(network)
+        if kind != self.model_type:
+            raise ValueError(f"network is a {kind} but the checkpoint holds a {self.model_type}")
+        cfg = json.loads(json.dumps(_jsonable(cfg, "network config")))
         mine = dict(self.network_config)
         if cfg != mine:
             diff = sorted(k for k in set(cfg) | set(mine) if cfg.get(k) != mine.get(k))
             raise ValueError(f"network configuration differs from the checkpoint's in {', '.join(diff)}")
-        network.load_state_dict(self.network_state)
-        if optimizer is not None:
-            optimizer.load_state_dict(self.optimizer_state)
+        restored = None
         if rng is not None:
             if not isinstance(rng, np.random.Generator):
                 raise ValueError(f"rng={rng!r} is not a numpy.random.Generator")
@@ -199,6 +257,10 @@ class TrainingCheckpoint:
             if type(rng.bit_generator) is not type(restored.bit_generator):
                 raise ValueError(f"rng uses {type(rng.bit_generator).__name__} but the checkpoint "
                                  f"holds a {type(restored.bit_generator).__name__} state")
+        network.load_state_dict(self.network_state)
+        if optimizer is not None:
+            optimizer.load_state_dict(self.optimizer_state)
+        if restored is not None:
             rng.bit_generator.state = restored.bit_generator.state
         if accelerator is not None:
             self.restore_accelerator(accelerator)
@@ -218,6 +280,7 @@ def save_checkpoint(path, network, optimizer, epoch: int, rng, metadata: dict | 
         raise ValueError(f"metadata must be a dict, not {type(metadata).__name__}")
     if not isinstance(optimizer, Adam):
         raise ValueError(f"optimizer={optimizer!r} is not an Adam optimiser")
+    model_entry(network)
     state = network.state_dict()
     names = list(state)
     params = network.parameters()
@@ -230,7 +293,7 @@ def save_checkpoint(path, network, optimizer, epoch: int, rng, metadata: dict | 
         arrays[f"adam.m.{i}"] = np.ascontiguousarray(m, np.float64)
         arrays[f"adam.v.{i}"] = np.ascontiguousarray(v, np.float64)
     fields = {
-        "epoch": int(epoch), "network": _jsonable(network.config(), "network config"),
+        "epoch": int(epoch), "network": _network_header(network),
         "param_names": names,
         "optimizer": _jsonable({"lr": opt["lr"], "betas": list(opt["betas"]), "eps": opt["eps"],
                                 "t": opt["t"]}, "optimizer state"),
@@ -271,8 +334,9 @@ def load_checkpoint(path, *, expect_metadata: dict | None = None) -> TrainingChe
     opt = dict(header["optimizer"])
     opt["m"] = [arrays[f"adam.m.{i}"] for i in range(n)]
     opt["v"] = [arrays[f"adam.v.{i}"] for i in range(n)]
+    model_type, network_config = _parse_network_header(header["network"], where)
     ck = TrainingCheckpoint(
-        epoch=header["epoch"], network_config=header["network"],
+        epoch=header["epoch"], network_config=network_config, model_type=model_type,
         network_state={p: arrays[f"param.{p}"] for p in names}, optimizer_state=opt,
         rng_state=header["rng"], accelerator_state=header["accelerator"],
         metadata=header["metadata"], format_version=header["format_version"])

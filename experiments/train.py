@@ -109,6 +109,18 @@ MAX_SCALED_EPOCHS = 100
 the run time; Yin-Yang's 5000 samples need 96 for MNIST's 4,800 float steps)."""
 
 
+def calibrated_and_measured(seed, calibration=None):
+    """``(chip, loaded calibration or None, MeasuredBehaviour)``: chip ``seed``
+    with its calibration (:func:`~bss2sim.experiments.calibration.store.chip_with_calibration`)
+    and its gain and noise measured through VMMs, as every training pipeline
+    starts; says which calibration it used."""
+    chip, loaded = chip_with_calibration(seed, calibration)
+    note(f"chip {seed}, calibration: {describe(loaded)}; measuring its behaviour...")
+    meas = measure_behaviour(chip)
+    note(f"gain {meas.gain:.5f} LSB per unit x*w, sigma {meas.sigma_trial:.2f} LSB")
+    return chip, loaded, meas
+
+
 def _atomic_json(path: Path, obj):
     """Write the results atomically as a checked JSON file
     (:func:`~bss2sim.experiments.common.save_results`): MNIST's kind for the
@@ -543,13 +555,10 @@ def run(data_dir=None, seed=0, out="mnist_run", float_epochs=None, noise_epochs=
     further_calibration = calibration
     if calibration not in (None, NO_CALIBRATION) and Path(calibration).is_file():
         further_calibration = None
-    chip, loaded = chip_with_calibration(seed, calibration)
-    res["calibration"] = None if loaded is None else loaded.to_dict()
-    note(f"chip {seed}, calibration: {describe(loaded)}; measuring its behaviour...")
-    meas = measure_behaviour(chip)
+    chip, loaded, meas = calibrated_and_measured(seed, calibration)
     beh = meas.behavioural()
+    res["calibration"] = None if loaded is None else loaded.to_dict()
     res["behaviour"] = meas.summary()
-    note(f"gain {beh.gain:.5f} LSB per unit x*w, sigma {beh.sigma:.2f} LSB")
 
     def make():
         net = make_network(dataset, beh.gain, seed, hidden, num_sends, wait_between_events, rms)

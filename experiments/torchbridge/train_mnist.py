@@ -35,14 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bss2sim.digital import Accelerator, measure_behaviour
-from bss2sim.experiments.calibration.store import chip_with_calibration, describe
+from bss2sim.digital import Accelerator
 from bss2sim.experiments.cli import (CALIBRATION_HELP, OneLineParser, check_writable_folder,
                                      int_at_least, report_errors)
-from bss2sim.experiments.common import emit_json, json_only_stdout, note, write_json_file
+from bss2sim.experiments.common import emit_json, json_only_stdout, write_json_file
 from bss2sim.experiments.datasets.mnist import load_mnist, random_shift
 from bss2sim.experiments.progress import Progress
-from bss2sim.experiments.train import AUGMENT_SHIFT, HIL_LR, HIL_LR_DECAY
+from bss2sim.experiments.train import AUGMENT_SHIFT, HIL_LR, HIL_LR_DECAY, calibrated_and_measured
 from bss2sim.experiments.training import Adam, MnistNet, save_checkpoint
 from bss2sim.experiments.training.network import DEFAULT_LR, DEFAULT_LR_DECAY
 
@@ -192,13 +191,10 @@ def run(data_dir=None, seed=0, out="torch_mnist_run", float_epochs=8, noise_epoc
     walls = {}
 
     t = time.perf_counter()
-    chip, loaded = chip_with_calibration(seed, calibration)
-    res["calibration"] = None if loaded is None else loaded.to_dict()
-    note(f"chip {seed}, calibration: {describe(loaded)}; measuring its behaviour...")
-    meas = measure_behaviour(chip)
+    chip, loaded, meas = calibrated_and_measured(seed, calibration)
     beh = meas.behavioural()
+    res["calibration"] = None if loaded is None else loaded.to_dict()
     res["behaviour"] = meas.summary()
-    note(f"gain {beh.gain:.5f} LSB per unit x*w, sigma {beh.sigma:.2f} LSB")
     walls["calibration_and_measurement"] = time.perf_counter() - t
 
     # The numpy pipeline's initialisation (gain-aware, the chip's measured gain).

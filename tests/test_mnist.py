@@ -1,4 +1,4 @@
-"""The MNIST IDX reader (bss2sim.experiments.mnist) on the real files and on corrupt ones."""
+"""The MNIST IDX reader (bss2sim.experiments.datasets.mnist) on the real files and on corrupt ones."""
 import gzip
 import struct
 from pathlib import Path

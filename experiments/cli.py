@@ -245,13 +245,14 @@ def build_parser():
         parser.add_argument("--json", action="store_true",
                             help="print only the figures as one JSON object on stdout "
                                  "(the human text goes to stderr)")
-        parser.add_argument("--threads", type=int_at_least(1, _max_threads()), default=None,
-                            help=f"threads of the numba kernels, 1..{_max_threads()} (default: all cores; "
+        parser.add_argument("--threads", type=int_at_least(1, max_threads()), default=None,
+                            help=f"threads of the numba kernels, 1..{max_threads()} (default: all cores; "
                                  "on a machine shared with other jobs 1 can be faster)")
     return p
 
 
-def _max_threads() -> int:
+def max_threads() -> int:
+    """Most threads the numba kernels can use (``--threads`` bound)."""
     import numba
     return int(numba.config.NUMBA_NUM_THREADS)
 

@@ -6,8 +6,9 @@ first images of the shipped test set (``data/mnist_test.npz``) through the
 cycle-level model three times: on the fault-free chip, on the same chip with
 one stuck CADC channel (an injected :class:`bss2sim.circuits.Faults`), and on
 the faulty chip with an accelerator told to leave that channel's column
-unused. All three chips get the same calibration (the shipped one for the seed,
-or one made on the fault-free chip): the fault appears after calibration.
+unused. All three chips get the same calibration, the one every command uses
+(the store, the shipped one for the seed, or one made now on the fault-free
+chip): the fault appears after calibration.
 """
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from bss2sim.circuits import Chip, Faults
 from bss2sim.circuits.checks import WrongTypeError, check_int, check_seed, short_repr
 from bss2sim.digital import Accelerator, FaultyUnits
 
-from .calibration import CalibrationTarget, calibrate, load_into
-from .calibration.persistence import calibration_filename
-from .common import load_test_images
-from .train import NETWORK_FILE, PACKAGE_DATA, TEST_IMAGES_FILE
+from .calibration import calibrate, load_calibration
+from .datasets.mnist import load_test_set
+from .train import NETWORK_FILE, PACKAGE_DATA
 from .training.checkpoint import load_checkpoint
 
 STUCK_CODE = 128
@@ -79,18 +79,16 @@ def fault_study(seed: int = 0, stuck=(0, 5), images: int | None = 2000, noise_se
     seed = check_seed("seed", seed)
     half, column, code = _check_stuck(stuck)
     noise_seed = check_seed("noise_seed", noise_seed)
-    x, y = load_test_images(PACKAGE_DATA / TEST_IMAGES_FILE)
+    x, y = load_test_set()
     if images is not None:
         images = check_int("images", images, 1, len(y))
         x, y = x[:images], y[:images]
     net = load_checkpoint(PACKAGE_DATA / NETWORK_FILE, expect_metadata={"stage": "fine-tuned"}).make_network()
 
     clean = Chip(seed)
-    target = CalibrationTarget()
-    if (PACKAGE_DATA / calibration_filename(seed, target.target_id)).exists():
-        load_into(clean, PACKAGE_DATA, target)
-    else:
-        calibrate(clean, target)
+    # The calibration every command uses (the store, else the shipped one, else
+    # made now); not stored: this study only reads.
+    load_calibration(clean, save_to_store=False)
     faults = Faults(stuck_cadc_channels=((half, column, code),))
     runs = {"fault_free": (clean, None), "faulty": (Chip(seed, faults=faults), None),
             "faulty_mapped": (Chip(seed, faults=faults), FaultyUnits(columns=((half, column),)))}
@@ -102,7 +100,7 @@ def fault_study(seed: int = 0, stuck=(0, 5), images: int | None = 2000, noise_se
     # channel (and the neuron behind it), and the accelerator leaves them out.
     recal = Chip(seed, faults=faults)
     with np.errstate(invalid="ignore", divide="ignore"):      # 0/0 ratios of the dead channel
-        found = calibrate(recal, target).faulty_units()
+        found = calibrate(recal).faulty_units()
     runs["recalibrated_mapped"] = (recal, found)
     out = {"recalibration_found": found.to_dict()}
     for name, (chip, faulty) in runs.items():

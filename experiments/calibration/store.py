@@ -27,6 +27,7 @@ from bss2sim.circuits import Chip
 from bss2sim.circuits.checks import WrongTypeError, check_instance
 from bss2sim.digital.mapping import FaultyUnits
 
+from ..common import as_path
 from .persistence import CalibrationFile, calibration_filename, read_calibration, save_calibration
 from .run import ChipCalibration, calibrate, save
 from .steps import CalibrationTarget
@@ -61,13 +62,6 @@ def _target(target):
     return target
 
 
-def _as_path(path) -> Path:
-    if isinstance(path, (str, os.PathLike)) and str(path):
-        return Path(path).expanduser()
-    raise WrongTypeError(f"path={path!r} must be a calibration file or a folder of them "
-                         "(str or pathlib.Path), or None (the store, then the shipped ones)")
-
-
 def _is_file_path(p: Path) -> bool:
     """A path names a file if it is one, or does not exist and ends in .npz."""
     return p.is_file() or (not p.exists() and p.suffix == ".npz")
@@ -81,7 +75,7 @@ def find_calibration(chip_seed: int, target: CalibrationTarget | None = None, pa
     target = _target(target)
     name = calibration_filename(chip_seed, target.target_id)
     if path is not None:
-        p = _as_path(path)
+        p = as_path("path", path).expanduser()
         if _is_file_path(p):
             if not p.is_file():
                 raise ValueError(f"calibration path {str(p)!r} does not exist (write it with "
@@ -206,7 +200,7 @@ def store_calibration(cal: ChipCalibration, chip: Chip, path=None) -> Path:
         raise ValueError(f"cal is a calibration of chip seed {cal.chip_seed}, not of chip seed {chip.seed}")
     if path is None:
         return save(cal, chip, default_store())
-    p = _as_path(path)
+    p = as_path("path", path).expanduser()
     if _is_file_path(p):
         return save_calibration(p, chip.config, chip_seed=cal.chip_seed, target_id=cal.target.target_id,
                                 metadata=cal.summary())

@@ -37,7 +37,7 @@ import torch
 
 from bss2sim.digital import Accelerator
 from bss2sim.experiments.cli import (CALIBRATION_HELP, OneLineParser, check_writable_folder,
-                                     int_at_least, report_errors)
+                                     int_at_least, max_threads, report_errors)
 from bss2sim.experiments.common import emit_json, json_only_stdout, write_json_file
 from bss2sim.experiments.datasets.mnist import load_mnist, random_shift
 from bss2sim.experiments.progress import Progress
@@ -265,11 +265,6 @@ def run(data_dir=None, seed=0, out="torch_mnist_run", float_epochs=8, noise_epoc
     return res
 
 
-def _max_threads() -> int:
-    import numba
-    return int(numba.config.NUMBA_NUM_THREADS)
-
-
 def build_parser():
     p = OneLineParser(prog=PROG, description="The MNIST pipeline (software, noise-aware, "
                                              "hardware in the loop) in PyTorch through the chip model.")
@@ -295,8 +290,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int_at_least(1, 60_000), default=BATCH_SIZE,
                    help=f"images per optimiser step (default {BATCH_SIZE})")
     p.add_argument("--calibration", default=None, metavar="PATH", help=CALIBRATION_HELP)
-    p.add_argument("--threads", type=int_at_least(1, _max_threads()), default=None,
-                   help=f"threads of the numba kernels and of torch, 1..{_max_threads()} "
+    p.add_argument("--threads", type=int_at_least(1, max_threads()), default=None,
+                   help=f"threads of the numba kernels and of torch, 1..{max_threads()} "
                         "(default: all cores; results do not depend on it)")
     p.add_argument("--json", action="store_true",
                    help="print only the figures as one JSON object on stdout (text goes to stderr)")

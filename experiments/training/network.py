@@ -27,7 +27,8 @@ from bss2sim.digital.ppu import CONVERTING_RELU_MAX_SHIFT
 
 from ..datasets.mnist import quantise_images
 from .layers import DEFAULT_GAIN, Conv2d, ConvertingReLU, Linear, relu_output_rms
-from .sequential import DEFAULT_TEMPERATURE, Flatten, QuantiseInput, Sequential, softmax_cross_entropy
+from .sequential import (DEFAULT_TEMPERATURE, Flatten, QuantiseInput, Sequential, per_layer,
+                         softmax_cross_entropy)
 
 __all__ = ["MnistNet", "DEFAULT_TEMPERATURE", "DEFAULT_LR", "DEFAULT_LR_DECAY",
            "MNIST_INPUT_RMS", "softmax_cross_entropy"]
@@ -47,17 +48,6 @@ OUTPUT_TARGET_STD = 32.0
 """Initial spread of the logits, LSB."""
 
 LAYER_NAMES = ("conv", "fc1", "fc2")
-
-
-def per_layer(name, v, default):
-    """One value for every MAC layer, or one per layer (conv, fc1, fc2), as a triple."""
-    if v is None:
-        v = default
-    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-        return (int(v),) * 3
-    if not (isinstance(v, (tuple, list)) and len(v) == 3):
-        raise ValueError(f"{name}={v!r} must be one value or one per layer (3)")
-    return tuple(v)
 
 
 NET_LAYER_NAMES = ("input", "conv", "relu1", "flatten", "fc1", "relu2", "fc2")

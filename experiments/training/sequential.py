@@ -658,8 +658,8 @@ def dense_network(input_shape, hidden, classes, *, encoding="unit", gain: float 
         input_rms = 16.0
     input_rms = check_real("input_rms", input_rms, 1e-3, float(K.INPUT_MAX))
     n_mac = 2 if hidden else 1
-    ns = _per_layer("num_sends", num_sends, n_mac)
-    waits = _per_layer("wait_between_events", 5 if wait_between_events is None else wait_between_events, n_mac)
+    ns = per_layer("num_sends", num_sends, (None,) * n_mac, n_mac)
+    waits = per_layer("wait_between_events", wait_between_events, 5, n_mac)
     rng = np.random.default_rng(seed)
     inp = QuantiseInput(shape, encoding)
     features = int(np.prod(shape, dtype=np.int64))
@@ -687,10 +687,13 @@ def dense_network(input_shape, hidden, classes, *, encoding="unit", gain: float 
     return Sequential(*layers, names=names, temperature=temperature, clip_logits=clip_logits, seed=seed)
 
 
-def _per_layer(name, v, n):
-    """One value for every MAC layer, or one per layer (``n``), as a tuple."""
-    if v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))):
-        return (None if v is None else int(v),) * n
+def per_layer(name, v, default, n: int = 3):
+    """One value for every MAC layer, or one per layer (``n`` of them), as a
+    tuple; None takes ``default`` (itself one value or ``n``)."""
+    if v is None:
+        v = default
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return (int(v),) * n
     if not (isinstance(v, (tuple, list)) and len(v) == n):
         raise ValueError(f"{name}={v!r} must be one value or one per MAC layer ({n})")
     return tuple(v)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .checks import check_real
+import numpy as np
+
+from .checks import WrongTypeError, check_real
 
 
 def _check_finite_nonneg(obj, names):
@@ -187,3 +189,212 @@ class NoiseParams:
     @classmethod
     def none(cls) -> "NoiseParams":
         return cls(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class DriftParams:
+    """Temperature coefficients and slow drift: what moves a calibrated chip.
+
+    Both are fixed pattern (drawn from the chip seed): each cell has its own
+    temperature coefficient ``mean + spread N(0, 1)`` and its own drift
+    trajectory over the hours of operation. At the reference temperature and at
+    hour 0 neither changes anything, so a chip calibrated there is the chip
+    drawn from :class:`MismatchParams`. The drift of every cell is a seeded
+    random-walk-like process: a sum of sinusoids with random phases at
+    log-spaced periods from 15 min to 2 years whose powers grow with the period,
+    so the variance of the change grows about linearly with time (like a
+    random walk) over that whole span (``bss2sim.circuits.environment``);
+    ``*_drift_*`` fields give its rms after 24 hours.
+
+    All values are *assumed* (the chip group recalibrates nightly or weekly
+    and reports drift of calibrated setups qualitatively, not per cell); they
+    are sized so that a day or a few kelvin move a calibrated VMM by a few LSB.
+    """
+
+    reference_temperature_c: float = 25.0
+    """Temperature (degrees C) at which the mismatch of :class:`MismatchParams`
+    holds and a default calibration is made."""
+    capmem_voltage_tempco_mean_v_per_k: float = -0.1e-3
+    """Mean temperature coefficient of a capmem voltage cell, V/K (a bandgap-
+    referenced DAC: small and common to all cells)."""
+    capmem_voltage_tempco_spread_v_per_k: float = 0.05e-3
+    """Per-cell spread of that coefficient, V/K."""
+    capmem_current_tempco_mean_rel_per_k: float = 0.003
+    """Mean relative temperature coefficient of a capmem current cell (and so of
+    every bias it sets: synapse DAC bias, driver ramp, OTA strengths, CADC ramp
+    slope, synaptic time constants), 1/K: about PTAT."""
+    capmem_current_tempco_spread_rel_per_k: float = 0.001
+    """Per-cell spread of that coefficient, 1/K."""
+    driver_width_tempco_spread_rel_per_k: float = 0.001
+    """Per-driver relative temperature coefficient of the pulse width (its
+    comparator and ramp capacitor), spread around 0, 1/K."""
+    synapse_tempco_spread_rel_per_k: float = 0.0005
+    """Per-synapse relative temperature coefficient of the DAC current, spread
+    around 0, 1/K (the common part is the bias cell's)."""
+    cadc_gain_tempco_spread_rel_per_k: float = 0.0005
+    """Per-channel relative temperature coefficient of the CADC ramp gain, 1/K."""
+    cadc_offset_tempco_spread_v_per_k: float = 0.05e-3
+    """Per-channel temperature coefficient of the comparator offset, V/K."""
+    rail_tempco_spread_v_per_k: float = 0.2e-3
+    """Per-column temperature coefficient of the membrane swing limits, V/K."""
+    residual_leak_tempco_rel_per_k: float = 0.07
+    """Growth of the residual leak conductance per kelvin (subthreshold leakage
+    about doubles every 10 K), 1/K; per column spread by a tenth of it."""
+    capmem_voltage_drift_v: float = 1.0e-3
+    """rms drift of a capmem voltage cell after 24 h, V."""
+    capmem_current_drift_rel: float = 0.005
+    """rms relative drift of a capmem current cell after 24 h."""
+    driver_width_drift_rel: float = 0.003
+    """rms relative drift of a driver's pulse width after 24 h."""
+    synapse_drift_rel: float = 0.003
+    """rms relative drift of the synapse currents of a column after 24 h (per
+    column: the column's synapses share their bias line)."""
+    cadc_offset_drift_v: float = 0.5e-3
+    """rms drift of a CADC channel's comparator offset after 24 h, V."""
+    rail_drift_v: float = 1.0e-3
+    """rms drift of a column's swing limits after 24 h, V."""
+    residual_leak_drift_rel: float = 0.05
+    """rms relative drift of a column's residual leak after 24 h."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.name in ("reference_temperature_c", "capmem_voltage_tempco_mean_v_per_k",
+                          "capmem_current_tempco_mean_rel_per_k"):
+                check_real(f"DriftParams.{f.name}", getattr(self, f.name))
+            else:
+                check_real(f"DriftParams.{f.name}", getattr(self, f.name), 0.0)
+
+    def scaled(self, factor: float) -> "DriftParams":
+        """Every coefficient and drift multiplied by ``factor`` (the reference
+        temperature kept)."""
+        factor = check_real("factor", factor, 0.0)
+        return type(self)(**{f.name: getattr(self, f.name) * (1 if f.name == "reference_temperature_c" else factor)
+                             for f in dataclasses.fields(self)})
+
+    @classmethod
+    def none(cls) -> "DriftParams":
+        """No temperature dependence and no drift."""
+        return cls().scaled(0.0)
+
+
+@dataclass(frozen=True)
+class EffectParams:
+    """Second-order circuit effects that per-column calibration cannot remove.
+
+    Each field switches one effect off at 0. All values are *assumed* (not
+    published per circuit); each line says why its size is plausible.
+    """
+
+    cadc_common_noise_lsb: float = 0.5
+    """rms of the noise each conversion shares across the 128 channels of a
+    quadrant (the shared ramp and its references), LSB per read."""
+    low_frequency_noise_lsb: float = 0.5
+    """rms of a slow noise per channel (1/f noise of the comparator and the
+    reference lines), LSB per read."""
+    low_frequency_shared_fraction: float = 0.8
+    """Fraction of that slow noise's variance that the baseline read and the
+    read of one VMM share (they are some 30 us apart, far shorter than its
+    correlation time); only the rest adds to the difference."""
+    row_ir_drop_rel_per_ua: float = 2.5e-4
+    """Relative loss of every synapse current of a row per uA that the whole row
+    draws during the pulse (IR drop on the row's shared supply line): a row
+    of 256 maximal weights (about 125 uA) loses about 3 %."""
+    column_ir_drop_rel_per_ua: float = 0.01
+    """Relative loss of the current a synapse sends into its column's input line
+    per uA that the other synapses of that line send at the same time (events
+    of several drivers in the same cycle)."""
+    synapse_dac_unit_mismatch_rel: float = 0.03
+    """Relative mismatch of one unit current source of the binary-weighted
+    synapse DAC; bit i (2^i units) has sigma ``x / sqrt(2^i)`` (Pelgrom), so
+    the step from 31 to 32 has a differential nonlinearity of about 0.2 LSB of
+    the DAC."""
+    charge_injection_exc_c: float = 0.03e-15
+    """Charge each event injects into the excitatory input of every column of the
+    half, whatever the weight (enable-pulse feedthrough), C."""
+    charge_injection_inh_c: float = 0.02e-15
+    """The same into the inhibitory input, C: the net of the two (about 0.01
+    LSB per event) is an offset that grows with the number of events."""
+    charge_injection_spread_rel: float = 0.3
+    """Per-column relative spread of both injected charges."""
+    driver_recovery_depth: float = 0.2
+    """Fraction of a pulse's width lost when the same driver fired just before
+    (its pulse-shaping node has not recovered)."""
+    driver_recovery_tau_s: float = 30e-9
+    """Recovery time constant of that loss, s: the loss is
+    ``depth exp(-dt / tau)`` for a pulse ``dt`` after the same driver's last."""
+    reset_ktc_noise: bool = True
+    """Sample kT/C noise on the membrane capacitance at each reset (45 uV rms on
+    2 pF at 25 degrees C: about 0.01 LSB, a floor, not a term that matters)."""
+    reset_residual_rel: float = 0.01
+    """Mean fraction of the membrane's distance from the reset potential left
+    after a reset (finite reset conductance over the reset time); per column
+    spread by half of it. The VMM sequence resets from rest, so this shifts the
+    start towards the leak potential."""
+    capmem_settling_tau_s: float = 2e-3
+    """Time constant of a capmem cell's approach to a new setting, s: the 20 ms
+    that calibration software waits after a write is ten of them."""
+    capmem_ripple_v: float = 1.0e-3
+    """Droop of a capmem voltage cell between two refreshes, V peak to peak: the
+    cell's value at a read falls by ``ripple x phase``, the phase in 0..1 of
+    the refresh cycle (fixed per cell relative to the others, random per read)."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.name == "reset_ktc_noise":
+                if not isinstance(self.reset_ktc_noise, (bool, np.bool_)):
+                    raise WrongTypeError(f"EffectParams.reset_ktc_noise={self.reset_ktc_noise!r} "
+                                         "must be True or False")
+                continue
+            check_real(f"EffectParams.{f.name}", getattr(self, f.name), 0.0)
+        for name in ("low_frequency_shared_fraction", "driver_recovery_depth"):
+            check_real(f"EffectParams.{name}", getattr(self, name), 0.0, 1.0)
+        check_real("EffectParams.driver_recovery_tau_s", self.driver_recovery_tau_s, 0.0, lo_open=True)
+        check_real("EffectParams.capmem_settling_tau_s", self.capmem_settling_tau_s, 0.0, lo_open=True)
+
+    def scaled(self, factor: float) -> "EffectParams":
+        """Every magnitude multiplied by ``factor`` (fractions capped at their
+        range; time constants and switches kept)."""
+        factor = check_real("factor", factor, 0.0)
+        keep = ("low_frequency_shared_fraction", "driver_recovery_tau_s", "reset_ktc_noise",
+                "capmem_settling_tau_s", "charge_injection_spread_rel")
+        values = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            values[f.name] = v if f.name in keep else v * factor
+        values["driver_recovery_depth"] = min(values["driver_recovery_depth"], 0.9)
+        return type(self)(**values)
+
+    @classmethod
+    def none(cls) -> "EffectParams":
+        """Every effect off: the chip of earlier versions of this model."""
+        return cls(**{f.name: (False if f.name == "reset_ktc_noise" else
+                               getattr(cls, f.name) if f.name in ("low_frequency_shared_fraction",
+                                                                  "driver_recovery_tau_s",
+                                                                  "capmem_settling_tau_s")
+                               else 0.0)
+                      for f in dataclasses.fields(cls)})
+
+
+PRESETS = ("ideal", "default", "harsh")
+"""Names of the effect presets (:func:`preset`)."""
+HARSH_FACTOR = 3.0
+"""Factor of the ``"harsh"`` preset on every drift and effect magnitude (*assumed*:
+an older setup, an uncontrolled room)."""
+
+
+def preset(name: str) -> tuple:
+    """``(DriftParams, EffectParams)`` of a named preset.
+
+    * ``"ideal"``: no drift, no temperature dependence, none of the effects:
+      the chip of earlier versions of this model.
+    * ``"default"``: the defaults of both dataclasses.
+    * ``"harsh"``: every drift, temperature coefficient and effect magnitude
+      times :data:`HARSH_FACTOR`.
+    """
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"preset={name!r} is unknown; allowed: {', '.join(PRESETS)}")
+    if name == "ideal":
+        return DriftParams.none(), EffectParams.none()
+    if name == "default":
+        return DriftParams(), EffectParams()
+    return DriftParams().scaled(HARSH_FACTOR), EffectParams().scaled(HARSH_FACTOR)

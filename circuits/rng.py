@@ -24,6 +24,8 @@ _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _TWO_PI = 2.0 * np.pi
 _INV_2_53 = 1.0 / 9007199254740992.0
+_SHARED_TAG = 0x736C6F77
+"""Tag ("slow" in ASCII) deriving the default shared seed of a TrialNoise."""
 
 
 @njit(cache=True, inline="always")
@@ -82,11 +84,19 @@ class TrialNoise:
         Any integer in 0 .. 2**64 - 1.
     start_index : int
         Stream index of the next vector (default 0).
+    shared_seed : int or None
+        Seed of the slow noise that two integrations share when they give the
+        same ``shared_seed`` and vector indices (the baseline read and the read
+        of one VMM, see ``EffectParams.low_frequency_shared_fraction``). None
+        (the default) derives it from ``seed``, so independent sources share
+        nothing.
     """
 
-    def __init__(self, seed: int, start_index: int = 0):
+    def __init__(self, seed: int, start_index: int = 0, shared_seed: int | None = None):
         self.seed = check_seed("seed", seed)
         self.next_index = check_int("start_index", start_index, 0, 2**63 - 1)
+        self.shared_seed = derive_seed(self.seed, _SHARED_TAG) if shared_seed is None \
+            else check_seed("shared_seed", shared_seed)
 
     def take(self, count: int) -> tuple[np.uint64, np.uint64]:
         """Reserve ``count`` stream indices; returns (seed, first index) as uint64."""
@@ -96,7 +106,7 @@ class TrialNoise:
         return np.uint64(self.seed), np.uint64(first)
 
     def __repr__(self):
-        return f"TrialNoise(seed={self.seed}, next_index={self.next_index})"
+        return f"TrialNoise(seed={self.seed}, next_index={self.next_index}, shared_seed={self.shared_seed})"
 
 
 @njit(cache=True, parallel=True)

@@ -24,7 +24,8 @@ import numpy as np
 from . import constants as K
 from . import kernels as _k
 from .checks import WrongTypeError, as_int_array, check_instance, check_int, check_real, check_seed
-from .params import CircuitParams, MismatchParams, NoiseParams
+from .environment import DriftPattern, Environment
+from .params import PRESETS, CircuitParams, DriftParams, EffectParams, MismatchParams, NoiseParams, preset
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,12 @@ CAPMEM_PARAMETERS = {p.name: p for p in [
                     "Excitatory synaptic-input OTA bias; strength is proportional to it."),
     CapmemParameter("syn_strength_inh", "current", "neuron", 512,
                     "Inhibitory synaptic-input OTA bias; strength is proportional to it."),
+    CapmemParameter("syn_tau_exc", "current", "neuron", 512,
+                    "Bias of the excitatory synaptic input's resistor (as on silicon, its time "
+                    "constant is set through a capmem current): tau_syn scales as the default "
+                    "cell's current over this one's, so 512 gives about 0.32 us."),
+    CapmemParameter("syn_tau_inh", "current", "neuron", 512,
+                    "Bias of the inhibitory synaptic input's resistor, as syn_tau_exc."),
 ]}
 
 
@@ -425,6 +432,11 @@ kept in a table per half (5 x 4 bytes x 256 columns per cycle: 168 MB at
 most); the fast path computes longer ones per column from the same formula."""
 MAX_PULSE_WIDTH_NS = K.FPGA_CYCLE_S * 1e9
 """The enable pulse ends at the latest with the driver's next 8 ns slot (*assumed*)."""
+_BOLTZMANN = 1.380649e-23
+"""Boltzmann constant, J/K (exact, SI 2019)."""
+_TAU_DEFAULT_A = CAPMEM_PARAMETERS["syn_tau_exc"].default * K.CAPMEM_CURRENT_FULL_SCALE_A / K.CAPMEM_MAX
+"""Nominal current of a synaptic time-constant cell at its default setting, A:
+the truth's tau_syn holds there."""
 
 
 def capmem_value(param: CapmemParameter, setting, gain, offset):
@@ -435,6 +447,10 @@ def capmem_value(param: CapmemParameter, setting, gain, offset):
     if param.kind == "current":
         value = np.maximum(value, 0.0)
     return value
+
+
+def _preset(name):
+    return preset(name)
 
 
 def value_to_width_shape(values, nonlinearity):
@@ -461,48 +477,172 @@ class Chip:
         :class:`~bss2sim.circuits.rng.TrialNoise`).
     faults : Faults, optional
         Defects injected into the ground truth.
+    preset : str
+        ``"default"`` (the default), ``"ideal"`` or ``"harsh"``: the drift and
+        effect parameters used where ``drift`` or ``effects`` is not given
+        (:func:`bss2sim.circuits.params.preset`).
+    drift : DriftParams, optional
+        Temperature coefficients and slow drift (fixed pattern from the seed).
+    effects : EffectParams, optional
+        Second-order effects (shared noise, IR drop, DAC bits, charge
+        injection, driver recovery, reset, capmem settling and ripple).
+
+    The chip runs at :attr:`environment` (temperature, hours of operation; set
+    with :meth:`set_environment`) and keeps a clock :attr:`time_s` that
+    software which waits advances with :meth:`advance_time` (capmem writes
+    settle along it).
     """
 
     def __init__(self, seed: int = 0, mismatch: MismatchParams | None = None,
                  circuit: CircuitParams | None = None, noise: NoiseParams | None = None,
-                 faults: Faults | None = None):
+                 faults: Faults | None = None, *, preset: str = "default",
+                 drift: DriftParams | None = None, effects: EffectParams | None = None):
         self.seed = check_seed("seed", seed)
         for name, value, cls in (("mismatch", mismatch, MismatchParams), ("circuit", circuit, CircuitParams),
-                                 ("noise", noise, NoiseParams), ("faults", faults, Faults)):
+                                 ("noise", noise, NoiseParams), ("faults", faults, Faults),
+                                 ("drift", drift, DriftParams), ("effects", effects, EffectParams)):
             if value is not None:
                 check_instance(name, value, cls, f"bss2sim.circuits.{cls.__name__} or None (the default)")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise ValueError(f"preset={preset!r} is unknown; allowed: {', '.join(PRESETS)}")
+        preset_drift, preset_effects = _preset(preset)
+        self.preset = preset
         self.mismatch = mismatch if mismatch is not None else MismatchParams()
         self.circuit = circuit if circuit is not None else CircuitParams()
         self.noise = noise if noise is not None else NoiseParams()
+        self.drift = drift if drift is not None else preset_drift
+        self.effects = effects if effects is not None else preset_effects
         self.faults = faults
         self.truth = ChipTruth.draw(self.seed, self.mismatch, self.circuit, faults)
         self.config = ChipConfig()
         self._cache = {}
         self._tables = {}
+        self._drift_pattern = DriftPattern(self.seed, self.drift)
+        self._environment = Environment(temperature_c=self.drift.reference_temperature_c)
+        self._effect_draws = {}
+        self.time_s = 0.0
+        """The chip's clock, s: advanced by :meth:`advance_time` only."""
+        self._capmem_seen = {n: np.array(self.config.capmem(n)) for n in CAPMEM_PARAMETERS}
+        self._capmem_transients = {}
+
+    # --- operating condition -------------------------------------------------
+    @property
+    def environment(self) -> Environment:
+        """Temperature and hours of operation the chip runs at."""
+        return self._environment
+
+    def set_environment(self, temperature_c: float | None = None, hours: float | None = None) -> Environment:
+        """Run the chip at ``temperature_c`` (degrees C, -40..125) and ``hours``
+        of operation since its reference time (0..1e6); either left None keeps
+        its value. Everything downstream (operating points, both integration
+        paths, calibration reads) sees the new condition. Returns the new
+        :class:`Environment`; a bad value changes nothing."""
+        env = Environment(self._environment.temperature_c if temperature_c is None else temperature_c,
+                          self._environment.hours if hours is None else hours)
+        self._environment = env
+        return env
+
+    def advance_time(self, seconds: float) -> float:
+        """Advance the chip's clock by ``seconds`` (>= 0) and return it. Capmem
+        settings changed since the last call start settling now, so software
+        that waits after a write (as calibration does) is modelled by writing
+        and then advancing; a read before the wait has passed sees the cells
+        on their way. Settings first noticed by an integration, without an
+        advance in between, count as written long ago (settled)."""
+        seconds = check_real("seconds", seconds, 0.0)
+        self._notice_capmem(settling=True)
+        self.time_s += seconds
+        return self.time_s
+
+    def _notice_capmem(self, settling):
+        """Record capmem cells whose settings changed since last seen; with
+        ``settling`` their transient starts at the current clock."""
+        tau = self.effects.capmem_settling_tau_s
+        for name in CAPMEM_PARAMETERS:
+            now = self.config.capmem(name)
+            seen = self._capmem_seen[name]
+            if np.array_equal(now, seen):
+                continue
+            if settling:
+                # The cell starts from where it was (it may itself be settling).
+                self._capmem_transients[name] = (self._capmem_value(name, seen), self.time_s)
+            else:
+                self._capmem_transients.pop(name, None)
+            self._capmem_seen[name] = np.array(now)
+        for name, (_, t0) in list(self._capmem_transients.items()):
+            if self.time_s - t0 > 40.0 * tau:
+                del self._capmem_transients[name]   # settled to far below any resolution
 
     def __repr__(self):
         return f"Chip(seed={self.seed})"
 
-    def _capmem(self, name):
+    def _capmem_value(self, name, settings):
+        """Analog value of a parameter's cells for ``settings`` at the current
+        condition (temperature and drift), without a settling transient."""
         p = CAPMEM_PARAMETERS[name]
-        return capmem_value(p, self.config.capmem(name), self.truth.capmem_gain[name],
-                            self.truth.capmem_offset[name])
+        value = capmem_value(p, settings, self.truth.capmem_gain[name], self.truth.capmem_offset[name])
+        state = self._drift_state()
+        if state is not None:
+            how, amount = state.capmem[name]
+            value = value + amount if how == "shift" else value * amount
+            if p.kind == "current":
+                value = np.maximum(value, 0.0)
+        return value
+
+    def _capmem(self, name):
+        value = self._capmem_value(name, self.config.capmem(name))
+        if name in self._capmem_transients:
+            start, t0 = self._capmem_transients[name]
+            frac = np.exp(-(self.time_s - t0) / self.effects.capmem_settling_tau_s)
+            value = value + (start - value) * frac
+        return value
+
+    def _drift_state(self):
+        key = ("drift", self._environment)
+        if key not in self._effect_draws:
+            # One condition kept: a study moves through conditions one at a time.
+            self._effect_draws = {k: v for k, v in self._effect_draws.items() if k[0] != "drift"}
+            self._effect_draws[key] = self._drift_pattern.at(self._environment)
+        return self._effect_draws[key]
+
+    def _effect_normals(self, name, shape):
+        """Fixed-pattern standard normals of an effect, keyed by (chip seed, name)."""
+        key = ("normals", name, shape)
+        if key not in self._effect_draws:
+            rng = np.random.default_rng([self.seed, zlib.crc32(("effect/" + name).encode())])
+            self._effect_draws[key] = rng.standard_normal(shape)
+        return self._effect_draws[key]
+
+    def _effect_uniforms(self, name, shape):
+        """Fixed-pattern uniforms in [0, 1) of an effect, keyed by (chip seed, name)."""
+        key = ("uniforms", name, shape)
+        if key not in self._effect_draws:
+            rng = np.random.default_rng([self.seed, zlib.crc32(("effect/" + name).encode())])
+            self._effect_draws[key] = rng.random(shape)
+        return self._effect_draws[key]
+
+    def _state_key(self):
+        self._notice_capmem(settling=False)
+        transient = self.time_s if self._capmem_transients else None
+        return (self.config.version, self._environment, transient)
 
     def operating_point(self, half: int) -> HalfOperatingPoint:
         """Effective per-driver and per-column values of one half for the
-        current configuration (cached until the configuration changes)."""
+        current configuration, condition and clock (cached until one changes)."""
         half = check_half(half)
-        key = ("op", half, self.config.version)
+        state = self._state_key()
+        key = ("op", half, state)
         if key not in self._cache:
-            self._cache = {k: v for k, v in self._cache.items() if k[2] == self.config.version}
+            self._cache = {k: v for k, v in self._cache.items() if k[2] == state}
             self._cache[key] = self._build_operating_point(half)
         return self._cache[key]
 
     def _build_operating_point(self, half):
-        t, cfg, cp_ = self.truth, self.config, self.circuit
+        t, cfg, cp_, fx = self.truth, self.config, self.circuit, self.effects
         C = K.COLUMNS_PER_HALF
         quadrant_of_col = np.arange(C) // K.COLUMNS_PER_QUADRANT
         block_of_driver = np.arange(K.DRIVERS_PER_HALF) // K.DRIVERS_PER_CAPMEM_BLOCK
+        drift = self._drift_state()
 
         # Pulse width per driver and value.
         ramp = self._capmem("driver_ramp")[half] * t.quadrant_driver_ramp[half]
@@ -512,16 +652,32 @@ class Chip:
                  + t.driver_offset_s[half][:, None]
                  + (cfg.driver_offset[half].astype(np.float64)[:, None] - 32) * cp_.driver_offset_step_s)
         width = width * scale[block_of_driver][:, None]
+        if drift is not None:
+            width = width * drift.driver_width[half][:, None]
         width = np.clip(width * 1e9, 0.0, MAX_PULSE_WIDTH_NS)
         width[:, 0] = 0.0
 
         # Synapse currents, summed per driver into the excitatory / inhibitory input.
         w = cfg.weights[half].astype(np.float64)
         dac = w + t.synapse_dac_bow[half] * w * (K.WEIGHT_MAX - w) / K.WEIGHT_MAX
+        if fx.synapse_dac_unit_mismatch_rel > 0:
+            # Binary-weighted sources: bit i switches 2^i unit sources, each with
+            # its own mismatch; a larger source matches better (Pelgrom).
+            bits = self._effect_normals("synapse_dac_bits", (K.WEIGHT_BITS,) + t.synapse_gain.shape)
+            wi = cfg.weights[half]
+            for i in range(K.WEIGHT_BITS):
+                on = ((wi >> i) & 1).astype(np.float64)
+                dac = dac + on * (2.0 ** i) * (fx.synapse_dac_unit_mismatch_rel / np.sqrt(2.0 ** i)) * bits[i, half]
+            dac = np.maximum(dac, 0.0)
         bias = self._capmem("synapse_bias")[half] * t.quadrant_synapse_bias[half]
         bias_col = (bias / cp_.synapse_bias_nominal_a)[quadrant_of_col]
+        gain = t.synapse_gain[half] if drift is None else t.synapse_gain[half] * drift.synapse[half]
         current = cp_.synapse_current_full_scale_a * 1e6 * dac / K.WEIGHT_MAX \
-            * t.synapse_gain[half] * bias_col[None, :]
+            * gain * bias_col[None, :]
+        if fx.row_ir_drop_rel_per_ua > 0:
+            # The whole row draws its current through one supply line while the
+            # pulse lasts: its IR drop lowers every synapse of the row alike.
+            current = current / (1.0 + fx.row_ir_drop_rel_per_ua * current.sum(axis=1, keepdims=True))
         exc = cfg.row_sign[half] > 0
         cur_e = np.where(exc[:, None], current, 0.0)
         cur_i = np.where(exc[:, None], 0.0, current)
@@ -534,15 +690,26 @@ class Chip:
             / cp_.syn_strength_nominal_a * t.syn_strength_exc[half] / cap_pf
         gci = cp_.syn_strength_nominal * self._capmem("syn_strength_inh")[half] \
             / cp_.syn_strength_nominal_a * t.syn_strength_inh[half] / cap_pf
-        g_leak = t.membrane_capacitance_f[half] / t.residual_leak_tau_s[half] \
-            + cp_.leak_conductance_per_a * self._capmem("leak_bias")[half]
+        residual = t.membrane_capacitance_f[half] / t.residual_leak_tau_s[half]
+        if drift is not None:
+            residual = residual * drift.leak_conductance[half]
+        g_leak = residual + cp_.leak_conductance_per_a * self._capmem("leak_bias")[half]
         ramp_start = self._capmem("cadc_ramp_start")[half][quadrant_of_col]
         slope = self._capmem("cadc_ramp_slope")[half][quadrant_of_col]
-        step = cp_.cadc_step_nominal_v * slope / cp_.cadc_slope_nominal_a / t.cadc_gain[half]
+        cadc_gain = t.cadc_gain[half] if drift is None else t.cadc_gain[half] * drift.cadc_gain[half]
+        step = cp_.cadc_step_nominal_v * slope / cp_.cadc_slope_nominal_a / cadc_gain
         step = np.maximum(step, 1e-9)
-        cp = np.empty((_k.NUM_COLUMN_PARAMS, C))
-        cp[_k.LAM_E] = 1e-9 / t.tau_syn_exc_s[half]
-        cp[_k.LAM_I] = 1e-9 / t.tau_syn_inh_s[half]
+        # The synaptic time constants are set through capmem biases, as on
+        # silicon: tau scales as the default cell's nominal current over the cell's.
+        tau_ref_a = _TAU_DEFAULT_A
+        tau_e = t.tau_syn_exc_s[half] * tau_ref_a / np.maximum(self._capmem("syn_tau_exc")[half], 1e-12)
+        tau_i = t.tau_syn_inh_s[half] * tau_ref_a / np.maximum(self._capmem("syn_tau_inh")[half], 1e-12)
+        rail_lo = t.rail_low_v[half] if drift is None else t.rail_low_v[half] + drift.rail_low_v[half]
+        rail_hi = t.rail_high_v[half] if drift is None else t.rail_high_v[half] + drift.rail_high_v[half]
+        cadc_off = t.cadc_offset_v[half] if drift is None else t.cadc_offset_v[half] + drift.cadc_offset_v[half]
+        cp = np.zeros((_k.NUM_COLUMN_PARAMS, C))
+        cp[_k.LAM_E] = 1e-9 / tau_e
+        cp[_k.LAM_I] = 1e-9 / tau_i
         cp[_k.LAM_M] = 1e-9 * g_leak / t.membrane_capacitance_f[half]
         cp[_k.GC_E] = gce
         cp[_k.GC_I] = gci
@@ -552,23 +719,53 @@ class Chip:
         cp[_k.HEAD_I] = cp_.syn_saturation_headroom_c * 1e15 * t.syn_knee_inh[half]
         cp[_k.E_LEAK] = 1e3 * (self._capmem("leak_potential")[half] + t.leak_offset_v[half])
         cp[_k.V_RESET] = 1e3 * (self._capmem("reset_potential")[half] + t.reset_offset_v[half])
-        cp[_k.RAIL_LO] = 1e3 * t.rail_low_v[half]
-        cp[_k.RAIL_HI] = 1e3 * t.rail_high_v[half]
+        cp[_k.RAIL_LO] = 1e3 * rail_lo
+        cp[_k.RAIL_HI] = 1e3 * rail_hi
         cp[_k.CADC_START] = 1e3 * ramp_start
         cp[_k.CADC_STEP] = 1e3 * step
-        cp[_k.CADC_OFFSET] = 1e3 * t.cadc_offset_v[half]
+        cp[_k.CADC_OFFSET] = 1e3 * cadc_off
         # Noise density in mV per sqrt(ns); read noise in mV (LSB x step).
         cp[_k.NOISE_MEM] = 1e3 * self.noise.membrane_noise_v_per_sqrt_s / np.sqrt(1e9)
         cp[_k.NOISE_READ] = self.noise.cadc_read_noise_lsb * cp[_k.CADC_STEP]
+        cp[_k.NOISE_CM] = fx.cadc_common_noise_lsb * cp[_k.CADC_STEP]
+        cp[_k.NOISE_LF] = fx.low_frequency_noise_lsb * cp[_k.CADC_STEP]
+        cp[_k.LF_SHARED] = fx.low_frequency_shared_fraction
+        if fx.reset_ktc_noise:
+            kelvin = self._environment.temperature_c + 273.15
+            cp[_k.NOISE_KTC] = 1e3 * np.sqrt(_BOLTZMANN * kelvin / t.membrane_capacitance_f[half])
         cp[_k.DIGITAL_OFFSET] = cfg.cadc_digital_offset[half]
+        if fx.charge_injection_exc_c > 0 or fx.charge_injection_inh_c > 0:
+            spread = fx.charge_injection_spread_rel
+            for row, q, name in ((_k.QINJ_E, fx.charge_injection_exc_c, "charge_injection_exc"),
+                                 (_k.QINJ_I, fx.charge_injection_inh_c, "charge_injection_inh")):
+                n = self._effect_normals(name, (K.NUM_HALVES, C))[half]
+                cp[row] = 1e15 * q * np.maximum(1.0 + spread * n, 0.0)
         # Reset and leak potentials are held within the rails like the membrane.
         cp[_k.V_RESET] = np.clip(cp[_k.V_RESET], cp[_k.RAIL_LO], cp[_k.RAIL_HI])
+        if fx.reset_residual_rel > 0:
+            # A finite reset leaves part of the distance from rest (where the
+            # sequence resets from) to the reset potential.
+            frac = fx.reset_residual_rel * np.maximum(
+                1.0 + 0.5 * self._effect_normals("reset_residual", (K.NUM_HALVES, C))[half], 0.0)
+            cp[_k.V_RESET] = cp[_k.V_RESET] + frac * (cp[_k.E_LEAK] - cp[_k.V_RESET])
+        if fx.capmem_ripple_v > 0:
+            cp[_k.RIPPLE] = 1e3 * fx.capmem_ripple_v
+            phase_n = self._effect_uniforms("ripple_phase_neuron", (2, K.NUM_HALVES, C))
+            phase_q = self._effect_uniforms("ripple_phase_quadrant", (K.NUM_HALVES, K.QUADRANTS_PER_HALF))
+            cp[_k.PHASE_RESET] = phase_n[0, half]
+            cp[_k.PHASE_LEAK] = phase_n[1, half]
+            cp[_k.PHASE_START] = phase_q[half][quadrant_of_col]
         if cfg.cadc_input[half] == 1:
             # The channels read the quadrant's reference line: a constant, quiet voltage.
             ref = 1e3 * self._capmem("cadc_reference")[half][quadrant_of_col]
             cp[_k.V_RESET] = cp[_k.E_LEAK] = ref
             cp[_k.GC_E] = cp[_k.GC_I] = 0.0
             cp[_k.NOISE_MEM] = 0.0
+            cp[_k.NOISE_KTC] = 0.0
+            cp[_k.QINJ_E] = cp[_k.QINJ_I] = 0.0
+            # The line is one capmem cell: its droop has one phase.
+            cp[_k.PHASE_RESET] = cp[_k.PHASE_LEAK] = self._effect_uniforms(
+                "ripple_phase_reference", (K.NUM_HALVES, K.QUADRANTS_PER_HALF))[half][quadrant_of_col]
             cp[_k.RAIL_LO] = np.minimum(cp[_k.RAIL_LO], ref - 1.0)
             cp[_k.RAIL_HI] = np.maximum(cp[_k.RAIL_HI], ref + 1.0)
         # Propagators over a whole CADC ramp bound how far the membrane can move

@@ -125,10 +125,35 @@ def _check_common(chip, half, schedule, read_cycle, noise):
     return half, rc
 
 
-def _event_arrays(op, schedule):
+def recovered_widths(width_ns, schedule, depth, tau_s):
+    """Pulse widths after driver recovery: a pulse ``dt`` after the same
+    driver's previous pulse in the same vector loses ``depth exp(-dt / tau)`` of
+    its width. ``width_ns`` (num_events,) float; returns float64 (num_events,)."""
+    width = np.asarray(width_ns, np.float64).copy()
+    if depth <= 0 or schedule.num_events < 2:
+        return width
+    vec = np.repeat(np.arange(schedule.num_vectors), np.diff(schedule.offsets))
+    order = np.lexsort((schedule.cycle, schedule.driver, vec))
+    same = (vec[order][1:] == vec[order][:-1]) & (schedule.driver[order][1:] == schedule.driver[order][:-1])
+    if same.any():
+        dt_s = (schedule.cycle[order][1:] - schedule.cycle[order][:-1]) * K.FPGA_CYCLE_S
+        loss = np.where(same, depth * np.exp(-dt_s / tau_s), 0.0)
+        width[order[1:]] *= 1.0 - loss
+    return width
+
+
+def _event_arrays(chip, op, schedule):
+    """Event arrays of the kernels: offsets, drivers, cycles, pulse widths (ns,
+    float32, driver recovery applied) and the injection flag (1.0 where a pulse
+    exists, so charge injection applies)."""
     width = op.pulse_width_ns[schedule.driver, schedule.value].astype(np.float32)
+    fx = chip.effects
+    if fx.driver_recovery_depth > 0:
+        width = recovered_widths(width, schedule, fx.driver_recovery_depth,
+                                 fx.driver_recovery_tau_s).astype(np.float32)
+    inject = (width > 0).astype(np.float32)
     return (np.ascontiguousarray(schedule.offsets), np.ascontiguousarray(schedule.driver),
-            np.ascontiguousarray(schedule.cycle), np.ascontiguousarray(width))
+            np.ascontiguousarray(schedule.cycle), np.ascontiguousarray(width), inject)
 
 
 def _apply_stuck(op, codes):
@@ -140,9 +165,9 @@ def _apply_stuck(op, codes):
 
 def _noise_args(noise, count):
     if noise is None:
-        return False, np.uint64(0), np.uint64(0)
+        return False, np.uint64(0), np.uint64(0), np.uint64(0)
     seed, first = noise.take(count)
-    return True, seed, first
+    return True, seed, np.uint64(noise.shared_seed), first
 
 
 def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
@@ -176,11 +201,11 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
     codes = np.zeros((B, K.COLUMNS_PER_HALF), np.uint8)
     v_read = np.full((B, K.COLUMNS_PER_HALF), np.nan)
     stepped = np.zeros((B, K.COLUMNS_PER_HALF), np.bool_)
-    noise_on, seed, first = _noise_args(noise, B)
+    noise_on, seed, shared_seed, first = _noise_args(noise, B)
     if B:
         tab = chip.propagator_tables(half, int(rc.max()) + 1)   # at most PROPAGATOR_TABLE_CYCLES
         ctab = chip.conversion_tables(half)
-        offsets, drv, cyc, width = _event_arrays(op, schedule)
+        offsets, drv, cyc, width, inject = _event_arrays(chip, op, schedule)
         cp = op.column_params
         part = slice(0, n)
 
@@ -192,7 +217,7 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         out_stepped = np.zeros((B, n), np.bool_)
         # The bounds use the whole half's slowest and fastest rates, so a partial
         # run takes the same paths (and gives the same bits) as a full one.
-        _k.integrate_fast_kernel(offsets, drv, cyc, width, cols(op.current_exc_ua),
+        _k.integrate_fast_kernel(offsets, drv, cyc, width, inject, cols(op.current_exc_ua),
                                  cols(op.current_inh_ua),
                                  np.ascontiguousarray(op.current_exc_ua.T[part]),
                                  np.ascontiguousarray(op.current_inh_ua.T[part]), cols(cp),
@@ -203,8 +228,8 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
                                  float(cp[_k.LAM_I].min() * K.FPGA_CYCLE_S * 1e9),
                                  float(cp[_k.LAM_M].max()),
                                  rc, K.FPGA_CYCLE_S * 1e9,
-                                 K.CADC_TICK_S * 1e9, _k.WALK_CYCLES, noise_on, seed, first, out_codes, out_v,
-                                 out_stepped)
+                                 K.CADC_TICK_S * 1e9, _k.WALK_CYCLES, noise_on, seed, shared_seed, first,
+                                 out_codes, out_v, out_stepped)
         codes[:, part] = out_codes
         v_read[:, part] = out_v
         stepped[:, part] = out_stepped
@@ -277,14 +302,14 @@ def integrate_trace(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
     shape = (B, n_rec, n_cols)
     unused = np.empty((0, 0, 0))
     rec = {q: (np.full(shape, np.nan) if q in quantities else None) for q in FIELDS}
-    noise_on, seed, first = _noise_args(noise, B)
+    noise_on, seed, shared_seed, first = _noise_args(noise, B)
     if B:
-        offsets, drv, cyc, width = _event_arrays(op, schedule)
+        offsets, drv, cyc, width, inject = _event_arrays(chip, op, schedule)
         args = [unused if rec[q] is None else rec[q] for q in ("membrane", "syn_exc", "syn_inh", "cadc_ramp")]
-        _k.integrate_trace_kernel(offsets, drv, cyc, width, op.current_exc_ua, op.current_inh_ua,
+        _k.integrate_trace_kernel(offsets, drv, cyc, width, inject, op.current_exc_ua, op.current_inh_ua,
                                   op.column_params, rc, K.FPGA_CYCLE_S * 1e9, K.CADC_TICK_S * 1e9,
-                                  int(substeps_per_cycle), int(record_every), noise_on, seed, first,
-                                  codes, v_read, rec_cols, *args)
+                                  int(substeps_per_cycle), int(record_every), noise_on, seed, shared_seed,
+                                  first, codes, v_read, rec_cols, *args)
     _apply_stuck(op, codes)
     times = np.arange(n_rec) * record_every * dt_ns * 1e-9
     # Internal units (mV, fC) to SI in place: no second copy of a large recording.

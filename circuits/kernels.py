@@ -19,14 +19,23 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import constants as K
 from .rng import next_normal, next_uniform, stream_key
 
 # Rows of the per-column parameter pack (float64[NUM_COLUMN_PARAMS, columns]).
 LAM_E, LAM_I, LAM_M, GC_E, GC_I, KNEE_E, KNEE_I, HEAD_E, HEAD_I, E_LEAK, V_RESET, \
     RAIL_LO, RAIL_HI, CADC_START, CADC_STEP, CADC_OFFSET, NOISE_MEM, NOISE_READ, \
-    DIGITAL_OFFSET, CONV_AM, CONV_BE, CONV_BI, RESP_E, RESP_I, INV_STEP, LINEAR_OK = range(26)
-NUM_COLUMN_PARAMS = 26
+    DIGITAL_OFFSET, CONV_AM, CONV_BE, CONV_BI, RESP_E, RESP_I, INV_STEP, LINEAR_OK, \
+    QINJ_E, QINJ_I, NOISE_KTC, NOISE_CM, NOISE_LF, LF_SHARED, RIPPLE, PHASE_RESET, PHASE_LEAK, \
+    PHASE_START = range(36)
+NUM_COLUMN_PARAMS = 36
 # RESP_E = gc_e lam_e / (lam_e - lam_m) (mV/fC), likewise RESP_I; INV_STEP = 1/CADC_STEP;
+# QINJ_E / QINJ_I: charge each event injects into the column's inputs (fC);
+# NOISE_KTC: kT/C noise of the reset (mV); NOISE_CM: rms of the quadrant's common
+# conversion noise (mV), taken from the first column of the quadrant; NOISE_LF and
+# LF_SHARED: slow noise (mV) and the variance fraction shared through the
+# TrialNoise's shared seed; RIPPLE: capmem droop between refreshes (mV) with the
+# reset, leak and ramp-start cells' phases PHASE_*.
 # LINEAR_OK = 1 unless a synaptic rate equals the leak rate (then the closed form
 # of pass 1 is degenerate and the column is always walked).
 
@@ -37,6 +46,9 @@ NUM_TABLES = 5
 
 CADC_LEVELS = 256
 CADC_MAX_CODE = 255
+_QUADRANT_COLUMNS = K.COLUMNS_PER_QUADRANT
+_EFFECT_TAG = np.uint64(0x6566666563747321)
+"""Tag ("effects!" in ASCII) of the stream of the shared noise draws."""
 
 WALK_CYCLES = 5
 """Longest Runge-Kutta step (FPGA cycles, 40 ns) of a saturating column between events."""
@@ -252,6 +264,12 @@ def _normal_pair(state):
 
 
 @njit(cache=True, inline="always")
+def _saw(x):
+    """Fractional part: the phase of a capmem cell in its refresh cycle."""
+    return x - np.floor(x)
+
+
+@njit(cache=True, inline="always")
 def _scalar_peak(offsets, ev_width, ev_cycle, b, lam):
     """Peak over the events of vector b of the running width sum
     sum_j w_j exp(-lam (t_k - t_j)): with the slowest decay rate of the half and
@@ -274,9 +292,10 @@ def _scalar_peak(offsets, ev_width, ev_cycle, b, lam):
 
 
 @njit(cache=True)
-def _column_peak(offsets, ev_driver, ev_cycle, ev_width, cur_t, lam_cycle, b, c):
+def _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, cur_t, q, lam_cycle, b, c):
     """Exact peak of the charge held on one synaptic input of one column
-    (``cur_t`` is the current matrix transposed: [column, driver])."""
+    (``cur_t`` is the current matrix transposed: [column, driver]; ``q`` the
+    charge each event with ``ev_inject`` 1 injects)."""
     run = 0.0
     peak = 0.0
     last = 0
@@ -290,7 +309,7 @@ def _column_peak(offsets, ev_driver, ev_cycle, ev_width, cur_t, lam_cycle, b, c)
             known_gap = gap
             decay = np.exp(-lam_cycle * gap)
         run *= decay
-        run += ev_width[k] * cur_c[ev_driver[k]]
+        run += ev_width[k] * cur_c[ev_driver[k]] + ev_inject[k] * q
         last = ev_cycle[k]
         if run > peak:
             peak = run
@@ -298,7 +317,7 @@ def _column_peak(offsets, ev_driver, ev_cycle, ev_width, cur_t, lam_cycle, b, c)
 
 
 @njit(cache=True)
-def _column_excursion(offsets, ev_driver, ev_width, ie_t, ii_t, gce, gci, b, c):
+def _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t, qe, qi, gce, gci, b, c):
     """Largest and smallest running difference gc_e * (excitatory charge arrived)
     - gc_i * (inhibitory charge arrived) over the events of vector b, column c.
     The membrane's excursion lies within these plus the charge still held on the
@@ -310,7 +329,7 @@ def _column_excursion(offsets, ev_driver, ev_width, ie_t, ii_t, gce, gci, b, c):
     ii_c = ii_t[c]
     for k in range(offsets[b], offsets[b + 1]):
         d = ev_driver[k]
-        run += ev_width[k] * (gce * ie_c[d] - gci * ii_c[d])
+        run += ev_width[k] * (gce * ie_c[d] - gci * ii_c[d]) + ev_inject[k] * (gce * qe - gci * qi)
         if run > hi:
             hi = run
         elif run < lo:
@@ -318,11 +337,57 @@ def _column_excursion(offsets, ev_driver, ev_width, ie_t, ii_t, gce, gci, b, c):
     return hi, lo
 
 
+@njit(cache=True)
+def _shared_noise(extra, cp, noise_on, seed, shared_seed, index):
+    """Add to ``extra`` (the comparator's noise, mV, per column) what the
+    columns share: the quadrant's common conversion noise and the slow noise
+    (part of it from the shared stream). Returns the read's capmem refresh
+    phase (uniform in [0, 1); 0 with noise off). Drawn from streams of their
+    own, so the draws do not depend on how many columns run; both paths call
+    this with the same arguments and get the same values."""
+    ncol = extra.shape[0]
+    if noise_on:
+        state = np.zeros(1, np.uint64)
+        state[0] = stream_key(seed ^ _EFFECT_TAG, index)
+        q0, q1 = _normal_pair(state)
+        u = next_uniform(state)
+        for c in range(ncol):
+            extra[c] += cp[NOISE_CM, c] * (q0 if c < _QUADRANT_COLUMNS else q1)
+        if ncol > 0 and cp[NOISE_LF, 0] > 0.0:
+            shared = np.zeros(1, np.uint64)
+            shared[0] = stream_key(shared_seed, index)
+            for c in range(0, ncol, 2):
+                own1, own2 = _normal_pair(state)
+                s1, s2 = _normal_pair(shared)
+                rho = cp[LF_SHARED, c]
+                extra[c] += cp[NOISE_LF, c] * (np.sqrt(rho) * s1 + np.sqrt(1.0 - rho) * own1)
+                if c + 1 < ncol:
+                    rho = cp[LF_SHARED, c + 1]
+                    extra[c + 1] += cp[NOISE_LF, c + 1] * (np.sqrt(rho) * s2 + np.sqrt(1.0 - rho) * own2)
+    else:
+        u = 0.0
+    return u
+
+
+@njit(cache=True)
+def _ripple_at_comparator(extra, cp, am, u):
+    """The capmem droop of the reset, leak and ramp-start cells at refresh
+    phase ``u``, referred to the comparator (exact where the column is linear)."""
+    for c in range(extra.shape[0]):
+        r = cp[RIPPLE, c]
+        if r > 0.0:
+            a = np.float64(am[c])
+            # A cell droops by r x phase; a lower reset or leak potential lowers the
+            # membrane at the read, a lower ramp start makes the ramp pass it later.
+            extra[c] += r * (_saw(u + cp[PHASE_START, c]) - a * _saw(u + cp[PHASE_RESET, c])
+                             - (1.0 - a) * _saw(u + cp[PHASE_LEAK, c]))
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, ii_t, cp, tab, ctab,
-                          cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
-                          read_cycle, cycle_ns, tick_ns, walk_cycles, noise_on, seed, first_index,
-                          codes, v_read, stepped):
+def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, ie_t, ii_t, cp, tab,
+                          ctab, cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
+                          read_cycle, cycle_ns, tick_ns, walk_cycles, noise_on, seed, shared_seed,
+                          first_index, codes, v_read, stepped):
     """Event-driven fast path for a batch of vectors of one half.
 
     Pass 1 (all columns, vectorised over columns): per event, the charge held on
@@ -340,6 +405,8 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
     num_vectors = offsets.shape[0] - 1
     ncol = ie.shape[1]
     ntab = tab.shape[1]
+    qe = cp[QINJ_E]
+    qi = cp[QINJ_I]
     for b in prange(num_vectors):
         st = np.zeros((4, ncol), np.float32)   # run_e, run_i, mem_e, mem_i
         # Table rows of intervals beyond the tables (long waits), computed.
@@ -357,6 +424,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
             if k + 1 == k_end or gap1 >= ntab or gap2 >= ntab:
                 # The last event, or an interval beyond the tables: one event alone.
                 w1 = ev_width[k]
+                f1 = ev_inject[k]
                 last = ev_cycle[k]
                 ie1 = ie[ev_driver[k]]
                 ii1 = ii[ev_driver[k]]
@@ -370,8 +438,8 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                     gi1 = far_gap[T_AI]
                     gm1 = far_gap[T_AM]
                 for c in range(ncol):
-                    pe1 = w1 * ie1[c]
-                    pi1 = w1 * ii1[c]
+                    pe1 = w1 * ie1[c] + f1 * qe[c]
+                    pi1 = w1 * ii1[c] + f1 * qi[c]
                     st[0, c] = st[0, c] * ge1[c] + pe1
                     st[1, c] = st[1, c] * gi1[c] + pi1
                     st[2, c] = st[2, c] * gm1[c] + pe1
@@ -384,6 +452,10 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 w2 = ev_width[k + 1]
                 w3 = ev_width[k + 2]
                 w4 = ev_width[k + 3]
+                f1 = ev_inject[k]
+                f2 = ev_inject[k + 1]
+                f3 = ev_inject[k + 2]
+                f4 = ev_inject[k + 3]
                 last = ev_cycle[k + 3]
                 ie1 = ie[ev_driver[k]]
                 ii1 = ii[ev_driver[k]]
@@ -397,14 +469,14 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 gi = tab[T_AI, gap1]
                 gm = tab[T_AM, gap1]
                 for c in range(ncol):
-                    pe1 = w1 * ie1[c]
-                    pi1 = w1 * ii1[c]
-                    pe2 = w2 * ie2[c]
-                    pi2 = w2 * ii2[c]
-                    pe3 = w3 * ie3[c]
-                    pi3 = w3 * ii3[c]
-                    pe4 = w4 * ie4[c]
-                    pi4 = w4 * ii4[c]
+                    pe1 = w1 * ie1[c] + f1 * qe[c]
+                    pi1 = w1 * ii1[c] + f1 * qi[c]
+                    pe2 = w2 * ie2[c] + f2 * qe[c]
+                    pi2 = w2 * ii2[c] + f2 * qi[c]
+                    pe3 = w3 * ie3[c] + f3 * qe[c]
+                    pi3 = w3 * ii3[c] + f3 * qi[c]
+                    pe4 = w4 * ie4[c] + f4 * qe[c]
+                    pi4 = w4 * ii4[c] + f4 * qi[c]
                     a = ge[c]
                     st[0, c] = (((st[0, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
                     a = gi[c]
@@ -416,6 +488,8 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 continue
             w1 = ev_width[k]
             w2 = ev_width[k + 1]
+            f1 = ev_inject[k]
+            f2 = ev_inject[k + 1]
             last = ev_cycle[k + 1]
             ie1 = ie[ev_driver[k]]
             ii1 = ii[ev_driver[k]]
@@ -428,10 +502,10 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
             gi2 = tab[T_AI, gap2]
             gm2 = tab[T_AM, gap2]
             for c in range(ncol):
-                pe1 = w1 * ie1[c]
-                pi1 = w1 * ii1[c]
-                pe2 = w2 * ie2[c]
-                pi2 = w2 * ii2[c]
+                pe1 = w1 * ie1[c] + f1 * qe[c]
+                pi1 = w1 * ii1[c] + f1 * qi[c]
+                pe2 = w2 * ie2[c] + f2 * qe[c]
+                pi2 = w2 * ii2[c] + f2 * qi[c]
                 st[0, c] = (st[0, c] * ge1[c] + pe1) * ge2[c] + pe2
                 st[1, c] = (st[1, c] * gi1[c] + pi1) * gi2[c] + pi2
                 st[2, c] = (st[2, c] * gm1[c] + pe1) * gm2[c] + pe2
@@ -454,15 +528,21 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
             am_rc = _far_rows(cp, rc, cycle_ns, np.empty((NUM_TABLES, ncol), np.float32))[T_AM]
         peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
         peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
+        # Injected charge: at most q per event, so its peak is at most q times the
+        # peak of the decayed event count.
+        peak_ne = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_e)
+        peak_ni = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_i)
         t0 = rc * cycle_ns
         # The leak-free total charge is at most mem * exp(lam_m * t_last).
         growth = np.exp(lam_m_max * last * cycle_ns)
         # Beyond float range (events over ~1 ms): bound the total charge by the
         # column's largest current times the widths' sum instead.
         width_sum = 0.0
+        inject_sum = 0.0
         if not np.isfinite(growth):
             for kk in range(offsets[b], offsets[b + 1]):
                 width_sum += ev_width[kk]
+                inject_sum += ev_inject[kk]
         xe = np.empty(ncol)
         xi = np.empty(ncol)
         v = np.empty(ncol)
@@ -472,8 +552,8 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
             el = cp[E_LEAK, c]
             v0 = cp[V_RESET, c]
             if width_sum > 0.0:
-                tot_e = cur_max_e[c] * width_sum
-                tot_i = cur_max_i[c] * width_sum
+                tot_e = cur_max_e[c] * width_sum + qe[c] * inject_sum
+                tot_i = cur_max_i[c] * width_sum + qi[c] * inject_sum
             else:
                 tot_e = st[2, c] * growth
                 tot_i = st[3, c] * growth
@@ -488,15 +568,15 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 and (v0 if v0 < el else el) - cp[GC_I, c] * tot_i > cp[RAIL_LO, c]
             # The peak synaptic charge is at most the total charge, and at most the
             # column's largest current times the per-vector width bound.
-            be = cur_max_e[c] * peak_e
-            bi = cur_max_i[c] * peak_i
+            be = cur_max_e[c] * peak_e + qe[c] * peak_ne
+            bi = cur_max_i[c] * peak_i + qi[c] * peak_ni
             knee_ok = (tot_e if tot_e < be else be) <= 0.999 * cp[KNEE_E, c] \
                 and (tot_i if tot_i < bi else bi) <= 0.999 * cp[KNEE_I, c]
             if knee_ok and not rails_ok and cp[LINEAR_OK, c] > 0.0:
                 # Tighter: the running exc - inh difference, plus what the inputs
                 # still hold (at most their peak), plus the leak's pull over the run.
-                d_hi, d_lo = _column_excursion(offsets, ev_driver, ev_width, ie_t, ii_t,
-                                               cp[GC_E, c], cp[GC_I, c], b, c)
+                d_hi, d_lo = _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t,
+                                               qe[c], qi[c], cp[GC_E, c], cp[GC_I, c], b, c)
                 up = d_hi + cp[GC_I, c] * min(tot_i, bi)
                 down = d_lo - cp[GC_E, c] * min(tot_e, be)
                 leak = 1.0 - am_rc[c]
@@ -506,9 +586,9 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
         # Stage 2 (rare): exact peaks where the bound was not enough; walk the rest.
         for c in range(ncol):
             if status[c] == 1:
-                ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ie_t,
+                ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie_t, qe[c],
                                   cp[LAM_E, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c] \
-                    and _column_peak(offsets, ev_driver, ev_cycle, ev_width, ii_t,
+                    and _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ii_t, qi[c],
                                      cp[LAM_I, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_I, c]
                 status[c] = 0 if ok else 2
             if status[c] == 2:
@@ -520,8 +600,8 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                     cyc = ev_cycle[k]
                     ye, yi, y = _propagate(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns, walk_cycles)
                     prev = cyc
-                    ye += ev_width[k] * ie[ev_driver[k], c]
-                    yi += ev_width[k] * ii[ev_driver[k], c]
+                    ye += ev_width[k] * ie[ev_driver[k], c] + ev_inject[k] * qe[c]
+                    yi += ev_width[k] * ii[ev_driver[k], c] + ev_inject[k] * qi[c]
                 xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles)
             stepped[b, c] = status[c] == 2
             v_read[b, c] = v[c]
@@ -541,7 +621,11 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
                 a = np.float64(am_rc[c])
                 small = lam_m * t0 < 1e-6
                 var_mem = cp[NOISE_MEM, c] ** 2 * (t0 if small else (1.0 - a * a) / (2.0 * (lam_m + 1e-300)))
-                extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2)
+                # The reset's kT/C sample decays with the leak like any start offset.
+                var_ktc = (cp[NOISE_KTC, c] * a) ** 2
+                extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc)
+        u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b))
+        _ripple_at_comparator(extra, cp, am_rc, u)
         # Stage 4: conversion; most columns are settled by the drift bound alone.
         for c in range(ncol):
             if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):
@@ -552,9 +636,9 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, ie_t, 
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, read_cycle,
-                           cycle_ns, tick_ns, substeps, record_every, noise_on, seed, first_index,
-                           codes, v_read, rec_cols, rec_v, rec_xe, rec_xi, rec_ramp):
+def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, cp, read_cycle,
+                           cycle_ns, tick_ns, substeps, record_every, noise_on, seed, shared_seed,
+                           first_index, codes, v_read, rec_cols, rec_v, rec_xe, rec_xi, rec_ramp):
     """Time-stepped path: Runge-Kutta steps of ``cycle_ns / substeps`` for all
     columns from the reset to the end of the CADC conversion. Enable pulses are
     rectangles of their real width (the current a step sees is the pulse's
@@ -593,9 +677,22 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, r
         if noise_on:
             state[0] = stream_key(seed, first_index + np.uint64(b))
         for c in range(ncol):
-            v[c] = cp[V_RESET, c]
             if noise_on:
                 extra[c] = cp[NOISE_READ, c] * next_normal(state)
+        u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b))
+        # The capmem droop at this read's refresh phase moves the reset and leak
+        # potentials and the ramp start themselves.
+        cpv = cp.copy()
+        for c in range(ncol):
+            r = cp[RIPPLE, c]
+            if r > 0.0:
+                cpv[V_RESET, c] -= r * _saw(u + cp[PHASE_RESET, c])
+                cpv[E_LEAK, c] -= r * _saw(u + cp[PHASE_LEAK, c])
+                cpv[CADC_START, c] -= r * _saw(u + cp[PHASE_START, c])
+        for c in range(ncol):
+            v[c] = cpv[V_RESET, c]
+            if noise_on and cp[NOISE_KTC, c] > 0.0:
+                v[c] += cp[NOISE_KTC, c] * next_normal(state)
         t0 = read_cycle[b] * cycle_ns
         read_steps = read_cycle[b] * substeps
         total_steps = read_steps + np.int64(np.ceil(CADC_LEVELS * tick_ns / dt)) + 1
@@ -632,13 +729,15 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, r
                 if overlap > 0.0:
                     d = ev_driver[k]
                     scale = overlap / dt
+                    # Injected charge arrives with the pulse, in proportion to its overlap.
+                    inj = ev_inject[k] * overlap / (ev_width[k] * dt)
                     for c in range(ncol):
-                        in_e[c] += scale * ie[d, c]
-                        in_i[c] += scale * ii[d, c]
+                        in_e[c] += scale * ie[d, c] + inj * cp[QINJ_E, c]
+                        in_i[c] += scale * ii[d, c] + inj * cp[QINJ_I, c]
                 k += 1
             for c in range(ncol):
                 v_prev[c] = v[c]
-                xe[c], xi[c], v[c] = rk4_step(xe[c], xi[c], v[c], in_e[c], in_i[c], dt, cp, c)
+                xe[c], xi[c], v[c] = rk4_step(xe[c], xi[c], v[c], in_e[c], in_i[c], dt, cpv, c)
                 if noise_on:
                     v[c] += cp[NOISE_MEM, c] * np.sqrt(dt) * next_normal(state)
                     if v[c] < cp[RAIL_LO, c]:
@@ -657,8 +756,8 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, r
                 for c in range(ncol):
                     if not done[c]:
                         vm = v_prev[c] + frac * (v[c] - v_prev[c])
-                        if tick == CADC_MAX_CODE or _cadc_fires(vm, tick, cp, c, extra[c]):
-                            codes[b, c] = _finish_code(tick, cp, c)
+                        if tick == CADC_MAX_CODE or _cadc_fires(vm, tick, cpv, c, extra[c]):
+                            codes[b, c] = _finish_code(tick, cpv, c)
                             done[c] = True
                 tick += 1
             # Recorded after the ticks of this step (they change no state) so the
@@ -676,7 +775,7 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ie, ii, cp, r
                             rec_xi[b, r, j] = xi[c]
                         if on_ramp:
                             # The ramp of the latest tick m = tick - 1, as _cadc_fires computes it.
-                            rec_ramp[b, r, j] = cp[CADC_START, c] + tick * cp[CADC_STEP, c] \
+                            rec_ramp[b, r, j] = cpv[CADC_START, c] + tick * cp[CADC_STEP, c] \
                                 if tick > 0 else np.nan
             if tick >= CADC_LEVELS:
                 break

@@ -366,7 +366,7 @@ class EffectParams:
 
     @classmethod
     def none(cls) -> "EffectParams":
-        """Every effect off: the chip of earlier versions of this model."""
+        """Every effect off (the synaptic time constants still come from their capmem cells)."""
         return cls(**{f.name: (False if f.name == "reset_ktc_noise" else
                                getattr(cls, f.name) if f.name in ("low_frequency_shared_fraction",
                                                                   "driver_recovery_tau_s",
@@ -385,8 +385,8 @@ an older setup, an uncontrolled room)."""
 def preset(name: str) -> tuple:
     """``(DriftParams, EffectParams)`` of a named preset.
 
-    * ``"ideal"``: no drift, no temperature dependence, none of the effects:
-      the chip of earlier versions of this model.
+    * ``"ideal"``: no drift, no temperature dependence, none of the effects
+      of :class:`EffectParams`.
     * ``"default"``: the defaults of both dataclasses.
     * ``"harsh"``: every drift, temperature coefficient and effect magnitude
       times :data:`HARSH_FACTOR`.

@@ -156,6 +156,58 @@ def _event_arrays(chip, op, schedule):
             np.ascontiguousarray(schedule.cycle), np.ascontiguousarray(width), inject)
 
 
+def coincident_corrections(ie, ii, offsets, driver, cycle, width, inject, beta):
+    """Column-line IR drop of events in the same cycle, for the fast path.
+
+    Pulses that start together are on together for the shorter one's width;
+    meanwhile each synapse loses ``beta`` (per uA) times the current the other
+    synapses of its column's input line send. The loss of a group is added as
+    one pseudo event after the group (its own current row, width 1 ns, no
+    injection): returns the event arrays and the (drivers + groups, columns)
+    current matrices extended so, or the inputs unchanged when no two events
+    of a vector share a cycle."""
+    if beta <= 0 or len(cycle) < 2:
+        return ie, ii, offsets, driver, cycle, width, inject
+    vec = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    same = (vec[1:] == vec[:-1]) & (cycle[1:] == cycle[:-1])
+    if not same.any():
+        return ie, ii, offsets, driver, cycle, width, inject
+    # Groups: runs of events of one vector in one cycle (cycles never decrease).
+    start = np.flatnonzero(np.r_[True, ~same])
+    stop = np.r_[start[1:], len(cycle)]
+    groups = [(a, b) for a, b in zip(start, stop) if b - a > 1]
+    ie64 = ie.astype(np.float64)
+    ii64 = ii.astype(np.float64)
+    extra_e = np.zeros((len(groups), ie.shape[1]))
+    extra_i = np.zeros((len(groups), ie.shape[1]))
+    for g, (a, b) in enumerate(groups):
+        for j in range(a, b):
+            for k in range(j + 1, b):
+                both_on = min(float(width[j]), float(width[k]))
+                # Each of the two loses beta x the other's current over the overlap.
+                extra_e[g] -= 2.0 * beta * both_on * ie64[driver[j]] * ie64[driver[k]]
+                extra_i[g] -= 2.0 * beta * both_on * ii64[driver[j]] * ii64[driver[k]]
+    insert_after = np.array([b for _, b in groups])        # index of the first event after each group
+    pos = insert_after + np.arange(len(groups))            # positions in the new arrays
+    n_new = len(cycle) + len(groups)
+    keep = np.ones(n_new, bool)
+    keep[pos] = False
+    new_driver = np.empty(n_new, np.int64)
+    new_cycle = np.empty(n_new, np.int64)
+    new_width = np.empty(n_new, np.float32)
+    new_inject = np.empty(n_new, np.float32)
+    new_driver[keep], new_cycle[keep], new_width[keep], new_inject[keep] = driver, cycle, width, inject
+    new_driver[pos] = ie.shape[0] + np.arange(len(groups))
+    new_cycle[pos] = cycle[insert_after - 1]
+    new_width[pos] = 1.0
+    new_inject[pos] = 0.0
+    group_vec = vec[insert_after - 1]
+    new_offsets = offsets + np.r_[0, np.cumsum(np.bincount(group_vec, minlength=len(offsets) - 1))]
+    return (np.ascontiguousarray(np.vstack([ie, extra_e.astype(np.float32)])),
+            np.ascontiguousarray(np.vstack([ii, extra_i.astype(np.float32)])),
+            new_offsets.astype(np.int64), new_driver, new_cycle, new_width, new_inject)
+
+
 def _apply_stuck(op, codes):
     """A stuck channel (an injected fault) reports the same code whatever it sees."""
     stuck = op.stuck_codes >= 0
@@ -206,6 +258,9 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         tab = chip.propagator_tables(half, int(rc.max()) + 1)   # at most PROPAGATOR_TABLE_CYCLES
         ctab = chip.conversion_tables(half)
         offsets, drv, cyc, width, inject = _event_arrays(chip, op, schedule)
+        ie, ii, offsets, drv, cyc, width, inject = coincident_corrections(
+            op.current_exc_ua, op.current_inh_ua, offsets, drv, cyc, width, inject,
+            chip.effects.column_ir_drop_rel_per_ua)
         cp = op.column_params
         part = slice(0, n)
 
@@ -217,10 +272,8 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         out_stepped = np.zeros((B, n), np.bool_)
         # The bounds use the whole half's slowest and fastest rates, so a partial
         # run takes the same paths (and gives the same bits) as a full one.
-        _k.integrate_fast_kernel(offsets, drv, cyc, width, inject, cols(op.current_exc_ua),
-                                 cols(op.current_inh_ua),
-                                 np.ascontiguousarray(op.current_exc_ua.T[part]),
-                                 np.ascontiguousarray(op.current_inh_ua.T[part]), cols(cp),
+        _k.integrate_fast_kernel(offsets, drv, cyc, width, inject, cols(ie), cols(ii),
+                                 np.ascontiguousarray(ie.T[part]), np.ascontiguousarray(ii.T[part]), cols(cp),
                                  tab if n == K.COLUMNS_PER_HALF else cols(tab), ctab[part],
                                  op.current_exc_ua.max(axis=0).astype(np.float64)[part],
                                  op.current_inh_ua.max(axis=0).astype(np.float64)[part],
@@ -307,7 +360,8 @@ def integrate_trace(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         offsets, drv, cyc, width, inject = _event_arrays(chip, op, schedule)
         args = [unused if rec[q] is None else rec[q] for q in ("membrane", "syn_exc", "syn_inh", "cadc_ramp")]
         _k.integrate_trace_kernel(offsets, drv, cyc, width, inject, op.current_exc_ua, op.current_inh_ua,
-                                  op.column_params, rc, K.FPGA_CYCLE_S * 1e9, K.CADC_TICK_S * 1e9,
+                                  op.column_params, float(chip.effects.column_ir_drop_rel_per_ua),
+                                  rc, K.FPGA_CYCLE_S * 1e9, K.CADC_TICK_S * 1e9,
                                   int(substeps_per_cycle), int(record_every), noise_on, seed, shared_seed,
                                   first, codes, v_read, rec_cols, *args)
     _apply_stuck(op, codes)

@@ -636,7 +636,8 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, cp, read_cycle,
+def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, cp, column_ir_drop,
+                           read_cycle,
                            cycle_ns, tick_ns, substeps, record_every, noise_on, seed, shared_seed,
                            first_index, codes, v_read, rec_cols, rec_v, rec_xe, rec_xi, rec_ramp):
     """Time-stepped path: Runge-Kutta steps of ``cycle_ns / substeps`` for all
@@ -734,6 +735,21 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
                     for c in range(ncol):
                         in_e[c] += scale * ie[d, c] + inj * cp[QINJ_E, c]
                         in_i[c] += scale * ii[d, c] + inj * cp[QINJ_I, c]
+                    if column_ir_drop > 0.0:
+                        # Column-line IR drop: while two pulses are on together, each
+                        # synapse loses column_ir_drop x the other's current.
+                        end_k = start + ev_width[k]
+                        j = k + 1
+                        while j < k_end and ev_cycle[j] * cycle_ns < t_b:
+                            start_j = ev_cycle[j] * cycle_ns
+                            both = min(t_b, min(end_k, start_j + ev_width[j])) - max(t_a, max(start, start_j))
+                            if both > 0.0:
+                                dj = ev_driver[j]
+                                f = 2.0 * column_ir_drop * both / dt
+                                for c in range(ncol):
+                                    in_e[c] -= f * ie[d, c] * ie[dj, c]
+                                    in_i[c] -= f * ii[d, c] * ii[dj, c]
+                            j += 1
                 k += 1
             for c in range(ncol):
                 v_prev[c] = v[c]

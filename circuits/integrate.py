@@ -127,19 +127,16 @@ def _check_common(chip, half, schedule, read_cycle, noise):
 
 def recovered_widths(width_ns, schedule, depth, tau_s):
     """Pulse widths after driver recovery: a pulse ``dt`` after the same
-    driver's previous pulse in the same vector loses ``depth exp(-dt / tau)`` of
-    its width. ``width_ns`` (num_events,) float; returns float64 (num_events,)."""
-    width = np.asarray(width_ns, np.float64).copy()
-    if depth <= 0 or schedule.num_events < 2:
-        return width
-    vec = np.repeat(np.arange(schedule.num_vectors), np.diff(schedule.offsets))
-    order = np.lexsort((schedule.cycle, schedule.driver, vec))
-    same = (vec[order][1:] == vec[order][:-1]) & (schedule.driver[order][1:] == schedule.driver[order][:-1])
-    if same.any():
-        dt_s = (schedule.cycle[order][1:] - schedule.cycle[order][:-1]) * K.FPGA_CYCLE_S
-        loss = np.where(same, depth * np.exp(-dt_s / tau_s), 0.0)
-        width[order[1:]] *= 1.0 - loss
-    return width
+    driver's previous pulse in the same vector (start to start) loses
+    ``depth exp(-dt / tau)`` of its width. ``width_ns`` (num_events,) float;
+    returns float64 (num_events,)."""
+    width = np.ascontiguousarray(width_ns, np.float64)
+    out = width.copy()
+    if depth > 0 and schedule.num_events > 1:
+        _k.recovery_kernel(np.ascontiguousarray(schedule.offsets), np.ascontiguousarray(schedule.driver),
+                           np.ascontiguousarray(schedule.cycle), width, float(depth),
+                           float(tau_s / K.FPGA_CYCLE_S), K.DRIVERS_PER_HALF, out)
+    return out
 
 
 def _event_arrays(chip, op, schedule):

@@ -263,6 +263,21 @@ def _normal_pair(state):
             return a * f, b * f
 
 
+@njit(cache=True, parallel=True)
+def recovery_kernel(offsets, driver, cycle, width, depth, tau_cycles, num_drivers, out):
+    """Pulse widths after driver recovery (see ``integrate.recovered_widths``):
+    per vector, each driver remembers the cycle of its last pulse."""
+    for b in prange(offsets.shape[0] - 1):
+        last = np.full(num_drivers, -1, np.int64)
+        for k in range(offsets[b], offsets[b + 1]):
+            d = driver[k]
+            w = np.float64(width[k])
+            if last[d] >= 0:
+                w *= 1.0 - depth * np.exp(-(cycle[k] - last[d]) / tau_cycles)
+            last[d] = cycle[k]
+            out[k] = w
+
+
 @njit(cache=True, inline="always")
 def _saw(x):
     """Fractional part: the phase of a capmem cell in its refresh cycle."""

@@ -7,9 +7,12 @@ at one of two fidelities behind the same calls:
   half's synapse array; each vector pair is sequenced as on silicon (reset,
   wait, baseline read, reset, events, wait, read) through the analog kernels,
   and the PPU subtracts the baseline and saturates to int8.
-* ``"behavioural"``: ``gain * (x . W) * num_sends + N(0, sigma^2)``, floored and
-  clamped to int8 per tile, with gain and sigma as measured on a chip
-  (:func:`bss2sim.digital.measure.measure_behaviour`) [W20][SW].
+* ``"behavioural"``: ``gain * (x . W) * num_sends + N(0, sigma^2)`` plus one
+  ``N(0, sigma_shared^2)`` per vector and quadrant of 128 columns, rounded to
+  the nearest integer (``formula="unbiased"``, the default, unbiased like the
+  chip's read minus baseline) or floored (``formula="hxtorch"``, hxtorch's mock
+  formula) and clamped to int8 per tile, with gain and noise as measured on a
+  chip (:func:`bss2sim.digital.measure.measure_behaviour`) [W20][SW].
 
 Integer semantics as on the chip [W20][SW]: inputs 0..31, weights -63..63,
 outputs -128..127. Matrices of any size are cut into tiles of 128 inputs x 256
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
@@ -47,19 +50,56 @@ ROWS = K.LOGICAL_ROWS_PER_HALF
 COLS = K.COLUMNS_PER_HALF
 
 
+FORMULAS = ("unbiased", "hxtorch")
+"""Allowed values of :attr:`BehaviouralParams.formula`."""
+
+
 @dataclass(frozen=True)
 class BehaviouralParams:
-    """Parameters of the behavioural model."""
+    """Parameters of the behavioural model.
+
+    Per tile of 128 inputs x 256 outputs and vector ``b``, output column ``c``
+    (physical column of the half, in quadrant ``q = c // 128``)::
+
+        y = gain * (x . W)[b, c] * num_sends + sigma * n[b, c] + sigma_shared * m[b, q]
+        out = clamp_int8(round(y))
+
+    with ``n`` and ``m`` independent standard normals (keyed per vector, so
+    the same seed gives the same bits however a batch is split) and
+    ``round`` set by :attr:`formula`.
+    """
 
     gain: float
     """Output LSB per unit of x*w per send (silicon after calibration: about
-    0.0012-0.002 [SW])."""
+    0.0012-0.002 [SW]); >= 0."""
     sigma: float
-    """Trial-to-trial noise of one output in LSB (silicon: about 2 [SW])."""
+    """Trial-to-trial noise of one output in LSB that is independent between
+    columns (silicon: about 2 [SW]); >= 0."""
+    _: KW_ONLY
+    sigma_shared: float = 0.0
+    """Trial-to-trial noise in LSB shared by all 128 columns of one quadrant
+    (common-mode noise of a conversion): per vector and physical quadrant one
+    N(0, sigma_shared^2) added to each of its columns; >= 0 (default 0: none).
+    One output's total noise is ``sqrt(sigma^2 + sigma_shared^2)``; the
+    correlation of two columns of one quadrant ``sigma_shared^2 / (sigma^2 +
+    sigma_shared^2)``."""
+    formula: str = "unbiased"
+    """Rounding of each tile's result to an integer: ``"unbiased"`` (default)
+    rounds to the nearest integer with ``np.rint`` (a half-way value goes to
+    the even neighbour), unbiased like the chip, whose result is the
+    difference of two floored CADC codes; ``"hxtorch"`` floors, hxtorch's mock
+    formula [SW], ``floor(gain * x.W * num_sends + noise)``: -0.5 LSB per tile
+    on average against the chip."""
 
     def __post_init__(self):
-        for name in ("gain", "sigma"):
-            object.__setattr__(self, name, check_real(f"BehaviouralParams.{name}", getattr(self, name), 0.0))
+        for name in ("gain", "sigma", "sigma_shared"):
+            object.__setattr__(self, name, check_real(f"BehaviouralParams.{name}", getattr(self, name), 0.0,
+                                                      unit="(LSB)" if name != "gain" else ""))
+        if not isinstance(self.formula, str) or self.formula not in FORMULAS:
+            err = ValueError if isinstance(self.formula, str) else WrongTypeError
+            raise err(f"BehaviouralParams.formula={self.formula!r} is not allowed: must be one of "
+                      f"{', '.join(repr(f) for f in FORMULAS)} ('unbiased': round to nearest, "
+                      f"'hxtorch': floor)")
 
 
 def check_inputs(x, name="x"):
@@ -233,14 +273,17 @@ class Accelerator:
         self._ppu_parallel("weight_writes", work)
         self.ledger.weight_tile_writes += 1
 
-    def _noise(self, stream, first_id, pass_index, half, purpose):
+    def _noise(self, stream, first_id, pass_index, half, purpose, shared=None):
         """Noise source of one integration: streams keyed by the vectors' ids, so a
-        batch split over several calls sees the same noise as one call."""
+        batch split over several calls sees the same noise as one call.
+        ``shared``: tag of the slow noise two integrations share (the baseline
+        read and the read of one pass give the same tag); None: nothing shared."""
         if self.noise_seed is None:
             return None
         # Stream 0 keeps the seed itself, so that plain calls draw what they always drew.
         seed = self.noise_seed if stream == 0 else derive_seed(self.noise_seed, _STREAM_TAG, stream)
-        return TrialNoise(derive_seed(seed, pass_index, half, purpose), first_id)
+        shared_seed = None if shared is None else derive_seed(seed, pass_index, half, shared)
+        return TrialNoise(derive_seed(seed, pass_index, half, purpose), first_id, shared_seed=shared_seed)
 
     # --- fault-aware mapping ---------------------------------------------------
     def _physical_tile(self, half, tile):
@@ -257,12 +300,15 @@ class Accelerator:
         out[:, self._drivers[half]] = x
         return out
 
-    def _pass(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode=0, stream=0):
+    def _pass(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode=0, stream=0, returned=None):
         """One analog pass of a batch of vector pairs; returns int8 results per half.
         ``xs[h]`` (B, 128) and ``tiles[h]`` (128, 256) are physical (drivers,
         columns; see :meth:`_physical_tile`), and so are the (B, 256) results.
         ``first_ids[h]``: noise stream index of half h's first vector; ``mode``
-        separates the noise of split passes from that of paired ones."""
+        separates the noise of split passes from that of paired ones.
+        ``returned[h]``: logical output columns of half h's tile that the caller
+        returns (default: all ``C``); only the physical columns up to the last of
+        them are integrated, the others read 0 and are never returned."""
         B = next(x.shape[0] for x in xs if x is not None)
         tp = self.timing
         nnz = [np.zeros(B, np.int64) if x is None else np.count_nonzero(x, axis=1) for x in xs]
@@ -273,6 +319,13 @@ class Accelerator:
         self.ledger.add("event_phase", float(event_phase_cycles.sum()) * K.FPGA_CYCLE_S)
         self.ledger.add("waits", B * (tp.reset_settle_s + tp.post_event_wait_s))
         self.ledger.add("cadc_conversions", B * 2 * K.CADC_CONVERSION_S)
+        if returned is None:
+            returned = [self._tile_cols] * K.NUM_HALVES
+        # Physical columns to integrate: up to the one holding the tile's last returned
+        # logical column (the mapping keeps the order of the columns). Every returned
+        # column is integrated, with or without weights, so it reads noise like the
+        # others; the noise of a column does not depend on how many are integrated.
+        used = [int(self._columns[h][max(1, int(returned[h])) - 1]) + 1 for h in range(K.NUM_HALVES)]
         results = [None, None]
         if self.chip is not None:
             sched = paired_schedule(xs[0], xs[1], wait, num_sends)
@@ -280,34 +333,37 @@ class Accelerator:
             for h in range(K.NUM_HALVES):
                 if xs[h] is None:
                     continue
-                # Columns after the tile's last weight column are never returned: the
-                # mapping keeps the order of the columns, so the logical columns past
-                # the last used physical one are those past the last logical weight
-                # column, as without faulty units.
-                used = max(1, int(np.max(np.nonzero(tiles[h].any(axis=0))[0], initial=-1)) + 1)
+                # The baseline read and the read of one pass share their slow noise.
                 base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles,
-                                      noise=self._noise(stream, first_ids[h], pass_index, h, 0 + mode),
-                                      columns=used)
+                                      noise=self._noise(stream, first_ids[h], pass_index, h, 0 + mode,
+                                                        shared=100 + mode),
+                                      columns=used[h])
                 read_cycle = sched.half_phase_cycles[h] + tp.post_event_wait_cycles
                 read = integrate_fast(self.chip, h, sched.halves[h], read_cycle,
-                                      noise=self._noise(stream, first_ids[h], pass_index, h, 1 + mode),
-                                      columns=used)
+                                      noise=self._noise(stream, first_ids[h], pass_index, h, 1 + mode,
+                                                        shared=100 + mode),
+                                      columns=used[h])
                 results[h] = (read.codes, base.codes)
         else:
+            p = self.behavioural
             for h in range(K.NUM_HALVES):
                 if xs[h] is None:
                     continue
+                n = used[h]
                 # Float matmul is exact here (|x.W| <= 128 * 31 * 63 << 2**53) and uses BLAS.
-                # Columns beyond the last non-zero weight column of the tile hold no
-                # weights: they read 0 (plus noise) and are never returned, so skip them.
-                used = int(np.max(np.nonzero(tiles[h].any(axis=0))[0], initial=-1)) + 1
-                y = xs[h].astype(np.float64) @ tiles[h][:, :used].astype(np.float64)
-                y *= self.behavioural.gain * num_sends
-                if self.noise_seed is not None and self.behavioural.sigma > 0:
+                y = xs[h].astype(np.float64) @ tiles[h][:, :n].astype(np.float64)
+                y *= p.gain * num_sends
+                if self.noise_seed is not None and p.sigma > 0:
+                    # Column c of a row is the c-th draw of the vector's stream, whatever n.
                     noise = self._noise(stream, first_ids[h], pass_index, h, 2 + mode)
-                    y += self.behavioural.sigma * keyed_normals(noise, B, used)
+                    y += p.sigma * keyed_normals(noise, B, n)
+                if self.noise_seed is not None and p.sigma_shared > 0:
+                    # One normal per vector and physical quadrant, for all its columns.
+                    noise = self._noise(stream, first_ids[h], pass_index, h, 3 + mode)
+                    common = keyed_normals(noise, B, K.QUADRANTS_PER_HALF)
+                    y += p.sigma_shared * np.repeat(common, K.COLUMNS_PER_QUADRANT, axis=1)[:, :n]
                 out = np.zeros((B, COLS), np.int64)
-                out[:, :used] = clamp_int8(np.floor(y))
+                out[:, :n] = clamp_int8(np.rint(y) if p.formula == "unbiased" else np.floor(y))
                 results[h] = out
 
         def post(ppu, h):
@@ -391,6 +447,10 @@ class Accelerator:
         def tile_x(t, h, rows=slice(None)):
             return self._physical_inputs(h, xp[rows, t[0] * R:(t[0] + 1) * R])
 
+        def returned(t):
+            """Logical output columns of tile t that the call returns."""
+            return min(C, N - t[1] * C)
+
         def logical(h, out):
             """The half's healthy columns of a physical (B, 256) result, in logical order."""
             return out[:, self._columns[h]]
@@ -401,7 +461,7 @@ class Accelerator:
                 wt = [tile_w(t, h) for h, t in enumerate(pair)]
                 self._write_tiles(wt)
                 outs = self._pass([tile_x(t, h) for h, t in enumerate(pair)], wt, num_sends, wait,
-                                  [first_id] * 2, i, stream=stream)
+                                  [first_id] * 2, i, stream=stream, returned=[returned(t) for t in pair])
                 for h, (t, o) in enumerate(zip(pair, outs)):
                     acc[:, t[1] * C:(t[1] + 1) * C] += logical(h, o)
                 continue
@@ -424,7 +484,8 @@ class Accelerator:
                 starts.append(int(ids[rows[h][0]]) // 2)
             wt = [tile_w(t, h) if x is not None else None for h, x in enumerate(xs)]
             self._write_tiles(wt)
-            outs = self._pass(xs, wt, num_sends, wait, starts, i, mode=10, stream=stream)
+            outs = self._pass(xs, wt, num_sends, wait, starts, i, mode=10, stream=stream,
+                              returned=[returned(t)] * K.NUM_HALVES)
             for h in range(K.NUM_HALVES):
                 if xs[h] is not None:
                     acc[rows[h], t[1] * C:(t[1] + 1) * C] += logical(h, outs[h][:len(rows[h])])

@@ -117,7 +117,8 @@ def calibrated_and_measured(seed, calibration=None):
     chip, loaded = chip_with_calibration(seed, calibration)
     note(f"chip {seed}, calibration: {describe(loaded)}; measuring its behaviour...")
     meas = measure_behaviour(chip)
-    note(f"gain {meas.gain:.5f} LSB per unit x*w, sigma {meas.sigma_trial:.2f} LSB")
+    note(f"gain {meas.gain:.5f} LSB per unit x*w, sigma {meas.sigma_trial:.2f} LSB (independent "
+         f"{meas.sigma_independent:.2f}, shared by a quadrant's columns {meas.sigma_shared:.2f})")
     return chip, loaded, meas
 
 

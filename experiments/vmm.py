@@ -3,7 +3,10 @@ multiplier, through integer matmuls only.
 
 The chip ``Chip(seed)``, with its calibration from the store by default
 (``--calibration none``: as fabricated, uncalibrated), is measured the way one would on silicon: int8 results against the integer-exact
-reference ``x . W``, never the hidden ground truth. Six figures:
+reference ``x . W``, never the hidden ground truth. The text output and the
+JSON (``noise_correlation_same_quadrant``, ``noise_correlation_other_quadrant``,
+``noise_shared_quadrant_lsb``, ``noise_independent_lsb``) report how much of
+the trial-to-trial noise the columns of a quadrant share. Six figures:
 
 * ``vmm_linearity.png``: output against ``x . W`` for random vectors on all 512
   neurons with the fitted line, and for inputs strong enough to saturate;
@@ -401,6 +404,11 @@ def _fig_gain_vs_wait(plt, who, gw, cfg):
 
 # --- entry point --------------------------------------------------------------------
 
+def _fmt(v, spec):
+    """A measured figure for the text output; "n/a" where there is none (None, NaN)."""
+    return "n/a" if v is None or not np.isfinite(v) else format(v, spec)
+
+
 def run(seed: int = 0, plots=DEFAULT_OUTPUT_DIR, as_json=False, quick=False, calibration=None) -> dict:
     """Characterise chip ``Chip(seed)``; writes six figures and returns the figures as a dict.
 
@@ -482,6 +490,10 @@ def run(seed: int = 0, plots=DEFAULT_OUTPUT_DIR, as_json=False, quick=False, cal
           f"{in_band * 100:.0f} % of neurons inside)")
     print(f"noise: trial-to-trial {m.sigma_trial:.2f} LSB; fixed pattern: offsets {m.offset_fixed_pattern_lsb:.2f} "
           f"LSB, gain+offset {result['fixed_pattern_lsb_at_typical']:.2f} LSB at |x.W| = {ns['x_typ']:.0f}")
+    print(f"noise between columns: correlation {_fmt(m.noise_correlation_same_quadrant, '.3f')} within a "
+          f"quadrant of {K.COLUMNS_PER_QUADRANT} columns, {_fmt(m.noise_correlation_other_quadrant, '.3f')} "
+          f"between quadrants; shared by a quadrant {_fmt(m.sigma_shared, '.2f')} LSB, independent "
+          f"{_fmt(m.sigma_independent, '.2f')} LSB")
     print(f"linear range: {lo:.0f} .. {hi:.0f} LSB (median saturation points)")
     print(f"chip time per VMM pass: {result['chip_time_per_vmm_s'] * 1e6:.2f} us "
           f"({m.num_vmms} passes in {m.chip_time_s * 1e3:.2f} ms)")

@@ -1,8 +1,8 @@
 """The Accelerator at both fidelities against references written out here:
 integer semantics (inputs 0..31, weights -63..63, int8 outputs), tiles of
 128 inputs x 256 outputs on both halves with digital accumulation of row tiles,
-the behavioural model ``clamp_int8(floor(gain * x.W * num_sends + noise))`` per
-tile, the hand-sequenced chip program, convolutions by explicit loops, the PPU
+the behavioural model ``clamp_int8(round(gain * x.W * num_sends + noise))`` per
+tile (round half to even; ``formula="hxtorch"``: floor), the hand-sequenced chip program, convolutions by explicit loops, the PPU
 operations, behavioural measurement and input validation."""
 from __future__ import annotations
 
@@ -24,16 +24,25 @@ def clamp8(a):
     return np.clip(a, -128, 127)
 
 
+def round_half_even(v):
+    """Nearest integer, a half-way value to the even neighbour (written out,
+    not np.rint)."""
+    v = np.asarray(v, np.float64)
+    f = np.floor(v)
+    d = v - f
+    return f + (d > 0.5) + ((d == 0.5) & (np.mod(f, 2) == 1))
+
+
 def behavioural_ref(x, w, gain, num_sends=1):
     """Noise-free behavioural model: per tile of 128 rows x 256 columns,
-    clamp_int8(floor(gain * x_tile . W_tile * num_sends)); row tiles summed and clamped."""
+    clamp_int8(round(gain * x_tile . W_tile * num_sends)); row tiles summed and clamped."""
     x = np.atleast_2d(x)
     B, Kin = x.shape
     N = w.shape[1]
     out = np.zeros((B, N), np.int64)
     for r0 in range(0, Kin, ROWS):
         part = (x[:, r0:r0 + ROWS] @ w[r0:r0 + ROWS]) * num_sends
-        out += clamp8(np.floor(gain * part).astype(np.int64))
+        out += clamp8(round_half_even(gain * part).astype(np.int64))
     return clamp8(out)
 
 
@@ -50,14 +59,14 @@ def sparse_x(rng, B, Kin, density, high=31):
 # --- behavioural tiling ----------------------------------------------------------------
 
 # Gains are binary fractions, so gain * (x.W) * num_sends is exact in floating point
-# whatever the order of the products, and the floor is unambiguous.
+# whatever the order of the products, and the rounding is unambiguous.
 @pytest.mark.parametrize("gain,num_sends,shape", [
     (3 / 2048, 1, (300, 300)),   # 3 row tiles x 2 column tiles
     (3 / 2048, 4, (300, 100)),
     (1 / 256, 2, (256, 520)),    # tiles saturate on their own before the sum
     (1 / 64, 1, (129, 257)),     # one-row and one-column remainders
 ])
-def test_behavioural_tiled_matches_sum_of_floored_tiles(gain, num_sends, shape):
+def test_behavioural_tiled_matches_sum_of_rounded_tiles(gain, num_sends, shape):
     Kin, N = shape
     rng = np.random.default_rng(Kin + N)
     x = sparse_x(rng, 6, Kin, 0.5)
@@ -72,7 +81,7 @@ def test_behavioural_tiled_matches_sum_of_floored_tiles(gain, num_sends, shape):
     np.testing.assert_array_equal(acc.matmul(x[2], w, num_sends=num_sends), want[2])
 
 
-def test_behavioural_single_tile_is_floor_of_gain_times_product():
+def test_behavioural_single_tile_is_rounded_gain_times_product():
     rng = np.random.default_rng(5)
     x = sparse_x(rng, 8, 100, 0.3)
     w = rng.integers(-63, 64, (100, 256))
@@ -80,11 +89,11 @@ def test_behavioural_single_tile_is_floor_of_gain_times_product():
     acc = Accelerator(behavioural=BehaviouralParams(gain=gain, sigma=0.0), noise_seed=7)
     y = acc.matmul(x, w)
     ideal = x @ w
-    np.testing.assert_array_equal(y, clamp8(np.floor(gain * ideal)).astype(np.int64))
-    # Written out for one element.
+    np.testing.assert_array_equal(y, clamp8(round_half_even(gain * ideal)).astype(np.int64))
+    # Written out for one element (Python's round() rounds half to even).
     b, c = 3, 17
     s = sum(int(x[b, k]) * int(w[k, c]) for k in range(100))
-    assert y[b, c] == max(-128, min(127, int(np.floor(gain * s))))
+    assert y[b, c] == max(-128, min(127, round(gain * s)))
 
 
 # --- chip fidelity by hand -----------------------------------------------------------
@@ -226,9 +235,9 @@ def test_behavioural_noise_has_sigma():
     assert np.abs(ys).max() < 120                     # no clamping
     std = np.sqrt(ys.var(axis=0, ddof=1).mean())
     assert abs(std - sigma) <= 0.15 * sigma, std
-    # Unbiased apart from the floor: E[floor(y + n)] = y - 1/2 on average.
+    # Unbiased: rounding to nearest adds no bias on average.
     bias = (ys.mean(axis=0) - gain * (x @ w)).mean()
-    assert abs(bias + 0.5) < 0.1, bias
+    assert abs(bias) < 0.1, bias
 
 
 @pytest.mark.parametrize("fidelity", ["behavioural", "chip"])
@@ -247,11 +256,12 @@ def test_same_noise_seed_same_result(fidelity):
     assert np.mean(a != c) > 0.2
 
 
-@pytest.mark.parametrize("fidelity", ["behavioural", "chip"])
+@pytest.mark.parametrize("fidelity", ["behavioural", "behavioural-shared", "chip"])
 @pytest.mark.parametrize("shape", [(ROWS, COLS), (200, 300)], ids=["one-tile", "four-tiles"])
 def test_batch_split_gives_identical_results(fidelity, shape):
     """Trial-to-trial noise is keyed per vector: one call on the whole batch and
-    two calls on slices (each with a fresh Accelerator of the same seed) agree."""
+    two calls on slices (each with a fresh Accelerator of the same seed) agree;
+    also the noise a quadrant shares (``behavioural-shared``)."""
     Kin, N = shape
     rng = np.random.default_rng(17)
     x = sparse_x(rng, 6, Kin, 0.3)
@@ -260,7 +270,9 @@ def test_batch_split_gives_identical_results(fidelity, shape):
     def acc():
         if fidelity == "chip":
             return Accelerator(Chip(7), noise_seed=5)
-        return Accelerator(behavioural=BehaviouralParams(gain=0.0015, sigma=2.0), noise_seed=5)
+        shared = 1.5 if fidelity == "behavioural-shared" else 0.0
+        return Accelerator(behavioural=BehaviouralParams(gain=0.0015, sigma=2.0, sigma_shared=shared),
+                           noise_seed=5)
 
     whole = acc().matmul(x, w)
     # Even and odd split points: a tile left over is shared by the halves by vector
@@ -335,7 +347,7 @@ def test_conv2d_matches_direct_convolution(stride, padding):
     y = acc.conv2d(x, w, stride=arg_s, padding=arg_p)
     ref = direct_conv2d(x, w, stride, padding)
     assert y.shape == ref.shape
-    np.testing.assert_array_equal(y, clamp8(np.floor(gain * ref)).astype(np.int64))
+    np.testing.assert_array_equal(y, clamp8(round_half_even(gain * ref)).astype(np.int64))
     assert np.ptp(y) > 10
 
 
@@ -373,7 +385,7 @@ def test_conv1d_matches_direct_convolution(stride, padding):
     acc = Accelerator(behavioural=BehaviouralParams(gain=gain, sigma=0.0), noise_seed=None)
     y = acc.conv1d(x, w, stride=stride, padding=padding)
     assert y.shape == ref.shape
-    np.testing.assert_array_equal(y, clamp8(np.floor(gain * ref)).astype(np.int64))
+    np.testing.assert_array_equal(y, clamp8(round_half_even(gain * ref)).astype(np.int64))
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [((3, 3), (1, 1), (0, 0)), ((2, 3), (2, 1), (1, 2)),
@@ -455,7 +467,9 @@ def test_measure_behaviour_on_a_normal_chip():
     assert lo < -30 and hi > 30
     assert m.gain_per_neuron.shape == (512,)
     p = m.behavioural()
-    assert p.gain == m.gain and p.sigma == m.sigma_trial
+    assert p.gain == m.gain and p.sigma == m.sigma_independent and p.sigma_shared == m.sigma_shared
+    # The two parts add up to the measured trial-to-trial noise.
+    assert np.hypot(p.sigma, p.sigma_shared) == pytest.approx(m.sigma_trial, rel=1e-12)
 
 
 def test_measure_behaviour_on_an_ideal_chip():

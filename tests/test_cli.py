@@ -28,7 +28,14 @@ def test_traces_json_and_figure(tmp_path, capsys):
 
 def test_vmm_quick_json_and_figures(tmp_path, capsys):
     assert main(["vmm", "--quick", "--json", "--plots-dir", str(tmp_path)]) == 0
-    res = _last_json(capsys)
+    captured = capsys.readouterr()
+    res = json.loads(captured.out.strip().splitlines()[-1])
+    # The noise correlation between columns, in the text (on stderr with --json) and the JSON.
+    assert "noise between columns: correlation" in captured.out + captured.err
+    assert -1 <= res["noise_correlation_other_quadrant"] <= 1
+    assert -1 <= res["noise_correlation_same_quadrant"] <= 1
+    assert res["noise_independent_lsb"] ** 2 + res["noise_shared_quadrant_lsb"] ** 2 == \
+        pytest.approx(res["noise_trial_lsb"] ** 2, rel=1e-9)
     for name in ("linearity", "gain_histogram", "noise", "saturation", "gain_map", "gain_vs_wait"):
         assert (tmp_path / f"vmm_{name}.png").stat().st_size > 10_000
     assert 0.001 < res["gain_lsb_per_xw"] < 0.0025

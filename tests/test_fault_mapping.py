@@ -441,13 +441,16 @@ def test_behavioural_fidelity_has_the_chip_fidelitys_tiling_and_time():
     assert chip_acc.report() == beh_acc.report()
     assert beh_acc.ledger.weight_tile_writes == 3      # 3 row tiles x 2 column tiles, in pairs
     # Noise-free behavioural model, tile by tile of 126 rows x 254 columns:
-    # clamp_int8(floor(gain * x . W * num_sends)) per tile, row tiles summed and
-    # clamped (gain a binary fraction: exact in floating point).
+    # clamp_int8(round(gain * x . W * num_sends)) per tile (half to even), row tiles
+    # summed and clamped (gain a binary fraction: exact in floating point).
     want = np.zeros((7, 300), np.int64)
     for r0 in range(0, 260, 126):
         for c0 in range(0, 300, 254):
             part = x[:, r0:r0 + 126] @ w[r0:r0 + 126, c0:c0 + 254] * 2
-            want[:, c0:c0 + 254] += np.clip(np.floor(gain * part), -128, 127).astype(np.int64)
+            v = gain * part
+            f = np.floor(v)
+            r = f + (v - f > 0.5) + ((v - f == 0.5) & (np.mod(f, 2) == 1))
+            want[:, c0:c0 + 254] += np.clip(r, -128, 127).astype(np.int64)
     assert np.array_equal(y, np.clip(want, -128, 127))
 
 

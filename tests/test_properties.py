@@ -632,7 +632,8 @@ def _real_fields():
         else:
             out.append((CircuitParams, f.name, (0.0, f.name in positive, None, False)))
     for cls in (MismatchParams, NoiseParams, TimingParams, BehaviouralParams):
-        out += [(cls, f.name, (0.0, False, None, False)) for f in dataclasses.fields(cls)]
+        out += [(cls, f.name, (0.0, False, None, False)) for f in dataclasses.fields(cls)
+                if f.name != "formula"]          # BehaviouralParams.formula: a name, not a number
     out.append((PPUCostParams, "link_bytes_per_s", (0.0, True, None, False)))
     out.append((PPUCostParams, "link_latency_s", (0.0, False, None, False)))
     return out
@@ -1314,7 +1315,8 @@ def test_behavioural_params(gain, sigma):
 
 def ref_matmul(x, w, gain, num_sends):
     """Documented behavioural semantics without noise: per 128 x 256 tile
-    ``clamp(floor(gain * num_sends * x . W))``, tiles of a row summed and clamped."""
+    ``clamp(round(gain * num_sends * x . W))`` (round half to even, written
+    out), tiles of a row summed and clamped."""
     x = np.asarray(x, np.int64)
     single = x.ndim == 1
     x = x[None] if single else x
@@ -1323,7 +1325,10 @@ def ref_matmul(x, w, gain, num_sends):
     scale = gain * num_sends
     for r in range(0, w.shape[0], ROWS):
         part = (x[:, r:r + ROWS] @ w[r:r + ROWS]).astype(np.float64)
-        acc += np.clip(np.floor(part * scale), OUT_MIN, OUT_MAX).astype(np.int64)
+        v = part * scale
+        f = np.floor(v)
+        r = f + (v - f > 0.5) + ((v - f == 0.5) & (np.mod(f, 2) == 1))
+        acc += np.clip(r, OUT_MIN, OUT_MAX).astype(np.int64)
     out = np.clip(acc, OUT_MIN, OUT_MAX)
     return out[0] if single else out
 

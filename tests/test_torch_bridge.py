@@ -441,7 +441,9 @@ def test_same_seeds_same_training(measured, images):
 # --- mock parameters -----------------------------------------------------------------------------
 def test_mock_parameters_from_measure_behaviour(chip0, measured):
     p = mock_parameters(measured)
-    assert p == BehaviouralParams(gain=measured.gain, sigma=measured.sigma_trial)
+    assert p == BehaviouralParams(gain=measured.gain, sigma=measured.sigma_independent,
+                                  sigma_shared=measured.sigma_shared)
+    assert mock_parameters(measured, "hxtorch").formula == "hxtorch"
     assert 0.001 < p.gain < 0.002 and 1.0 < p.sigma < 3.0
     acc = behavioural_from_measurement(measured, noise_seed=9)
     assert acc.fidelity == "behavioural" and acc.noise_seed == 9 and acc.behavioural == p

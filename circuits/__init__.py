@@ -6,12 +6,14 @@ from .chip import CAPMEM_PARAMETERS, Chip, ChipConfig, ChipTruth, Faults, HalfOp
 from .events import EventSchedule
 from .integrate import IntegrationResult, TraceResult, integrate_fast, integrate_trace
 from .monitors import Monitor, plot_trace
-from .params import CircuitParams, MismatchParams, NoiseParams
+from .environment import Environment
+from .params import PRESETS, CircuitParams, DriftParams, EffectParams, MismatchParams, NoiseParams, preset
 from .rng import TrialNoise
 
 __all__ = [
     "constants", "CAPMEM_PARAMETERS", "Chip", "ChipConfig", "ChipTruth", "Faults", "HalfOperatingPoint",
     "EventSchedule", "IntegrationResult", "TraceResult", "integrate_fast", "integrate_trace",
-    "CircuitParams", "MismatchParams", "NoiseParams", "TrialNoise",
+    "CircuitParams", "MismatchParams", "NoiseParams", "DriftParams", "EffectParams", "Environment",
+    "PRESETS", "preset", "TrialNoise",
     "Monitor", "plot_trace",
 ]

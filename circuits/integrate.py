@@ -46,7 +46,8 @@ class IntegrationResult:
     """uint8 (num_vectors, 256): CADC codes, digital offset included, clipped to 0..255."""
     membrane_at_read_v: np.ndarray
     """float64 (num_vectors, 256): membrane voltage when the conversion starts
-    (noise-free in the fast path)."""
+    (in the fast path without trial-to-trial noise, but with the capmem
+    droop at the read's refresh phase, which is drawn with the noise)."""
     read_cycle: np.ndarray
     """int64 (num_vectors,): FPGA cycle at which each conversion started."""
     stepped_columns: np.ndarray | None = None

@@ -385,17 +385,18 @@ def _shared_noise(extra, cp, noise_on, seed, shared_seed, index):
 
 
 @njit(cache=True)
-def _ripple_at_comparator(extra, cp, am, u):
+def _ripple_at_comparator(extra, cp, am, u, v_read_row):
     """The capmem droop of the reset, leak and ramp-start cells at refresh
-    phase ``u``, referred to the comparator (exact where the column is linear)."""
+    phase ``u``, exact where the column is linear: a lower reset or leak
+    potential lowers the membrane at the read (``v_read_row``, mV, and the
+    comparator's input), a lower ramp start makes the ramp pass it later."""
     for c in range(extra.shape[0]):
         r = cp[RIPPLE, c]
         if r > 0.0:
             a = np.float64(am[c])
-            # A cell droops by r x phase; a lower reset or leak potential lowers the
-            # membrane at the read, a lower ramp start makes the ramp pass it later.
-            extra[c] += r * (_saw(u + cp[PHASE_START, c]) - a * _saw(u + cp[PHASE_RESET, c])
-                             - (1.0 - a) * _saw(u + cp[PHASE_LEAK, c]))
+            mem = -r * (a * _saw(u + cp[PHASE_RESET, c]) + (1.0 - a) * _saw(u + cp[PHASE_LEAK, c]))
+            v_read_row[c] += mem
+            extra[c] += mem + r * _saw(u + cp[PHASE_START, c])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -640,7 +641,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                 var_ktc = (cp[NOISE_KTC, c] * a) ** 2
                 extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc)
         u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b))
-        _ripple_at_comparator(extra, cp, am_rc, u)
+        _ripple_at_comparator(extra, cp, am_rc, u, v_read[b])
         # Stage 4: conversion; most columns are settled by the drift bound alone.
         for c in range(ncol):
             if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):

@@ -364,6 +364,14 @@ class EffectParams:
         values["driver_recovery_depth"] = min(values["driver_recovery_depth"], 0.9)
         return type(self)(**values)
 
+    def without_trial_noise(self) -> "EffectParams":
+        """These effects without their trial-to-trial parts: no shared or slow
+        conversion noise, no kT/C noise and no refresh ripple (whose phase is
+        random per read); with ``NoiseParams.none()`` a run with noise on then
+        equals one with noise off."""
+        return dataclasses.replace(self, cadc_common_noise_lsb=0.0, low_frequency_noise_lsb=0.0,
+                                   reset_ktc_noise=False, capmem_ripple_v=0.0)
+
     @classmethod
     def none(cls) -> "EffectParams":
         """Every effect off (the synaptic time constants still come from their capmem cells)."""

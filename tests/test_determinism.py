@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import naive
-from bss2sim.circuits import (Chip, EventSchedule, MismatchParams, NoiseParams, TrialNoise,
+from bss2sim.circuits import (Chip, EffectParams, EventSchedule, MismatchParams, NoiseParams, TrialNoise,
                       integrate_fast, integrate_trace)
 from helpers import sparse_inputs
 
@@ -188,7 +188,12 @@ def test_noise_does_not_depend_on_batch_neighbours():
 @pytest.mark.parametrize("path", ["fast", "trace"])
 def test_zero_noise_amplitudes_equal_noise_off(path):
     chip, sched, read = _setup(vectors=3)
-    quiet_chip = Chip(3, noise=NoiseParams.none())
+    # The effects' trial-to-trial parts (shared and slow noise, kT/C, the ripple's
+    # random phase) are noise too: off on both chips, so only NoiseParams differs.
+    quiet_effects = EffectParams().without_trial_noise()
+    chip = Chip(3, effects=quiet_effects)
+    chip.config.set_logical_weights(0, np.random.default_rng(3).integers(-63, 64, (128, 256)))
+    quiet_chip = Chip(3, noise=NoiseParams.none(), effects=quiet_effects)
     quiet_chip.config.set_logical_weights(0, chip.config.weights[0, 0::2].astype(np.int64)
                                           - chip.config.weights[0, 1::2].astype(np.int64))
     run = PATHS[path]
@@ -220,8 +225,22 @@ def test_noise_statistics(path):
     t_s = read * 8e-9
     tau = chip.truth.residual_leak_tau_s[0]
     var_mem_v2 = chip.noise.membrane_noise_v_per_sqrt_s ** 2 * tau / 2 * (1 - np.exp(-2 * t_s / tau))
-    step_v = chip.operating_point(0).column_params[naive.CADC_STEP] * 1e-3
-    expected = np.sqrt(chip.noise.cadc_read_noise_lsb ** 2 + var_mem_v2 / step_v ** 2 + 1 / 12)
+    op = chip.operating_point(0)
+    step_v = op.column_params[naive.CADC_STEP] * 1e-3
+    fx = chip.effects
+    # The effects' noise: the quadrant's common noise and the slow noise (LSB per
+    # read), kT/C on the capacitance, and the refresh ripple: the reset and ramp
+    # start cells droop by ripple x frac(u + phase) with u uniform per read
+    # (the leak cell's term is negligible this early after the reset).
+    kt = 1.380649e-23 * (chip.environment.temperature_c + 273.15)
+    var_ktc_v2 = kt / chip.truth.membrane_capacitance_f[0]
+    u = (np.arange(4000) + 0.5) / 4000
+    cp = op.column_params
+    ripple = fx.capmem_ripple_v * ((u[:, None] + cp[naive.PHASE_START]) % 1.0
+                                   - (u[:, None] + cp[naive.PHASE_RESET]) % 1.0)
+    expected = np.sqrt(chip.noise.cadc_read_noise_lsb ** 2 + var_mem_v2 / step_v ** 2 + 1 / 12
+                       + fx.cadc_common_noise_lsb ** 2 + fx.low_frequency_noise_lsb ** 2
+                       + (var_ktc_v2 + ripple.var(axis=0)) / step_v ** 2)
     assert 0.85 < np.median(sd / expected) < 1.15
     assert sd.min() > 0.4 and sd.max() < 3.5
     # Noise is centred: the mean code stays near the noise-free code.

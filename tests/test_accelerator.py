@@ -47,7 +47,7 @@ def behavioural_ref(x, w, gain, num_sends=1):
 
 
 def ideal_chip():
-    return Chip(0, mismatch=MismatchParams.none(), noise=NoiseParams.none(),
+    return Chip(0, mismatch=MismatchParams.none(), noise=NoiseParams.none(), preset="ideal",
                 circuit=CircuitParams(pulse_nonlinearity=0.0, residual_leak_tau_s=1e3,
                                       syn_knee_c=1e-12))
 

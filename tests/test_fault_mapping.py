@@ -31,8 +31,9 @@ def sparse_x(rng, B, Kin, density=0.5):
 
 def ideal_chip(faults=None):
     """A chip without fixed-pattern mismatch: every column and driver alike, so a
-    result moved to another column or driver stays the same."""
-    return Chip(0, mismatch=MismatchParams.none(), faults=faults)
+    result moved to another column or driver stays the same (the "ideal" preset:
+    no per-synapse DAC bits, per-column injection or ripple phases either)."""
+    return Chip(0, mismatch=MismatchParams.none(), faults=faults, preset="ideal")
 
 
 def capture_integrations(monkeypatch):
@@ -267,13 +268,14 @@ def test_stuck_cadc_channel_is_routed_around():
     mapped = Accelerator(ideal_chip(stuck), noise_seed=None, faulty=avoid).matmul(x, w, num_sends=6)
     assert np.all(broken[:, 5] == 0) and np.abs(clean[:, 5]).mean() > 10
     assert np.abs(mapped - clean).max() <= 1
-    # A chip with mismatch: output 5 now runs on column 6, with its own gain, but
-    # follows the fault-free output closely.
+    # A chip with mismatch: output 5 now runs on column 6, with its own gain (and,
+    # uncalibrated, its own DAC bit currents and charge injection), but follows the
+    # fault-free output closely.
     clean = Accelerator(Chip(0), noise_seed=None).matmul(x, w, num_sends=6)
     broken = Accelerator(Chip(0, faults=stuck), noise_seed=None).matmul(x, w, num_sends=6)
     mapped = Accelerator(Chip(0, faults=stuck), noise_seed=None, faulty=avoid).matmul(x, w, num_sends=6)
     assert np.all(broken[:, 5] == 0) and np.std(clean[:, 5]) > 10
-    assert np.corrcoef(mapped[:, 5], clean[:, 5])[0, 1] > 0.95
+    assert np.corrcoef(mapped[:, 5], clean[:, 5])[0, 1] > 0.9
 
 
 def test_dead_synapse_row_is_routed_around():

@@ -157,13 +157,15 @@ def _event_arrays(chip, op, schedule):
 def coincident_corrections(ie, ii, offsets, driver, cycle, width, inject, beta):
     """Column-line IR drop of events in the same cycle, for the fast path.
 
-    Pulses that start together are on together for the shorter one's width;
-    meanwhile each synapse loses ``beta`` (per uA) times the current the other
-    synapses of its column's input line send. The loss of a group is added as
-    one pseudo event after the group (its own current row, width 1 ns, no
-    injection): returns the event arrays and the (drivers + groups, columns)
-    current matrices extended so, or the inputs unchanged when no two events
-    of a vector share a cycle."""
+    Pulses that start together are on together for the shorter one's width.
+    A synapse of event j keeps ``1 / (1 + L_j)`` of its charge, with
+    ``L_j = beta sum_{k != j} I_k min(w_j, w_k) / w_j`` (``beta`` per uA, the
+    others' current on its column's input line weighted by the time they are
+    on together; first order ``beta I`` for a weak load, bounded for any).
+    The loss of a group is added as one pseudo event after the group (its own
+    current row, width 1 ns, no injection): returns the event arrays and the
+    (drivers + groups, columns) current matrices extended so, or the inputs
+    unchanged when no two events of a vector share a cycle."""
     if beta <= 0 or len(cycle) < 2:
         return ie, ii, offsets, driver, cycle, width, inject
     vec = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
@@ -180,11 +182,18 @@ def coincident_corrections(ie, ii, offsets, driver, cycle, width, inject, beta):
     extra_i = np.zeros((len(groups), ie.shape[1]))
     for g, (a, b) in enumerate(groups):
         for j in range(a, b):
-            for k in range(j + 1, b):
-                both_on = min(float(width[j]), float(width[k]))
-                # Each of the two loses beta x the other's current over the overlap.
-                extra_e[g] -= 2.0 * beta * both_on * ie64[driver[j]] * ie64[driver[k]]
-                extra_i[g] -= 2.0 * beta * both_on * ii64[driver[j]] * ii64[driver[k]]
+            wj = float(width[j])
+            if wj <= 0:
+                continue
+            load_e = np.zeros(ie.shape[1])
+            load_i = np.zeros(ie.shape[1])
+            for k in range(a, b):
+                if k != j:
+                    both_on = min(wj, float(width[k]))
+                    load_e += beta * both_on / wj * ie64[driver[k]]
+                    load_i += beta * both_on / wj * ii64[driver[k]]
+            extra_e[g] -= wj * ie64[driver[j]] * load_e / (1.0 + load_e)
+            extra_i[g] -= wj * ii64[driver[j]] * load_i / (1.0 + load_i)
     insert_after = np.array([b for _, b in groups])        # index of the first event after each group
     pos = insert_after + np.arange(len(groups))            # positions in the new arrays
     n_new = len(cycle) + len(groups)

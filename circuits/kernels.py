@@ -395,7 +395,11 @@ def _ripple_at_comparator(extra, cp, am, u, v_read_row):
         if r > 0.0:
             a = np.float64(am[c])
             mem = -r * (a * _saw(u + cp[PHASE_RESET, c]) + (1.0 - a) * _saw(u + cp[PHASE_LEAK, c]))
-            v_read_row[c] += mem
+            # A membrane held at a rail is not moved by the droop of its potentials.
+            if cp[RAIL_LO, c] < v_read_row[c] < cp[RAIL_HI, c]:
+                v_read_row[c] = min(max(v_read_row[c] + mem, cp[RAIL_LO, c]), cp[RAIL_HI, c])
+            else:
+                mem = 0.0
             extra[c] += mem + r * _saw(u + cp[PHASE_START, c])
 
 
@@ -688,6 +692,8 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
         v_prev = np.empty(ncol)
         in_e = np.zeros(ncol)
         in_i = np.zeros(ncol)
+        drop_e = np.zeros(ncol)
+        drop_i = np.zeros(ncol)
         extra = np.zeros(ncol)
         done = np.zeros(ncol, np.bool_)
         state = np.zeros(1, np.uint64)
@@ -752,20 +758,30 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
                         in_e[c] += scale * ie[d, c] + inj * cp[QINJ_E, c]
                         in_i[c] += scale * ii[d, c] + inj * cp[QINJ_I, c]
                     if column_ir_drop > 0.0:
-                        # Column-line IR drop: while two pulses are on together, each
-                        # synapse loses column_ir_drop x the other's current.
+                        # Column-line IR drop: while pulses are on together, a synapse
+                        # keeps 1 / (1 + L) of its current, L = column_ir_drop x the
+                        # others' current on its line (the same form as the fast path's).
                         end_k = start + ev_width[k]
-                        j = k + 1
+                        any_other = False
+                        for c in range(ncol):
+                            drop_e[c] = 0.0
+                            drop_i[c] = 0.0
+                        j = k_lo
                         while j < k_end and ev_cycle[j] * cycle_ns < t_b:
                             start_j = ev_cycle[j] * cycle_ns
                             both = min(t_b, min(end_k, start_j + ev_width[j])) - max(t_a, max(start, start_j))
-                            if both > 0.0:
+                            if j != k and both > 0.0:
+                                any_other = True
                                 dj = ev_driver[j]
-                                f = 2.0 * column_ir_drop * both / dt
+                                f = column_ir_drop * both / overlap
                                 for c in range(ncol):
-                                    in_e[c] -= f * ie[d, c] * ie[dj, c]
-                                    in_i[c] -= f * ii[d, c] * ii[dj, c]
+                                    drop_e[c] += f * ie[dj, c]
+                                    drop_i[c] += f * ii[dj, c]
                             j += 1
+                        if any_other:
+                            for c in range(ncol):
+                                in_e[c] -= scale * ie[d, c] * drop_e[c] / (1.0 + drop_e[c])
+                                in_i[c] -= scale * ii[d, c] * drop_i[c] / (1.0 + drop_i[c])
                 k += 1
             for c in range(ncol):
                 v_prev[c] = v[c]

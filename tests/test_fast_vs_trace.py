@@ -1,4 +1,5 @@
-"""Event-driven fast path against the time-stepped trace path (noise off).
+"""Event-driven fast path against the time-stepped trace path (noise off), on
+the default preset (and the harsh one where noted).
 
 The two paths model the enable pulses differently (the fast path injects each
 event's charge at the start of its cycle, the trace path spreads it over the
@@ -29,9 +30,9 @@ def _compare(chip, half, sched, read, rms_lsb=0.5, max_lsb=1, v_rms_mv=1.5):
 
 
 @pytest.mark.parametrize("wait", [1, 2, 5, 8])
-@pytest.mark.parametrize("seed", [0, 7])
-def test_random_weights_and_inputs(seed, wait):
-    chip = Chip(seed)
+@pytest.mark.parametrize("seed,preset", [(0, "default"), (7, "default"), (3, "harsh")])
+def test_random_weights_and_inputs(seed, preset, wait):
+    chip = Chip(seed, preset=preset)
     rng = np.random.default_rng(1000 * seed + wait)
     half = seed % 2
     chip.config.set_logical_weights(half, rng.integers(-63, 64, (128, 256)))
@@ -43,9 +44,10 @@ def test_random_weights_and_inputs(seed, wait):
     assert fast.codes.std() > 5                     # the inputs spread the codes
 
 
-@pytest.mark.parametrize("max_gap,p_same", [(1, 0.5), (4, 0.3), (20, 0.2)])
-def test_irregular_spacing(max_gap, p_same):
-    chip = Chip(31)
+@pytest.mark.parametrize("max_gap,p_same,preset", [(1, 0.5, "default"), (4, 0.3, "default"),
+                                                  (20, 0.2, "default"), (2, 0.5, "harsh")])
+def test_irregular_spacing(max_gap, p_same, preset):
+    chip = Chip(31, preset=preset)
     rng = np.random.default_rng(max_gap)
     chip.config.set_logical_weights(0, rng.integers(-63, 64, (128, 256)))
     sched = irregular_schedule(rng, 4, 90, max_gap=max_gap, p_same=p_same)
@@ -110,7 +112,7 @@ def test_synaptic_input_saturation(seed, sign):
     assert (np.nanmax(v_rec, axis=0) < cp[naive.RAIL_HI] - 10).all()
     assert (np.nanmin(v_rec, axis=0) > cp[naive.RAIL_LO] + 10).all()
     # ...and the response stays below the linear (no-knee) prediction.
-    circ = naive.ExpmCircuit(chip.operating_point(0))
+    circ = naive.ExpmCircuit(chip.operating_point(0), chip.effects)
     v_mv = fast.membrane_at_read_v * 1e3
     empty = EventSchedule.from_lists([[], []])
     base = integrate_fast(chip, 0, empty, read).membrane_at_read_v * 1e3
@@ -156,16 +158,21 @@ def test_mixed_batch_linear_saturating_and_empty():
     assert fast.stepped_columns[0].any() and not fast.stepped_columns[2].any()
 
 
-def test_read_at_cycle_zero():
+@pytest.mark.parametrize("preset", ["default", "ideal"])
+def test_read_at_cycle_zero(preset):
     # No events, conversion right after the reset: both paths must report the
-    # reset potential as the membrane at the read.
-    chip = Chip(6)
+    # reset potential as the membrane at the read (with the capmem droop of the
+    # reset cell at refresh phase 0).
+    chip = Chip(6, preset=preset)
     sched = EventSchedule.from_lists([[], []])
     fast = integrate_fast(chip, 0, sched, 0)
     trace = integrate_trace(chip, 0, sched, 0)
-    reset_mv = chip.operating_point(0).column_params[naive.V_RESET]
-    np.testing.assert_allclose(fast.membrane_at_read_v * 1e3, np.broadcast_to(reset_mv, (2, 256)),
+    cp = chip.operating_point(0).column_params
+    droop = cp[naive.RIPPLE] * cp[naive.PHASE_RESET]
+    assert (droop > 0).all() == (preset == "default")
+    reset_mv = cp[naive.V_RESET]
+    np.testing.assert_allclose(fast.membrane_at_read_v * 1e3, np.broadcast_to(reset_mv - droop, (2, 256)),
                                atol=1e-9)
     assert np.array_equal(fast.codes, trace.codes)
-    np.testing.assert_allclose(trace.membrane_at_read_v * 1e3, np.broadcast_to(reset_mv, (2, 256)),
+    np.testing.assert_allclose(trace.membrane_at_read_v * 1e3, np.broadcast_to(reset_mv - droop, (2, 256)),
                                atol=1e-6)

@@ -119,11 +119,22 @@ def test_from_inputs_layout_matches_naive_loop():
 # --- operating point ----------------------------------------------------------
 
 PAIRS = [(0, 0), (3, 127), (64, 128), (127, 255), (50, 200), (100, 17)]
+CONDITIONS = [(0, 0, "default", None), (5, 1, "default", (40.0, 30.0)), (3, 0, "harsh", (12.0, 200.0)),
+              (0, 0, "ideal", None)]
+"""(seed, half, preset, (temperature, hours) or None): the reference temperature
+and hour 0, a warm chip a day later, a harsh chip in the cold, an ideal chip."""
 
 
-@pytest.mark.parametrize("seed,half", [(0, 0), (5, 1)])
-def test_operating_point_currents_match_naive_loop(seed, half):
-    chip = Chip(seed)
+def _chip(seed, preset="default", env=None):
+    chip = Chip(seed, preset=preset)
+    if env is not None:
+        chip.set_environment(*env)
+    return chip
+
+
+@pytest.mark.parametrize("seed,half,preset,env", CONDITIONS)
+def test_operating_point_currents_match_naive_loop(seed, half, preset, env):
+    chip = _chip(seed, preset, env)
     rng = np.random.default_rng(seed)
     chip.config.set_weights(half, rng.integers(0, 64, (256, 256)))
     signs = rng.choice([-1, 1], 256)
@@ -138,6 +149,14 @@ def test_operating_point_currents_match_naive_loop(seed, half):
         assert op.current_inh_ua[driver, column] == pytest.approx(inh, rel=1e-6, abs=1e-9)
     assert op.current_inh_ua[0].max() == 0 and op.current_exc_ua[127].max() == 0
     assert op.current_exc_ua[0].min() > 0 and op.current_inh_ua[127].min() > 0
+    if preset != "ideal":
+        # The effects are large enough to matter: the ideal reference of the same
+        # chip (same truth, same configuration) is off by more than the tolerance.
+        ideal = _chip(seed, "ideal")
+        ideal.config = chip.config
+        exc_ideal, _ = naive.synapse_current_ua(ideal, half, 0, 0)
+        exc, _ = naive.synapse_current_ua(chip, half, 0, 0)
+        assert abs(exc / exc_ideal - 1) > 1e-3
 
 
 def test_operating_point_currents_logical_weights():
@@ -171,19 +190,20 @@ def test_zero_bias_gives_zero_current():
     assert op.current_exc_ua.min() >= 0
 
 
-def test_operating_point_pulse_widths_match_naive():
-    chip = Chip(6)
+@pytest.mark.parametrize("preset,env", [("default", None), ("default", (35.0, 50.0)), ("ideal", None)])
+def test_operating_point_pulse_widths_match_naive(preset, env):
+    chip = _chip(6, preset, env)
     rng = np.random.default_rng(6)
     chip.config.set_driver_offsets(1, rng.integers(0, 64, 128))
     chip.config.set_capmem("driver_ramp", rng.integers(400, 700, (2, 2)))
     op = chip.operating_point(1)
     t, cfg, cp = chip.truth, chip.config, chip.circuit
+    state = chip._drift_state()
+    assert (state is None) == (env is None)
     for driver in (0, 10, 63, 64, 127):
         block = driver // 64
-        ramp = naive.capmem_value(cfg.capmem("driver_ramp")[1, block],
-                                  t.capmem_gain["driver_ramp"][1, block],
-                                  t.capmem_offset["driver_ramp"][1, block], "current") \
-            * t.quadrant_driver_ramp[1, block]
+        ramp = naive.capmem_cell(chip, "driver_ramp", (1, block)) * t.quadrant_driver_ramp[1, block]
+        factor = 1.0 if state is None else state.driver_width[1, driver]
         assert op.pulse_width_ns[driver, 0] == 0
         for value in (1, 5, 16, 31):
             k = cp.pulse_nonlinearity
@@ -191,18 +211,41 @@ def test_operating_point_pulse_widths_match_naive():
             width = (t.driver_gain[1, driver] * cp.pulse_width_per_value_s * shape
                      + t.driver_offset_s[1, driver]
                      + (int(cfg.driver_offset[1, driver]) - 32) * cp.driver_offset_step_s) \
-                * cp.driver_ramp_nominal_a / ramp
+                * cp.driver_ramp_nominal_a / ramp * factor
             width = min(max(width * 1e9, 0.0), 8.0)
             assert op.pulse_width_ns[driver, value] == pytest.approx(width, rel=1e-6, abs=1e-7)
 
 
-def test_operating_point_column_params_match_truth():
-    chip = Chip(8)
+@pytest.mark.parametrize("seed,half,preset,env", CONDITIONS)
+def test_operating_point_column_params_match_naive(seed, half, preset, env):
+    chip = _chip(seed, preset, env)
+    rng = np.random.default_rng(seed)
+    for name in ("syn_tau_exc", "syn_tau_inh", "leak_bias", "syn_strength_exc"):
+        chip.config.set_capmem(name, rng.integers(200, 900, (2, 256)))
+    chip.config.set_cadc_digital_offsets(half, rng.integers(-20, 21, 256))
+    cp = chip.operating_point(half).column_params
+    for col in (0, 77, 128, 255):
+        expected = naive.column_params(chip, half, col)
+        assert len(expected) == len(naive.ROW_NAMES)
+        for row, value in expected.items():
+            assert cp[row, col] == pytest.approx(value, rel=1e-12, abs=1e-12), naive.ROW_NAMES[row]
+    on = preset != "ideal"
+    # (A column's injected charge may clip at 0: its spread is 30 %.)
+    assert ((cp[naive.QINJ_E] > 0).mean() > 0.9) == on and (cp[naive.RIPPLE] > 0).all() == on
+    assert (cp[naive.NOISE_KTC] > 0).all() == on
+
+
+def test_operating_point_column_params_ideal_match_truth():
+    # The old physics on an ideal chip: rates, potentials and strengths are the
+    # truth's values through the default capmem cells, with nothing added.
+    chip = Chip(8, preset="ideal")
     cp = chip.operating_point(1).column_params
     t, c = chip.truth, chip.circuit
     for col in (0, 77, 128, 255):
-        assert cp[naive.LAM_E, col] == pytest.approx(1e-9 / t.tau_syn_exc_s[1, col], rel=1e-12)
-        assert cp[naive.LAM_I, col] == pytest.approx(1e-9 / t.tau_syn_inh_s[1, col], rel=1e-12)
+        tau_cell = naive.capmem_value(512, t.capmem_gain["syn_tau_exc"][1, col],
+                                      t.capmem_offset["syn_tau_exc"][1, col], "current")
+        assert cp[naive.LAM_E, col] == pytest.approx(
+            1e-9 / t.tau_syn_exc_s[1, col] * tau_cell / naive.TAU_REFERENCE_A, rel=1e-12)
         leak_current = naive.capmem_value(0, t.capmem_gain["leak_bias"][1, col],
                                           t.capmem_offset["leak_bias"][1, col], "current")
         g = t.membrane_capacitance_f[1, col] / t.residual_leak_tau_s[1, col] \
@@ -217,33 +260,34 @@ def test_operating_point_column_params_match_truth():
                                   t.capmem_offset["leak_potential"][1, col], "voltage") \
             + t.leak_offset_v[1, col]
         assert cp[naive.E_LEAK, col] == pytest.approx(1e3 * leak, abs=1e-9)
-        strength = naive.capmem_value(512, t.capmem_gain["syn_strength_exc"][1, col],
-                                      t.capmem_offset["syn_strength_exc"][1, col], "current")
-        gce = c.syn_strength_nominal * strength / c.syn_strength_nominal_a \
-            * t.syn_strength_exc[1, col] / (t.membrane_capacitance_f[1, col] * 1e12)
-        assert cp[naive.GC_E, col] == pytest.approx(gce, rel=1e-12)
         assert cp[naive.RAIL_LO, col] == pytest.approx(1e3 * t.rail_low_v[1, col], abs=1e-9)
-        assert cp[naive.RAIL_HI, col] == pytest.approx(1e3 * t.rail_high_v[1, col], abs=1e-9)
         assert cp[naive.CADC_OFFSET, col] == pytest.approx(1e3 * t.cadc_offset_v[1, col], abs=1e-9)
-        q = col // 128
-        slope = naive.capmem_value(512, t.capmem_gain["cadc_ramp_slope"][1, q],
-                                   t.capmem_offset["cadc_ramp_slope"][1, q], "current")
-        assert cp[naive.CADC_STEP, col] == pytest.approx(
-            1e3 * c.cadc_step_nominal_v * slope / c.cadc_slope_nominal_a / t.cadc_gain[1, col],
-            rel=1e-12)
+    for row in (naive.QINJ_E, naive.QINJ_I, naive.NOISE_KTC, naive.NOISE_CM, naive.NOISE_LF, naive.RIPPLE):
+        assert (cp[row] == 0).all(), naive.ROW_NAMES[row]
+
+
+def test_drift_capmem_matches_naive():
+    # The drift pattern's arithmetic (tempco and walk) against the documented process.
+    chip = _chip(11, "default", (31.0, 70.0))
+    state = chip._drift_state()
+    for name in naive.CAPMEM_KINDS:
+        how, amount = state.capmem[name]
+        ref_how, ref = naive.drift_capmem(chip, name)
+        assert how == ref_how
+        np.testing.assert_allclose(amount, ref, rtol=1e-12, atol=1e-15)
+    assert naive.drift_capmem(_chip(11), "synapse_bias") is None
 
 
 def test_parameter_row_names_agree():
-    for name in ("LAM_E", "LAM_I", "LAM_M", "GC_E", "GC_I", "KNEE_E", "KNEE_I", "HEAD_E", "HEAD_I",
-                 "E_LEAK", "V_RESET", "RAIL_LO", "RAIL_HI", "CADC_START", "CADC_STEP",
-                 "CADC_OFFSET", "NOISE_MEM", "NOISE_READ", "DIGITAL_OFFSET"):
+    for name in naive.ROW_NAMES:
         assert getattr(K, name) == getattr(naive, name), name
+    assert K.NUM_COLUMN_PARAMS == 36
 
 
 # --- fast path against the exact linear reference -----------------------------
 
-def _linear_case(seed, half, num_vectors=6, active=30, weight_max=63):
-    chip = Chip(seed)
+def _linear_case(seed, half, num_vectors=6, active=30, weight_max=63, preset="default"):
+    chip = Chip(seed, preset=preset)
     rng = np.random.default_rng(100 + seed)
     chip.config.set_logical_weights(half, rng.integers(-weight_max, weight_max + 1, (128, 256)))
     x = sparse_inputs(rng, num_vectors, active)
@@ -280,6 +324,28 @@ def test_fast_path_equals_expm_reference_irregular():
     assert np.array_equal(res.codes, codes)
 
 
+@pytest.mark.parametrize("preset", ["default", "harsh"])
+def test_fast_path_equals_expm_reference_repeated_and_coincident(preset):
+    # Few drivers at short spacing (driver recovery bites) and several drivers
+    # in one cycle (the column-line IR drop bites).
+    chip = Chip(22, preset=preset)
+    rng = np.random.default_rng(22)
+    chip.config.set_logical_weights(0, rng.integers(-63, 64, (128, 256)))
+    sched = irregular_schedule(rng, 4, 30, max_gap=3, p_same=0.5, drivers=range(6))
+    read = sched.last_cycle() + rng.integers(0, 40, 4)
+    res = integrate_fast(chip, 0, sched, read)
+    assert not res.stepped_columns.any()
+    events = [events_of(sched, b) for b in range(4)]
+    codes, v_mv = naive.expm_codes(chip, 0, events, read)
+    np.testing.assert_allclose(res.membrane_at_read_v, v_mv * 1e-3, rtol=0, atol=1e-6)
+    assert np.array_equal(res.codes, codes)
+    # Both effects are visible against a reference without them.
+    op = chip.operating_point(0)
+    plain = naive.ExpmCircuit(op).membrane_at_read_mv(events[0], int(read[0]))
+    assert np.abs(plain - v_mv[0]).max() > 0.5
+    _check_trace(chip, 0, sched.slice(0, 1), read[:1], substeps=2)
+
+
 def test_fast_path_with_digital_offsets_equals_reference():
     chip, sched, read = _linear_case(9, 0, num_vectors=3)
     rng = np.random.default_rng(9)
@@ -310,16 +376,27 @@ def test_fast_path_equals_reference_at_ramp_ends(ramp_start, ramp_slope):
     assert np.array_equal(res.codes, codes)
 
 
-def test_fast_path_noise_equals_reference_with_naive_rng():
-    chip, sched, read = _linear_case(5, 1, num_vectors=4)
-    noise = TrialNoise(2024, start_index=11)
+@pytest.mark.parametrize("preset,shared_seed", [("default", None), ("default", 99), ("harsh", 5),
+                                                ("ideal", None)])
+def test_fast_path_noise_equals_reference_with_naive_rng(preset, shared_seed):
+    # The whole documented noise model bit for bit: per-column Gaussian (membrane
+    # OU variance, read noise, kT/C), the quadrant's common noise, the slow noise
+    # with its shared part, and the capmem ripple at the drawn refresh phase.
+    chip, sched, read = _linear_case(5, 1, num_vectors=4, preset=preset)
+    noise = TrialNoise(2024, start_index=11, shared_seed=shared_seed)
     res = integrate_fast(chip, 1, sched, read, noise=noise)
     assert noise.next_index == 15
     events = [events_of(sched, b) for b in range(4)]
-    codes, _ = naive.expm_codes(chip, 1, events, read, noise=(2024, 11))
+    ref_noise = (2024, 11) if shared_seed is None else (2024, 11, shared_seed)
+    codes, _ = naive.expm_codes(chip, 1, events, read, noise=ref_noise)
     quiet, _ = naive.expm_codes(chip, 1, events, read)
     assert np.array_equal(res.codes, codes)
     assert not np.array_equal(codes, quiet)
+    if preset != "ideal":
+        # The shared noise matters: leaving it out of the reference changes codes.
+        cp = chip.operating_point(1).column_params
+        add, _ = naive.shared_noise_mv(cp, 2024, noise.shared_seed, 11)
+        assert np.abs(add).max() > 0.5 * cp[naive.CADC_STEP].min()
 
 
 # --- trace path against the numpy RK4 reference --------------------------------
@@ -327,13 +404,14 @@ def test_fast_path_noise_equals_reference_with_naive_rng():
 def _check_trace(chip, half, sched, read, substeps=8, record_every=None, noise=None):
     res = integrate_trace(chip, half, sched, read, substeps_per_cycle=substeps,
                           record_every=record_every,
-                          noise=None if noise is None else TrialNoise(*noise))
+                          noise=None if noise is None else TrialNoise(*noise[:2], shared_seed=(
+                              noise[2] if len(noise) > 2 else None)))
     op = chip.operating_point(half)
     every = substeps if record_every is None else record_every
     for b in range(sched.num_vectors):
         ref = naive.rk4_trace(op, events_of(sched, b), int(np.broadcast_to(read, (sched.num_vectors,))[b]),
-                              substeps=substeps,
-                              noise=None if noise is None else (noise[0], noise[1] + b))
+                              substeps=substeps, effects=chip.effects,
+                              noise=None if noise is None else (noise[0], noise[1] + b) + tuple(noise[2:]))
         rec = res.membrane_v[b]
         valid = ~np.isnan(rec[:, 0])
         n = int(valid.sum())
@@ -348,8 +426,9 @@ def _check_trace(chip, half, sched, read, substeps=8, record_every=None, noise=N
     return res
 
 
-def test_trace_path_equals_rk4_reference():
-    chip = Chip(12)
+@pytest.mark.parametrize("preset", ["default", "ideal"])
+def test_trace_path_equals_rk4_reference(preset):
+    chip = Chip(12, preset=preset)
     rng = np.random.default_rng(12)
     chip.config.set_logical_weights(0, rng.integers(-63, 64, (128, 256)))
     sched = irregular_schedule(rng, 2, 25, max_gap=6)
@@ -373,9 +452,10 @@ def test_trace_path_equals_rk4_reference_saturating():
     assert (np.nanmin(res.membrane_v[0], axis=0)[128:] == pytest.approx(cp[naive.RAIL_LO, 128:] * 1e-3))
 
 
-def test_trace_path_noise_equals_rk4_reference():
-    chip = Chip(14)
+@pytest.mark.parametrize("preset,noise", [("default", (77, 5)), ("harsh", (77, 5, 1234)), ("ideal", (77, 5))])
+def test_trace_path_noise_equals_rk4_reference(preset, noise):
+    chip = Chip(14, preset=preset)
     rng = np.random.default_rng(14)
     chip.config.set_logical_weights(0, rng.integers(-63, 64, (128, 256)))
     sched = EventSchedule.from_inputs(sparse_inputs(rng, 2, 10), wait_between_events=2)
-    _check_trace(chip, 0, sched, sched.last_cycle() + 3, substeps=2, noise=(77, 5))
+    _check_trace(chip, 0, sched, sched.last_cycle() + 3, substeps=2, noise=noise)

@@ -230,18 +230,52 @@ def build_parser():
                          "benchmark always calibrates one whole chip")
     be.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
 
-    for parser in (de, tr, vm, ca):
+    from .drift import (DEFAULT_HOURS, DEFAULT_REFRESH_IMAGES, DEFAULT_TEMPERATURES_K, TREATMENTS,
+                        int_range, parse_reals, parse_seeds, temperature_range_k)
+    dr = sub.add_parser("drift", help="temperature and hours of operation on calibrated chips: the shipped "
+                                      "and a per-chip fine-tuned MNIST network without recalibration, "
+                                      "recalibrated and after a short in-the-loop refresh "
+                                      "(writes drift_accuracy.png)")
+    dr.add_argument("--seeds", type=parse_seeds, metavar="SEEDS", default=[0, 1, 2, 3, 4],
+                    help="chip seeds (default 0-4): one seed, a range or a list such as 3 or 1-4 or 0-4,9 "
+                         "(a bare number is that one chip, unlike calibrate --validate N)")
+    t_lo, t_hi = temperature_range_k()
+    dr.add_argument("--hours", type=parse_reals("--hours", 0.0, 1e6, "hours"),
+                    default=DEFAULT_HOURS, metavar="H,H,...",
+                    help="hours of operation since calibration, at 25 degrees C (default "
+                         f"{','.join(f'{h:g}' for h in DEFAULT_HOURS)}; 0..1e6)")
+    dr.add_argument("--temperatures", type=parse_reals("--temperatures", t_lo, t_hi, "K"),
+                    default=DEFAULT_TEMPERATURES_K, metavar="DT,DT,...",
+                    help="temperature offsets from 25 degrees C, K, at hour 0 (default "
+                         f"{','.join(f'{t:g}' for t in DEFAULT_TEMPERATURES_K)}; {t_lo:g}..{t_hi:g}; "
+                         "negative ones as --temperatures=-5,0,5)")
+    dr.add_argument("--images", type=int_range("--images", 1, 10_000), default=None,
+                    help="evaluate on the first N test images (default: all 10,000)")
+    dr.add_argument("--fine-tune-images", type=int_range("--fine-tune-images", 1, 60_000), default=10_000,
+                    help="training images of the in-the-loop fine-tuning on each chip after its "
+                         "calibration, one epoch (default 10000, as bss2sim train; 1..60000)")
+    dr.add_argument("--refresh-images", type=int_range("--refresh-images", 1, 60_000),
+                    default=DEFAULT_REFRESH_IMAGES,
+                    help="training images of the short in-the-loop refresh at each condition, one epoch "
+                         f"(default {DEFAULT_REFRESH_IMAGES}; 1,000-2,000 suggested; 1..60000)")
+    dr.add_argument("--treatments", default=",".join(TREATMENTS), metavar="T,T,...",
+                    help=f"which treatments to run (default all: {','.join(TREATMENTS)})")
+    dr.add_argument("--data-dir", default=None,
+                    help="MNIST folder of the training images (default: the environment variable "
+                         "BSS2SIM_MNIST_DIR); the test images are the shipped ones")
+
+    for parser in (de, tr, vm, ca, dr):
         parser.add_argument("--plots-dir", default=DEFAULT_OUTPUT_DIR, help=out_help)
     for parser in (de, tr):
         parser.add_argument("--readme-figures", action="store_true",
                             help="write the figures into the source checkout's plots/ (the README's "
                                  "figures) instead of --plots-dir")
-    for parser in (de, tn, tr, vm, pr, be):
+    for parser in (de, tn, tr, vm, pr, be, dr):
         parser.add_argument("--calibration", default=None, metavar="PATH", help=CALIBRATION_HELP)
     ca.add_argument("--calibration", default=None, metavar="PATH",
                     help="where to save the calibration: a folder or a .npz file (default: the store, "
                          "$BSS2SIM_CALIBRATIONS, else ~/.local/share/bss2sim/calibrations)")
-    for parser in (de, tn, tr, vm, ca, pr, be):
+    for parser in (de, tn, tr, vm, ca, pr, be, dr):
         parser.add_argument("--json", action="store_true",
                             help="print only the figures as one JSON object on stdout "
                                  "(the human text goes to stderr)")
@@ -264,7 +298,8 @@ def main(argv=None):
 
 
 _OUTPUT_FOLDERS = {"demo": ("plots_dir",), "train": ("out",), "traces": ("plots_dir",),
-                   "vmm": ("plots_dir",), "calibrate": ("plots_dir",), "bench": (), "ppu": ()}
+                   "vmm": ("plots_dir",), "calibrate": ("plots_dir",), "bench": (), "ppu": (),
+                   "drift": ("plots_dir",)}
 
 
 def _dispatch(args):
@@ -333,6 +368,14 @@ def _dispatch_command(args):
         from . import ppu
         ppu.run(args.file, seed=args.seed, half=args.half, show=args.show, max_cycles=args.max_cycles,
                 as_json=args.json, calibration=args.calibration)
+    elif args.command == "drift":
+        from . import drift
+        drift.run(seeds=tuple(args.seeds), hours=args.hours, temperatures=args.temperatures,
+                  images=args.images, fine_tune_images=args.fine_tune_images,
+                  refresh_images=args.refresh_images,
+                  treatments=tuple(t.strip() for t in args.treatments.split(",")),
+                  calibration=args.calibration, data_dir=args.data_dir, plots=args.plots_dir,
+                  as_json=args.json)
     elif args.command == "bench":
         from . import bench
         bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json,

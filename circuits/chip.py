@@ -432,6 +432,11 @@ kept in a table per half (5 x 4 bytes x 256 columns per cycle: 168 MB at
 most); the fast path computes longer ones per column from the same formula."""
 MAX_PULSE_WIDTH_NS = K.FPGA_CYCLE_S * 1e9
 """The enable pulse ends at the latest with the driver's next 8 ns slot (*assumed*)."""
+CAPMEM_SETTLED_FRACTION = 1e-4
+"""A capmem transient counts as settled once less than this fraction of its
+step remains (*assumed*: 0.16 mV of a full 1.6 V step, 0.03 LSB; the 20 ms that
+calibration waits leave 5e-5 at the default time constant, so waiting software
+never pays for rebuilding the operating point at every read)."""
 _BOLTZMANN = 1.380649e-23
 """Boltzmann constant, J/K (exact, SI 2019)."""
 _TAU_DEFAULT_A = CAPMEM_PARAMETERS["syn_tau_exc"].default * K.CAPMEM_CURRENT_FULL_SCALE_A / K.CAPMEM_MAX
@@ -570,8 +575,8 @@ class Chip:
                 self._capmem_transients.pop(name, None)
             self._capmem_seen[name] = np.array(now)
         for name, (_, t0) in list(self._capmem_transients.items()):
-            if self.time_s - t0 > 40.0 * tau:
-                del self._capmem_transients[name]   # settled to far below any resolution
+            if self.time_s - t0 > -np.log(CAPMEM_SETTLED_FRACTION) * tau:
+                del self._capmem_transients[name]
 
     def __repr__(self):
         return f"Chip(seed={self.seed})"

@@ -17,7 +17,7 @@ import numpy as np
 
 from bss2sim.circuits import Chip, ChipConfig, EventSchedule, TrialNoise, integrate_fast
 from bss2sim.circuits import constants as K
-from bss2sim.circuits.checks import check_instance, check_int, check_seed
+from bss2sim.circuits.checks import check_instance, check_int, check_real, check_seed
 from bss2sim.circuits.rng import derive_seed
 
 SRAM_WRITE_S = 10e-6
@@ -31,6 +31,9 @@ MAX_REPEATS = 100_000
 """Most repeats of one measurement call (a bound against mistakes, not physics)."""
 POST_EVENT_WAIT_CYCLES = 125
 """Wait after the last event before the read: 1 us [SW]."""
+_SHARED_NOISE_TAG = 0x5348_4152_4544
+"""Tag that keeps the shared-noise seeds apart from the reads' own noise seeds
+(an arbitrary constant, not physics)."""
 
 
 class ChipAccess:
@@ -43,16 +46,23 @@ class ChipAccess:
         Seed of the trial-to-trial noise of the reads.
     """
 
-    def __init__(self, chip: Chip, noise_seed: int = 0):
+    def __init__(self, chip: Chip, noise_seed: int = 0, capmem_wait_s: float = K.CAPMEM_SETTLING_S):
         check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
         self._chip = chip
         self._noise_seed = check_seed("noise_seed", noise_seed)
+        self.capmem_wait_s = check_real("capmem_wait_s", capmem_wait_s, 0.0, 10.0)
+        """Wait after each capmem write, s (default 20 ms, as the group's software
+        waits): the chip's clock advances by it, and a shorter wait lets reads
+        see cells that have not settled (``EffectParams.capmem_settling_tau_s``)."""
         self._draws = 0
         self.measurements = 0
         """Analog reads (one per neuron-half and vector)."""
         self.bad_channels = np.zeros((K.NUM_HALVES, K.COLUMNS_PER_HALF), bool)
         """CADC channels found not to follow their input (set by the CADC step);
         later steps leave the neurons behind them out."""
+        self.bad_drivers = np.zeros((K.NUM_HALVES, K.DRIVERS_PER_HALF), bool)
+        """Drivers found faulty (set by the driver step: a dead row, no pulse, an
+        offset out of range); later steps measure without them."""
         self.capmem_writes = 0
         """Capmem writes that changed a cell (each waits for the capmem to settle)."""
         self.silicon_time_s = 0.0
@@ -103,9 +113,17 @@ class ChipAccess:
         a.setflags(write=False)
         return a
 
-    def _noise(self):
+    def _noise(self, shared_seed=None):
         self._draws += 1
-        return TrialNoise(derive_seed(self._noise_seed, self._draws))
+        return TrialNoise(derive_seed(self._noise_seed, self._draws), shared_seed=shared_seed)
+
+    def _shared_seed(self):
+        """A fresh seed of the slow noise that the two integrations of one
+        amplitude measurement (baseline and signal) share, as on silicon where
+        they follow each other within microseconds. Keyed by the number of the
+        next draw (the baseline's), so it is unique per measurement and the
+        reads' own noise is drawn as before."""
+        return derive_seed(self._noise_seed, self._draws + 1, _SHARED_NOISE_TAG)
 
     # --- writes ----------------------------------------------------------------
     def write_capmem(self, name, values):
@@ -118,7 +136,7 @@ class ChipAccess:
         self._config.set_capmem(name, values)
         self._written[f"capmem/{name}"] = np.array(self._config.capmem(name))
         self.capmem_writes += 1
-        self.silicon_time_s += K.CAPMEM_SETTLING_S
+        self._spend(self.capmem_wait_s)
 
     def _write_halves(self, what, write, values):
         """Write a per-half setting of both halves with ``write(config, half,
@@ -138,25 +156,25 @@ class ChipAccess:
         """Driver offset settings of both halves, (2, 128)."""
         self._write_halves("driver offsets", ChipConfig.set_driver_offsets, offsets)
         self._written["driver_offset"] = np.array(self._config.driver_offset)
-        self.silicon_time_s += 2 * SRAM_WRITE_S
+        self._spend(2 * SRAM_WRITE_S)
 
     def write_digital_offsets(self, offsets):
         """CADC digital offsets of both halves, (2, 256)."""
         self._write_halves("digital offsets", ChipConfig.set_cadc_digital_offsets, offsets)
         self._written["cadc_digital_offset"] = np.array(self._config.cadc_digital_offset)
-        self.silicon_time_s += 2 * SRAM_WRITE_S
+        self._spend(2 * SRAM_WRITE_S)
 
     def write_weights(self, logical):
         """Signed weights (2, 128, 256) of both halves."""
         self._write_halves("weights", ChipConfig.set_logical_weights, logical)
-        self.silicon_time_s += 2 * K.SYNAPSE_ROWS_PER_HALF * SRAM_WRITE_S / 16
+        self._spend(2 * K.SYNAPSE_ROWS_PER_HALF * SRAM_WRITE_S / 16)
 
     def set_cadc_input(self, source):
         """Connect both halves' CADC channels to the membranes (``'membrane'``)
         or to the quadrants' reference lines (``'reference'``)."""
         for h in range(K.NUM_HALVES):
             self._config.set_cadc_input(h, source)
-        self.silicon_time_s += 2 * SRAM_WRITE_S
+        self._spend(2 * SRAM_WRITE_S)
 
     # --- measurements ----------------------------------------------------------
     def read_codes(self, repeats: int, read_cycle: int = RESET_SETTLE_CYCLES) -> np.ndarray:
@@ -193,8 +211,13 @@ class ChipAccess:
             read = sched.last_cycle() + POST_EVENT_WAIT_CYCLES
             empty = EventSchedule(np.zeros(len(vecs) + 1, np.int64),
                                   *(np.zeros(0, np.int64) for _ in range(3)))
-            base = integrate_fast(self._chip, h, empty, RESET_SETTLE_CYCLES, noise=self._noise()).codes
-            sig = integrate_fast(self._chip, h, sched, read, noise=self._noise()).codes
+            # Baseline and signal share their slow noise: one shared seed, and vector
+            # i of the baseline has the stream index of vector i of the signal (both
+            # sources start at index 0 and hold the same number of vectors).
+            shared = self._shared_seed()
+            base = integrate_fast(self._chip, h, empty, RESET_SETTLE_CYCLES,
+                                  noise=self._noise(shared_seed=shared)).codes
+            sig = integrate_fast(self._chip, h, sched, read, noise=self._noise(shared_seed=shared)).codes
             diff = sig.astype(float) - base.astype(float)
             out[h] = diff.reshape(n, repeats, K.COLUMNS_PER_HALF).mean(axis=1)
             self._count(len(vecs), int(read.max(initial=0)))
@@ -203,5 +226,11 @@ class ChipAccess:
     def _count(self, reads, read_cycle):
         self.measurements += K.NUM_HALVES * reads
         # Both halves convert at once: per read a reset, the wait and two conversions.
-        self.silicon_time_s += reads * (read_cycle * K.FPGA_CYCLE_S + 2 * K.CADC_CONVERSION_S) \
-            + READ_OVERHEAD_S
+        self._spend(reads * (read_cycle * K.FPGA_CYCLE_S + 2 * K.CADC_CONVERSION_S) \
+            + READ_OVERHEAD_S)
+
+    def _spend(self, seconds):
+        """Count silicon time and advance the chip's clock by it (capmem
+        cells written before settle along it)."""
+        self.silicon_time_s += seconds
+        self._chip.advance_time(seconds)

@@ -3,6 +3,7 @@ names), a typed result that applies itself to a configuration, and the files
 it is kept in."""
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ class ChipCalibration:
     target: CalibrationTarget
     steps: list = field(default_factory=list)
     wall_time_s: float = 0.0
+    from_previous: bool = False
+    """Whether the built-in steps started from a previous calibration (``calibrate(previous=...)``)."""
 
     @property
     def failures(self) -> list:
@@ -104,9 +107,11 @@ class ChipCalibration:
         """The units this calibration found it could not bring to their targets,
         for :class:`bss2sim.digital.Accelerator`'s ``faulty=``: as columns, the
         CADC channels found dead and the neurons whose potentials or input
-        strengths missed their targets; as drivers, those whose offset could
-        not reach the common amplitude (a dead synapse row, a pulse-width
-        offset beyond the 6-bit range). Steps that did not run add nothing."""
+        strengths missed their targets; as drivers, those the driver step
+        could not use: a dead excitatory or inhibitory synapse row, a driver
+        that sends no pulse, a pulse-width offset beyond the 6-bit range, or
+        one that sends almost no charge at the low activation. Steps that did
+        not run add nothing."""
         columns, drivers = np.zeros((K.NUM_HALVES, K.COLUMNS_PER_HALF), bool), None
         names = [s.name for s in self.steps]
         if "cadc" in names:
@@ -139,12 +144,14 @@ class ChipCalibration:
                 "residuals": self.residuals(), "failures": self.failures,
                 "measurements": self.measurements, "capmem_writes": self.capmem_writes,
                 "wall_time_s": self.wall_time_s, "silicon_time_s": self.silicon_time_s,
+                "silicon_time_per_step_s": {s.name: s.silicon_time_s for s in self.steps},
+                "from_previous": self.from_previous,
                 "steps": [s.name for s in self.steps],
                 "faulty_units": self.faulty_units().to_dict()}
 
 
 def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: int = 0,
-              progress=None, steps=None) -> ChipCalibration:
+              progress=None, steps=None, *, previous: ChipCalibration | None = None) -> ChipCalibration:
     """Calibrate ``chip`` in place (its configuration ends calibrated) and
     return what was done. Only configures and measures; never reads the truth.
 
@@ -164,6 +171,14 @@ def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: i
         runs the built-in steps. Each step gets only a
         :class:`~.measurements.ChipAccess`, never the chip; what it reads,
         writes and costs is counted into its :class:`~.steps.StepResult`.
+    previous : ChipCalibration or None (keyword only)
+        An earlier calibration of the same chip (same seed), e.g. before it
+        drifted with temperature or age. Each built-in step then starts from
+        that calibration's settings and searches a narrow window around them,
+        widening to the full range only where the window does not reach its
+        target: fewer reads and capmem writes, less silicon time
+        (``summary()["silicon_time_s"]``). Your own steps run as without it.
+        None (the default): calibrate from scratch.
 
     Every argument is checked before any step runs."""
     check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
@@ -172,8 +187,18 @@ def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: i
     if progress is not None and not callable(progress):
         raise WrongTypeError(f"progress={progress!r} must be a callable taking a step name, or None")
     resolved = resolve_steps(steps)
+    if previous is not None:
+        check_instance("previous", previous, ChipCalibration, "ChipCalibration or None (the default)")
+        if previous.chip_seed != chip.seed:
+            raise ValueError(f"previous is the calibration of chip seed {previous.chip_seed}, but the "
+                             f"chip has seed {chip.seed}: recalibrate from the same chip's calibration "
+                             "(or previous=None)")
+        earlier = {s.name: s for s in previous.steps}
+        resolved = [(name, functools.partial(fn, previous=earlier[name]))
+                    if isinstance(spec, str) and name in earlier else (name, fn)
+                    for spec, (name, fn) in zip(steps if steps is not None else DEFAULT_STEPS, resolved)]
     access = ChipAccess(chip, noise_seed=noise_seed)
-    cal = ChipCalibration(chip_seed=chip.seed, target=target)
+    cal = ChipCalibration(chip_seed=chip.seed, target=target, from_previous=previous is not None)
     t = time.perf_counter()
     for name, fn in resolved:
         if progress is not None:

@@ -72,6 +72,12 @@ def binary_search(measure, lo: int, hi: int, target, *, increasing: bool, shape,
     best = np.clip(low, lo, hi)
     best_v = measure(best)
     steps += 1
+    # Whether the target lies within the range is decided here, where the halvings
+    # ended: at an end of the range with the value there still short of the target,
+    # it does not. The extra steps below must not change that verdict: with noise,
+    # a neighbour one step inside can read closer to an unreachable target.
+    reached = _reached(best, best_v, target, lo, hi, sign, tolerance)
+    end, end_v = best, best_v
     # Extra steps: the neighbour on the other side of the target may be closer.
     for delta in (-1, 1):
         cand = np.clip(best + delta, lo, hi)
@@ -80,7 +86,9 @@ def binary_search(measure, lo: int, hi: int, target, *, increasing: bool, shape,
         better = np.abs(v - target) < np.abs(best_v - target)
         best = np.where(better, cand, best)
         best_v = np.where(better, v, best_v)
-    reached = _reached(best, best_v, target, lo, hi, sign, tolerance)
+    # A target outside the range leaves the setting at the end that comes closest.
+    best = np.where(reached, best, end)
+    best_v = np.where(reached, best_v, end_v)
     return SearchResult(best, best_v, reached, steps)
 
 
@@ -97,6 +105,61 @@ def noise_tolerant_binary_search(measure, lo: int, hi: int, target, *, increasin
     res = binary_search(averaged, lo, hi, target, increasing=increasing, shape=shape,
                         tolerance=tolerance)
     return SearchResult(res.settings, res.values, res.reached, res.steps * repeats)
+
+
+def windowed_search(measure, lo: int, hi: int, target, *, start, half_width: int, increasing: bool,
+                    shape, tolerance: float = 0.0, repeats: int | None = None) -> SearchResult:
+    """Search a narrow window around known settings first, the whole range only
+    where that window does not hold the target: for recalibrating a chip from
+    its previous calibration.
+
+    Each element searches the settings ``start - half_width .. start + half_width``
+    (clipped to ``lo..hi``) with :func:`binary_search` (or, with ``repeats``,
+    :func:`noise_tolerant_binary_search`); an element whose window ends short of
+    its target is searched again over ``lo..hi`` while the others keep their
+    result (their settings are written unchanged during that search).
+
+    Parameters
+    ----------
+    measure, lo, hi, target, increasing, shape, tolerance
+        As for :func:`binary_search`.
+    start : int array of ``shape``
+        Centre of each element's window (clipped to ``lo..hi``).
+    half_width : int
+        Settings each side of ``start``, >= 1.
+    repeats : int or None
+        Measurements averaged per decision (None: one, plain binary search).
+
+    ``steps`` counts the measurements of the whole array of both searches.
+    """
+    if not lo < hi:
+        raise ValueError(f"lo={lo} must be below hi={hi}")
+    if isinstance(half_width, bool) or not isinstance(half_width, (int, np.integer)) or half_width < 1:
+        raise ValueError(f"half_width={half_width!r} must be an integer >= 1 (settings each side)")
+    target = _as_target(target, shape)
+    centre = np.clip(np.broadcast_to(np.asarray(start, np.int64), shape), lo, hi).astype(np.int64)
+
+    def search(fn, a, b):
+        if repeats is None:
+            return binary_search(fn, a, b, target, increasing=increasing, shape=shape, tolerance=tolerance)
+        return noise_tolerant_binary_search(fn, a, b, target, increasing=increasing, shape=shape,
+                                            repeats=repeats, tolerance=tolerance)
+
+    def at_shift(shift):
+        return np.clip(centre + shift, lo, hi)
+
+    win = search(lambda shift: measure(at_shift(shift)), -int(half_width), int(half_width))
+    settings, values = at_shift(win.settings), win.values
+    # The window's ends count as ends of the range: short there means "widen"; at
+    # the range's own end the full search below says so again.
+    need = ~win.reached
+    steps = win.steps
+    if not need.any():
+        return SearchResult(settings, values, np.ones(shape, bool), steps)
+    full = search(lambda s: measure(np.where(need, s, settings)), lo, hi)
+    steps += full.steps
+    return SearchResult(np.where(need, full.settings, settings), np.where(need, full.values, values),
+                        np.where(need, full.reached, True), steps)
 
 
 def linear_search(measure, lo: int, hi: int, target, *, increasing: bool, shape,

@@ -308,12 +308,14 @@ class EffectParams:
     synapse DAC; bit i (2^i units) has sigma ``x / sqrt(2^i)`` (Pelgrom), so
     the step from 31 to 32 has a differential nonlinearity of about 0.2 LSB of
     the DAC."""
-    charge_injection_exc_c: float = 0.03e-15
+    charge_injection_exc_c: float = 0.004e-15
     """Charge each event injects into the excitatory input of every column of the
     half, whatever the weight (enable-pulse feedthrough), C."""
-    charge_injection_inh_c: float = 0.02e-15
-    """The same into the inhibitory input, C: the net of the two (about 0.01
-    LSB per event) is an offset that grows with the number of events."""
+    charge_injection_inh_c: float = 0.003e-15
+    """The same into the inhibitory input, C: the net of the two, about 0.001
+    LSB per event, is an offset that grows with the number of events. Sized so
+    that the group's VMMs of 128 inputs sent 100 times [SW] stay usable (about
+    13 LSB of offset); ten times as much would saturate them."""
     charge_injection_spread_rel: float = 0.3
     """Per-column relative spread of both injected charges."""
     driver_recovery_depth: float = 0.2

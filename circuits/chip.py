@@ -610,21 +610,20 @@ class Chip:
             self._effect_draws[key] = self._drift_pattern.at(self._environment)
         return self._effect_draws[key]
 
-    def _effect_normals(self, name, shape):
-        """Fixed-pattern standard normals of an effect, keyed by (chip seed, name)."""
-        key = ("normals", name, shape)
+    def _effect_draw(self, kind, name, shape):
+        """Fixed-pattern draws of an effect, keyed by (chip seed, name): standard
+        normals (``kind`` "normals") or uniforms in [0, 1) ("uniforms")."""
+        key = (kind, name, shape)
         if key not in self._effect_draws:
             rng = np.random.default_rng([self.seed, zlib.crc32(("effect/" + name).encode())])
-            self._effect_draws[key] = rng.standard_normal(shape)
+            self._effect_draws[key] = rng.standard_normal(shape) if kind == "normals" else rng.random(shape)
         return self._effect_draws[key]
 
+    def _effect_normals(self, name, shape):
+        return self._effect_draw("normals", name, shape)
+
     def _effect_uniforms(self, name, shape):
-        """Fixed-pattern uniforms in [0, 1) of an effect, keyed by (chip seed, name)."""
-        key = ("uniforms", name, shape)
-        if key not in self._effect_draws:
-            rng = np.random.default_rng([self.seed, zlib.crc32(("effect/" + name).encode())])
-            self._effect_draws[key] = rng.random(shape)
-        return self._effect_draws[key]
+        return self._effect_draw("uniforms", name, shape)
 
     def _state_key(self):
         self._notice_capmem(settling=False)

@@ -86,6 +86,9 @@ class ChipCalibration:
     wall_time_s: float = 0.0
     from_previous: bool = False
     """Whether the built-in steps started from a previous calibration (``calibrate(previous=...)``)."""
+    environment: dict = field(default_factory=dict)
+    """The chip's condition during the calibration: ``temperature_c`` (degrees C)
+    and ``hours`` (of operation), as ``Chip.environment`` said."""
 
     @property
     def failures(self) -> list:
@@ -146,6 +149,7 @@ class ChipCalibration:
                 "wall_time_s": self.wall_time_s, "silicon_time_s": self.silicon_time_s,
                 "silicon_time_per_step_s": {s.name: s.silicon_time_s for s in self.steps},
                 "from_previous": self.from_previous,
+                "environment": dict(self.environment),
                 "steps": [s.name for s in self.steps],
                 "faulty_units": self.faulty_units().to_dict()}
 
@@ -198,7 +202,9 @@ def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: i
                     if isinstance(spec, str) and name in earlier else (name, fn)
                     for spec, (name, fn) in zip(steps if steps is not None else DEFAULT_STEPS, resolved)]
     access = ChipAccess(chip, noise_seed=noise_seed)
-    cal = ChipCalibration(chip_seed=chip.seed, target=target, from_previous=previous is not None)
+    cal = ChipCalibration(chip_seed=chip.seed, target=target, from_previous=previous is not None,
+                          environment={"temperature_c": chip.environment.temperature_c,
+                                       "hours": chip.environment.hours})
     t = time.perf_counter()
     for name, fn in resolved:
         if progress is not None:

@@ -230,6 +230,7 @@ def build_parser():
                          "benchmark always calibrates one whole chip")
     be.add_argument("--seed", type=_seed, default=0, help="chip seed (default 0)")
 
+    from bss2sim.circuits.params import PRESETS
     from .drift import (DEFAULT_HOURS, DEFAULT_REFRESH_IMAGES, DEFAULT_TEMPERATURES_K, TREATMENTS,
                         int_range, parse_reals, parse_seeds, temperature_range_k)
     dr = sub.add_parser("drift", help="temperature and hours of operation on calibrated chips: the shipped "
@@ -263,6 +264,9 @@ def build_parser():
     dr.add_argument("--data-dir", default=None,
                     help="MNIST folder of the training images (default: the environment variable "
                          "BSS2SIM_MNIST_DIR); the test images are the shipped ones")
+    dr.add_argument("--preset", default="default", choices=list(PRESETS),
+                    help="effect preset of the chips (default 'default'; 'harsh': every drift and "
+                         "effect three times as strong; calibrations are stored per preset)")
 
     for parser in (de, tr, vm, ca, dr):
         parser.add_argument("--plots-dir", default=DEFAULT_OUTPUT_DIR, help=out_help)
@@ -375,7 +379,7 @@ def _dispatch_command(args):
                   refresh_images=args.refresh_images,
                   treatments=tuple(t.strip() for t in args.treatments.split(",")),
                   calibration=args.calibration, data_dir=args.data_dir, plots=args.plots_dir,
-                  as_json=args.json)
+                  as_json=args.json, preset=args.preset)
     elif args.command == "bench":
         from . import bench
         bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json,

@@ -54,7 +54,7 @@ import numpy as np
 from bss2sim.circuits import Chip
 from bss2sim.circuits.checks import WrongTypeError, check_int, check_seed
 from bss2sim.circuits.environment import MAX_HOURS, TEMPERATURE_RANGE_C
-from bss2sim.circuits.params import DriftParams
+from bss2sim.circuits.params import PRESETS, DriftParams
 from bss2sim.digital import Accelerator, FaultyUnits
 
 from .calibration import DEFAULT_STEPS, CalibrationTarget, ChipCalibration, StepResult, calibrate
@@ -224,6 +224,8 @@ class Settings:
     data_dir: object
     reuse_baseline: bool
     conditions: tuple = field(default=())
+    preset: str = "default"
+    """The chips' effect preset (``Chip(seed, preset=...)``)."""
     """(hours, temperature offset K) pairs, hours first, then temperatures; each once."""
 
     def to_dict(self) -> dict:
@@ -237,7 +239,7 @@ class Settings:
                 "calibration_noise_seed": CALIBRATION_NOISE_SEED,
                 "fine_tune_image_seed": f"chip seed + {FINE_TUNE_IMAGE_SEED}",
                 "refresh_image_seed": f"chip seed + {REFRESH_IMAGE_SEED}",
-                "reuse_baseline": self.reuse_baseline,
+                "reuse_baseline": self.reuse_baseline, "preset": self.preset,
                 "calibration_option": None if self.calibration is None else str(self.calibration),
                 "conditions": [{"hours_h": h, "temperature_offset_k": t} for h, t in self.conditions]}
 
@@ -245,7 +247,7 @@ class Settings:
 def check_arguments(seeds=DEFAULT_SEEDS, hours=DEFAULT_HOURS, temperatures=DEFAULT_TEMPERATURES_K,
                     images=None, fine_tune_images=HIL_IMAGES, refresh_images=DEFAULT_REFRESH_IMAGES,
                     treatments=TREATMENTS, calibration=None, data_dir=None,
-                    reuse_baseline=True) -> Settings:
+                    reuse_baseline=True, preset="default") -> Settings:
     """Every argument of :func:`drift_study` checked (before any work); errors
     name the option, the bad value and what is allowed."""
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
@@ -275,6 +277,8 @@ def check_arguments(seeds=DEFAULT_SEEDS, hours=DEFAULT_HOURS, temperatures=DEFAU
     treatments = tuple(t for t in TREATMENTS if t in treatments)
     if not isinstance(reuse_baseline, (bool, np.bool_)):
         raise WrongTypeError(f"reuse_baseline={reuse_baseline!r} must be True or False")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"--preset {preset!r} is not allowed: one of {', '.join(PRESETS)}")
     if calibration is not None and not (isinstance(calibration, str) and calibration == NO_CALIBRATION):
         path = as_path("--calibration", calibration).expanduser()
         if path.is_file() and len(seeds) > 1:
@@ -282,13 +286,13 @@ def check_arguments(seeds=DEFAULT_SEEDS, hours=DEFAULT_HOURS, temperatures=DEFAU
                              f"--seeds names {len(seeds)} chips; give a folder holding each chip's "
                              "file, or leave --calibration out (the store)")
         for s in seeds:      # a path without a calibration of every chip is refused now
-            find_calibration(s, path=path)
+            find_calibration(s, path=path, preset=preset)
     conditions = []
     for c in [(h, 0.0) for h in hours] + [(0.0, t) for t in temperatures]:
         if c not in conditions:
             conditions.append(c)
     return Settings(seeds, hours, temperatures, images, fine_tune_images, refresh_images, treatments,
-                    calibration, data_dir, bool(reuse_baseline), tuple(conditions))
+                    calibration, data_dir, bool(reuse_baseline), tuple(conditions), preset)
 
 
 # --- the pieces ----------------------------------------------------------------------
@@ -365,11 +369,11 @@ def recalibration_note(calibrated: bool) -> str:
     return "fresh calibration at each condition (this calibrate() takes no previous=)"
 
 
-def recalibrate(seed, base_config, hours, temperature_c, previous=None):
+def recalibrate(seed, base_config, hours, temperature_c, previous=None, preset="default"):
     """``(chip, ChipCalibration)``: a new chip ``seed`` with the hour-0 settings
     ``base_config``, run at the condition and recalibrated there (from
     ``previous``, a ChipCalibration, where ``calibrate`` takes it; else fresh)."""
-    chip = Chip(seed)
+    chip = Chip(seed, preset=preset)
     chip.config = base_config.copy()
     chip.set_environment(temperature_c=temperature_c, hours=hours)
     kwargs = {}
@@ -435,7 +439,7 @@ def _calibrating(seed):
 def drift_study(seeds=DEFAULT_SEEDS, hours=DEFAULT_HOURS, temperatures=DEFAULT_TEMPERATURES_K,
                 images=None, fine_tune_images=HIL_IMAGES, refresh_images=DEFAULT_REFRESH_IMAGES,
                 treatments=TREATMENTS, calibration=None, data_dir=None, reuse_baseline=True,
-                progress=True) -> dict:
+                progress=True, preset="default") -> dict:
     """Accuracy of the shipped and the per-chip fine-tuned MNIST network under
     drift and temperature, without recalibration, recalibrated and refreshed
     (see the module docstring).
@@ -458,6 +462,8 @@ def drift_study(seeds=DEFAULT_SEEDS, hours=DEFAULT_HOURS, temperatures=DEFAULT_T
     reuse_baseline : take the baseline for (hour 0, +0 K) without
         recalibration instead of measuring it again (default True)
     progress : show a progress bar on stderr
+    preset : the chips' effect preset, ``"default"``, ``"ideal"`` or ``"harsh"``
+        (calibrations are stored per preset)
 
     Returns
     -------
@@ -467,7 +473,7 @@ def drift_study(seeds=DEFAULT_SEEDS, hours=DEFAULT_HOURS, temperatures=DEFAULT_T
     ``versions``, ``wall_time_s``. Everything is checked before any work.
     """
     s = check_arguments(seeds, hours, temperatures, images, fine_tune_images, refresh_images,
-                        treatments, calibration, data_dir, reuse_baseline)
+                        treatments, calibration, data_dir, reuse_baseline, preset)
     t_start = time.perf_counter()
     train_x, train_y = load_mnist("train", find_data_dir(data_dir))
     for option, n in (("--fine-tune-images", s.fine_tune_images), ("--refresh-images", s.refresh_images)):
@@ -489,7 +495,7 @@ def drift_study(seeds=DEFAULT_SEEDS, hours=DEFAULT_HOURS, temperatures=DEFAULT_T
     prepared = []
     for seed in s.seeds:
         t0 = time.perf_counter()
-        chip, loaded = chip_with_calibration(seed, s.calibration, progress=_calibrating(seed))
+        chip, loaded = chip_with_calibration(seed, s.calibration, progress=_calibrating(seed), preset=s.preset)
         note(f"chip {seed}, calibration: {describe(loaded)}")
         prepared.append((seed, chip, loaded, time.perf_counter() - t0))
 
@@ -558,7 +564,7 @@ def _one_chip(s, seed, chip, loaded, cal_wall, shipped, x, y, train_x, train_y, 
                     res = {n: _accuracy(net, chip, x, y, faulty, bar, f"chip {seed}: {where}, {tr}")
                            for n, net in nets.items()}
             elif tr == "recalibrated":
-                rchip, cal = recalibrate(seed, base_config, h, temp, previous)
+                rchip, cal = recalibrate(seed, base_config, h, temp, previous, s.preset)
                 rfaulty = cal.faulty_units()
                 cond["recalibration"] = {"from_previous": bool(getattr(cal, "from_previous", False)),
                                          "faulty_units": rfaulty.to_dict(),
@@ -671,14 +677,14 @@ def _table(res: dict) -> str:
 
 def run(seeds=DEFAULT_SEEDS, hours=DEFAULT_HOURS, temperatures=DEFAULT_TEMPERATURES_K, images=None,
         fine_tune_images=HIL_IMAGES, refresh_images=DEFAULT_REFRESH_IMAGES, treatments=TREATMENTS,
-        calibration=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=False):
+        calibration=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=False, preset="default"):
     """``bss2sim drift``: :func:`drift_study`, its table on stdout, the figure
     :data:`FIGURE` in ``plots`` and, with ``as_json``, one JSON object."""
     check_arguments(seeds, hours, temperatures, images, fine_tune_images, refresh_images, treatments,
-                    calibration, data_dir)
+                    calibration, data_dir, preset=preset)
     find_data_dir(data_dir)         # no MNIST folder: refused before any work
     res = drift_study(seeds, hours, temperatures, images, fine_tune_images, refresh_images, treatments,
-                      calibration, data_dir)
+                      calibration, data_dir, preset=preset)
     path = plots_dir(plots) / FIGURE
     _figure(res, path)
     res["figures"] = [str(path)]

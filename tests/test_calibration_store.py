@@ -164,3 +164,24 @@ def test_faulty_units_travel_with_the_file(own_store):
     assert loaded.path == path and loaded.faulty == found
     assert isinstance(loaded.faulty, FaultyUnits)
     assert loaded.to_dict()["faulty_units"] == found.to_dict()
+
+
+def test_a_chip_of_another_preset_gets_its_own_calibration(own_store):
+    """The shipped calibration of chip 0 belongs to the default preset: a harsh
+    chip 0 is calibrated anew and stored under its own name, and a default-preset
+    file given for it explicitly is refused."""
+    harsh = Chip(0, preset="harsh")
+    loaded = load_calibration(harsh)
+    assert loaded.origin == "calibrated"
+    assert loaded.path.name == calibration_filename(0, CalibrationTarget().target_id, "harsh")
+    assert loaded.path.name.endswith("-harsh.npz") and loaded.metadata["preset"] == "harsh"
+    assert load_calibration(Chip(0, preset="harsh")).origin == "store"
+    assert load_calibration(Chip(0)).origin == "shipped"        # the default chip's file is untouched
+    shipped, _ = find_calibration(0)
+    before = calibration_settings(harsh.config)
+    with pytest.raises(ValueError, match="preset 'default', not 'harsh'"):
+        load_calibration(harsh, shipped)
+    after = calibration_settings(harsh.config)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    with pytest.raises(ValueError, match="preset='nope' is unknown"):
+        calibration_filename(0, "t", "nope")

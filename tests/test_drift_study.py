@@ -128,3 +128,10 @@ def test_command_line_passes_its_options(monkeypatch, tmp_path):
     assert main(["drift", "--plots-dir", str(tmp_path)]) == 0
     assert seen["seeds"] == (0, 1, 2, 3, 4) and seen["hours"] == drift.DEFAULT_HOURS
     assert seen["temperatures"] == drift.DEFAULT_TEMPERATURES_K and seen["images"] is None
+
+
+def test_preset_is_checked_and_recorded():
+    with pytest.raises(ValueError, match="--preset 'nope' is not allowed"):
+        drift.check_arguments(seeds=[1], preset="nope")
+    s = drift.check_arguments(seeds=[1], preset="harsh")
+    assert s.preset == "harsh" and s.to_dict()["preset"] == "harsh"

@@ -38,6 +38,7 @@ import numpy as np
 
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.chip import CAPMEM_PARAMETERS, ChipConfig
+from bss2sim.circuits.params import PRESETS
 
 from ..common import as_path, put_arrays, read_archive, write_archive
 
@@ -109,10 +110,16 @@ def settings_checksum(arrays: dict) -> str:
     return h.hexdigest()
 
 
-def calibration_filename(chip_seed: int, target_id: str) -> str:
+def calibration_filename(chip_seed: int, target_id: str, preset: str = "default") -> str:
     """File name of the calibration of one chip for one target set, e.g.
-    ``bss2-calibration-seed3-default.npz``."""
-    return f"bss2-calibration-seed{_check_seed(chip_seed)}-{_check_target(target_id)}.npz"
+    ``bss2-calibration-seed3-default.npz``; a chip of another effect preset
+    than ``"default"`` (``Chip(seed, preset=...)``) gets its own file,
+    ``bss2-calibration-seed3-default-harsh.npz``: the effects differ, so
+    its calibration does too."""
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} is unknown; allowed: {', '.join(PRESETS)}")
+    suffix = "" if preset == "default" else f"-{preset}"
+    return f"bss2-calibration-seed{_check_seed(chip_seed)}-{_check_target(target_id)}{suffix}.npz"
 
 
 def _check_seed(chip_seed, what="chip_seed"):

@@ -86,6 +86,8 @@ class ChipCalibration:
     wall_time_s: float = 0.0
     from_previous: bool = False
     """Whether the built-in steps started from a previous calibration (``calibrate(previous=...)``)."""
+    preset: str = "default"
+    """The effect preset of the chip it was made on (``Chip.preset``)."""
     environment: dict = field(default_factory=dict)
     """The chip's condition during the calibration: ``temperature_c`` (degrees C)
     and ``hours`` (of operation), as ``Chip.environment`` said."""
@@ -149,6 +151,7 @@ class ChipCalibration:
                 "wall_time_s": self.wall_time_s, "silicon_time_s": self.silicon_time_s,
                 "silicon_time_per_step_s": {s.name: s.silicon_time_s for s in self.steps},
                 "from_previous": self.from_previous,
+                "preset": self.preset,
                 "environment": dict(self.environment),
                 "steps": [s.name for s in self.steps],
                 "faulty_units": self.faulty_units().to_dict()}
@@ -203,6 +206,7 @@ def calibrate(chip: Chip, target: CalibrationTarget | None = None, noise_seed: i
                     for spec, (name, fn) in zip(steps if steps is not None else DEFAULT_STEPS, resolved)]
     access = ChipAccess(chip, noise_seed=noise_seed)
     cal = ChipCalibration(chip_seed=chip.seed, target=target, from_previous=previous is not None,
+                          preset=chip.preset,
                           environment={"temperature_c": chip.environment.temperature_c,
                                        "hours": chip.environment.hours})
     t = time.perf_counter()
@@ -245,7 +249,7 @@ def save(cal: ChipCalibration, chip: Chip, folder) -> Path:
     check_instance("cal", cal, ChipCalibration, "ChipCalibration")
     check_instance("chip", chip, Chip, "bss2sim.circuits.Chip")
     check_instance("folder", folder, (str, os.PathLike), "folder path (str or pathlib.Path)")
-    path = Path(folder) / calibration_filename(cal.chip_seed, cal.target.target_id)
+    path = Path(folder) / calibration_filename(cal.chip_seed, cal.target.target_id, chip.preset)
     return save_calibration(path, chip.config, chip_seed=cal.chip_seed, target_id=cal.target.target_id,
                             metadata=cal.summary())
 
@@ -256,7 +260,7 @@ def load_into(chip: Chip, folder, target: CalibrationTarget | None = None):
     check_instance("folder", folder, (str, os.PathLike), "folder path (str or pathlib.Path)")
     target = target if target is not None else CalibrationTarget()
     check_instance("target", target, CalibrationTarget, "CalibrationTarget or None (the default)")
-    path = Path(folder) / calibration_filename(chip.seed, target.target_id)
+    path = Path(folder) / calibration_filename(chip.seed, target.target_id, chip.preset)
     f = read_calibration(path, chip_seed=chip.seed, target_id=target.target_id)
     f.apply(chip.config)
     return f

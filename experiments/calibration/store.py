@@ -67,13 +67,14 @@ def _is_file_path(p: Path) -> bool:
     return p.is_file() or (not p.exists() and p.suffix == ".npz")
 
 
-def find_calibration(chip_seed: int, target: CalibrationTarget | None = None, path=None):
-    """``(file path, origin)`` of the calibration of chip ``chip_seed`` for
-    ``target``, or ``(None, None)`` when neither the store nor the package has
-    one. With ``path`` given, only that file or folder is looked at, and a
-    missing calibration raises ``ValueError``."""
+def find_calibration(chip_seed: int, target: CalibrationTarget | None = None, path=None,
+                     preset: str = "default"):
+    """``(file path, origin)`` of the calibration of chip ``chip_seed`` (built
+    with effect preset ``preset``) for ``target``, or ``(None, None)`` when
+    neither the store nor the package has one. With ``path`` given, only that
+    file or folder is looked at, and a missing calibration raises ``ValueError``."""
     target = _target(target)
-    name = calibration_filename(chip_seed, target.target_id)
+    name = calibration_filename(chip_seed, target.target_id, preset)
     if path is not None:
         p = as_path("path", path).expanduser()
         if _is_file_path(p):
@@ -175,9 +176,13 @@ def load_calibration(chip: Chip, path=None, target: CalibrationTarget | None = N
     for name, v in (("calibrate_missing", calibrate_missing), ("save_to_store", save_to_store)):
         if not isinstance(v, bool):
             raise WrongTypeError(f"{name}={v!r} must be True or False")
-    found, origin = find_calibration(chip.seed, target, path)
+    found, origin = find_calibration(chip.seed, target, path, chip.preset)
     if found is not None:
         f: CalibrationFile = read_calibration(found, chip_seed=chip.seed, target_id=target.target_id)
+        made_on = f.metadata.get("preset", "default")   # files without the field predate the presets
+        if made_on != chip.preset:
+            raise ValueError(f"calibration file {str(found)!r} was made on a chip of preset {made_on!r}, "
+                             f"not {chip.preset!r} like this one; calibrate it (bss2sim calibrate)")
         faulty = _faulty_from(f.metadata, f"calibration file {str(found)!r}")
         f.apply(chip.config)
         return LoadedCalibration(chip.seed, f.target_id, origin, found, faulty, dict(f.metadata))
@@ -211,13 +216,13 @@ NO_CALIBRATION = "none"
 """The value of ``calibration`` (``--calibration none``) that keeps a chip as fabricated."""
 
 
-def chip_with_calibration(seed: int, calibration=None, progress=None):
-    """``(chip, loaded)``: ``Chip(seed)`` with its calibration applied, for the
-    commands. ``calibration``: None looks in the store, then the package, and
-    calibrates (and stores) when nothing is found; ``"none"`` keeps the chip
-    uncalibrated (``loaded`` is None); anything else is a path
+def chip_with_calibration(seed: int, calibration=None, progress=None, preset: str = "default"):
+    """``(chip, loaded)``: ``Chip(seed, preset=preset)`` with its calibration
+    applied, for the commands. ``calibration``: None looks in the store, then
+    the package, and calibrates (and stores) when nothing is found; ``"none"``
+    keeps the chip uncalibrated (``loaded`` is None); anything else is a path
     (:func:`load_calibration`)."""
-    chip = Chip(seed)
+    chip = Chip(seed, preset=preset)
     if isinstance(calibration, str) and calibration == NO_CALIBRATION:
         return chip, None
     return chip, load_calibration(chip, calibration, progress=progress)

@@ -250,14 +250,28 @@ def _named_components(failures):
 
 # --- convergence and residual spreads on fault-free chips ----------------------------
 
+WEAK_AT_VALUE_1 = "sends almost no charge at input value 1"
+
+
+def _truth_weak_at_value_1(chip, half, driver):
+    """Whether the truth says this driver, at its calibrated offset, sends a
+    pulse at input value 1 under half its half's median pulse width there."""
+    width = chip.operating_point(half).pulse_width_ns[:, 1].astype(float)
+    return width[driver] < 0.5 * np.median(width)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_step_converges_without_failures(runs, seed):
-    _, cal = runs.calibrated(seed)
+    chip, cal = runs.calibrated(seed)
     assert [s.name for s in cal.steps] == STEP_NAMES
     for step in cal.steps:
-        assert step.failures == [], f"seed {seed}, step {step.name}: {step.failures}"
+        # One offset per driver cannot fix both its offset and its gain: a driver
+        # left weak at value 1 is reported, and the truth must confirm it.
+        others = [f for f in step.failures if WEAK_AT_VALUE_1 not in f]
+        assert others == [], f"seed {seed}, step {step.name}: {step.failures}"
         assert step.measurements > 0 and step.silicon_time_s > 0, step.name
-    assert cal.failures == []
+    for _, h, d in _named_components([f for f in cal.failures if WEAK_AT_VALUE_1 in f]):
+        assert _truth_weak_at_value_1(chip, h, d), f"seed {seed}: driver {d} of half {h} reported weak"
 
 
 def _needed_driver_offsets(chip):
@@ -288,7 +302,9 @@ def test_fault_free_failures_are_drivers_beyond_their_trim_range(runs, seed):
     # cannot reach its target: a driver whose pulse-width mismatch exceeds the
     # 6-bit offset's range. Conversely a driver far beyond it must be reported.
     chip, cal = runs.calibrated(seed)
-    named = _named_components(cal.failures)
+    weak = _named_components([f for f in cal.failures if WEAK_AT_VALUE_1 in f])
+    assert all(_truth_weak_at_value_1(chip, h, d) for _, h, d in weak), weak
+    named = _named_components([f for f in cal.failures if WEAK_AT_VALUE_1 not in f])
     assert {kind for kind, _, _ in named} <= {"driver"}, cal.failures
     need = _needed_driver_offsets(chip)
     # The offsets set at the test value (before the refinement at value 1) are what
@@ -300,7 +316,8 @@ def test_fault_free_failures_are_drivers_beyond_their_trim_range(runs, seed):
         assert beyond > 3, f"seed {seed}: driver {d} of half {h} reported, truth needs offset {need[h, d]:.1f}"
     far = np.argwhere((need > K.DRIVER_OFFSET_MAX + 10) | (need < -10))
     for h, d in far:
-        assert ("driver", h, d) in named, f"seed {seed}: driver {d} of half {h} needs {need[h, d]:.1f}, not reported"
+        assert ("driver", h, d) in named | weak, \
+            f"seed {seed}: driver {d} of half {h} needs {need[h, d]:.1f}, not reported"
     # The estimate is good: the drivers within range sit near their needed offsets.
     inside = (offsets > 0) & (offsets < K.DRIVER_OFFSET_MAX)
     assert np.abs(offsets - need)[inside].std() < 2.0

@@ -163,10 +163,12 @@ def test_recalibration_from_previous_is_cheaper_and_as_good(fresh):
     first = check_targets(residuals_excluding_dead(cal), cal.target)
     second = check_targets(residuals_excluding_dead(cal2), cal2.target)
     for name, c in first.items():
-        # As good: every target met before is met again, and no residual grows by more than 25 %.
+        # As good: every target met before is met again, and no residual grows by
+        # more than a quarter of its target's limit (a relative bound on a residual
+        # of a few tenths of a percent would only measure the reads' noise).
         if c["met"]:
             assert second[name]["met"], (name, second[name])
-        assert second[name]["value"] <= 1.25 * c["value"] + 1e-9, (name, c, second[name])
+        assert second[name]["value"] <= c["value"] + 0.25 * c["limit"] + 1e-9, (name, c, second[name])
 
 
 def test_recalibration_of_a_drifted_chip(fresh):

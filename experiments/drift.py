@@ -43,7 +43,6 @@ chips), ``--json``.
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import platform
 import time
@@ -331,11 +330,6 @@ def fine_tune(net, chip, x, y, faulty, label="fine-tuning"):
     return tuned
 
 
-def calibrate_takes_previous() -> bool:
-    """Whether this ``calibrate`` recalibrates from a previous calibration (``previous=``)."""
-    return "previous" in inspect.signature(calibrate).parameters
-
-
 def previous_from_settings(seed: int, config) -> ChipCalibration:
     """The hour-0 calibration as ``calibrate(previous=...)`` takes it, made from
     the calibrated settings of ``config`` (what a calibration file holds):
@@ -354,33 +348,27 @@ CAPMEM_STEP_PREFIX = "capmem/"
 
 
 def recalibration_mode(calibrated: bool) -> str:
-    """How :func:`recalibrate` recalibrates a chip: ``"from_previous"`` where
-    ``calibrate`` takes ``previous=`` and the chip had a calibration at hour 0,
-    else ``"fresh"``."""
-    return "from_previous" if (calibrate_takes_previous() and calibrated) else "fresh"
+    """How :func:`recalibrate` recalibrates a chip: ``"from_previous"`` where the
+    chip had a calibration at hour 0, else ``"fresh"``."""
+    return "from_previous" if calibrated else "fresh"
 
 
 def recalibration_note(calibrated: bool) -> str:
     if recalibration_mode(calibrated) == "from_previous":
         return ("recalibrated at each condition starting from the hour-0 calibration's settings "
                 "(calibrate(..., previous=))")
-    if not calibrated:
-        return "calibrated from scratch at each condition (the chip had no calibration at hour 0)"
-    return "fresh calibration at each condition (this calibrate() takes no previous=)"
+    return "calibrated from scratch at each condition (the chip had no calibration at hour 0)"
 
 
 def recalibrate(seed, base_config, hours, temperature_c, previous=None, preset="default"):
     """``(chip, ChipCalibration)``: a new chip ``seed`` with the hour-0 settings
     ``base_config``, run at the condition and recalibrated there (from
-    ``previous``, a ChipCalibration, where ``calibrate`` takes it; else fresh)."""
+    ``previous``, a ChipCalibration; None: fresh)."""
     chip = Chip(seed, preset=preset)
     chip.config = base_config.copy()
     chip.set_environment(temperature_c=temperature_c, hours=hours)
-    kwargs = {}
-    if previous is not None and calibrate_takes_previous():
-        kwargs["previous"] = previous
     with np.errstate(invalid="ignore", divide="ignore"):
-        cal = calibrate(chip, noise_seed=CALIBRATION_NOISE_SEED, **kwargs)
+        cal = calibrate(chip, noise_seed=CALIBRATION_NOISE_SEED, previous=previous)
     return chip, cal
 
 

@@ -166,6 +166,17 @@ def _result_dtype(*tensors):
     return dt if dt.is_floating_point else torch.float64
 
 
+def _finish_forward(ctx, x, w, y, scale):
+    """Keep what the backward pass needs of the inputs (the scale, dtypes and
+    devices) and return the result ``y`` as a tensor of the result dtype on
+    ``x``'s device."""
+    ctx.scale = scale
+    ctx.x_meta = (x.dtype, x.device)
+    ctx.w_meta = (w.dtype, w.device)
+    dtype = _result_dtype(x, w)
+    return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64)).to(dtype=dtype, device=x.device)
+
+
 def _check_common(accelerator, num_sends, wait_between_events, stream, gain):
     check_accelerator(accelerator)
     num_sends = check_num_sends(num_sends)
@@ -195,11 +206,7 @@ class MatMulFunction(Function):
             xf = xi.astype(np.float64)
             wu = wi
         ctx.xf, ctx.w = xf, wu.astype(np.float64)
-        ctx.scale = scale
-        ctx.x_meta = (x.dtype, x.device)
-        ctx.w_meta = (w.dtype, w.device)
-        dtype = _result_dtype(x, w)
-        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64)).to(dtype=dtype, device=x.device)
+        return _finish_forward(ctx, x, w, y, scale)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -282,12 +289,8 @@ class Conv2dFunction(Function):
                                    wait_between_events=wait, stream=stream)
             cols, _ = unfold2d(xi.astype(np.float64), kernel, stride, padding)
         ctx.cols, ctx.w = cols, wu.astype(np.float64)
-        ctx.scale = scale
         ctx.geometry = (tuple(x.shape), kernel, stride, padding)
-        ctx.x_meta = (x.dtype, x.device)
-        ctx.w_meta = (w.dtype, w.device)
-        dtype = _result_dtype(x, w)
-        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64)).to(dtype=dtype, device=x.device)
+        return _finish_forward(ctx, x, w, y, scale)
 
     @staticmethod
     def backward(ctx, grad_y):

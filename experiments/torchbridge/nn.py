@@ -89,6 +89,19 @@ class ChipModule(torch.nn.Module):
 class _MACModule(ChipModule):
     """A multiply-accumulate module: weights, gain, sends, event spacing, stream."""
 
+    @staticmethod
+    def _check_arguments(gain, weight_scale, stream, dtype, num_sends, wait_between_events):
+        """The arguments every multiply-accumulate module takes, checked before
+        anything is built; returns the checked ``(gain, weight_scale, stream)``."""
+        gain = tbf.check_gain(gain)
+        weight_scale = _check_weight_scale(weight_scale)
+        stream = check_int("stream", stream, 0)
+        _check_dtype(dtype)
+        if num_sends is not None:
+            check_num_sends(num_sends)
+        check_wait(wait_between_events)
+        return gain, weight_scale, stream
+
     def _setup(self, numpy_layer, weight, weight_scale, stream, accelerator, dtype):
         self.num_sends = int(numpy_layer.num_sends)
         self.wait_between_events = int(numpy_layer.wait_between_events)
@@ -169,13 +182,8 @@ class Linear(_MACModule):
                  weight_scale=1.0, rng=None, input_rms: float = 8.0, target_std: float = 32.0,
                  accelerator=None, stream: int = 0, dtype=torch.float64):
         super().__init__(accelerator)
-        gain = tbf.check_gain(gain)
-        weight_scale = _check_weight_scale(weight_scale)
-        stream = check_int("stream", stream, 0)
-        _check_dtype(dtype)
-        if num_sends is not None:
-            check_num_sends(num_sends)
-        check_wait(wait_between_events)
+        gain, weight_scale, stream = self._check_arguments(gain, weight_scale, stream, dtype, num_sends,
+                                                           wait_between_events)
         ref = _NumpyLinear(in_features, out_features, num_sends, wait_between_events, gain=gain,
                            rng=rng, input_rms=input_rms, target_std=target_std)
         self.in_features, self.out_features = ref.in_features, ref.out_features
@@ -210,13 +218,8 @@ class Conv2d(_MACModule):
                  weight_scale=1.0, rng=None, input_rms: float = 8.0, target_std: float = 32.0,
                  accelerator=None, stream: int = 0, dtype=torch.float64):
         super().__init__(accelerator)
-        gain = tbf.check_gain(gain)
-        weight_scale = _check_weight_scale(weight_scale)
-        stream = check_int("stream", stream, 0)
-        _check_dtype(dtype)
-        if num_sends is not None:
-            check_num_sends(num_sends)
-        check_wait(wait_between_events)
+        gain, weight_scale, stream = self._check_arguments(gain, weight_scale, stream, dtype, num_sends,
+                                                           wait_between_events)
         kernel_size = tbf.check_pair("kernel_size", kernel_size, 1)
         stride = tbf.check_pair("stride", stride, 1)
         padding = tbf.check_pair("padding", padding, 0)
@@ -253,16 +256,11 @@ class Conv1d(_MACModule):
                  input_rms: float = 8.0, target_std: float = 32.0, accelerator=None,
                  stream: int = 0, dtype=torch.float64):
         super().__init__(accelerator)
-        gain = tbf.check_gain(gain)
-        weight_scale = _check_weight_scale(weight_scale)
-        stream = check_int("stream", stream, 0)
-        _check_dtype(dtype)
+        gain, weight_scale, stream = self._check_arguments(gain, weight_scale, stream, dtype, num_sends,
+                                                           wait_between_events)
         k = check_int("kernel_size", kernel_size, 1)
         s = check_int("stride", stride, 1)
         p = check_int("padding", padding, 0)
-        if num_sends is not None:
-            check_num_sends(num_sends)
-        check_wait(wait_between_events)
         ref = _NumpyConv2d(in_channels, out_channels, (1, k), (1, s), (0, p), num_sends,
                            wait_between_events, gain=gain, rng=rng, input_rms=input_rms,
                            target_std=target_std)

@@ -25,7 +25,8 @@ from . import constants as K
 from . import kernels as _k
 from .checks import WrongTypeError, as_int_array, check_instance, check_int, check_real, check_seed
 from .environment import DriftPattern, Environment
-from .params import PRESETS, CircuitParams, DriftParams, EffectParams, MismatchParams, NoiseParams, preset
+from .params import PRESETS, CircuitParams, DriftParams, EffectParams, MismatchParams, NoiseParams
+from .params import preset as _preset   # the constructor's argument is named preset
 
 
 @dataclass(frozen=True)
@@ -452,10 +453,6 @@ def capmem_value(param: CapmemParameter, setting, gain, offset):
     if param.kind == "current":
         value = np.maximum(value, 0.0)
     return value
-
-
-def _preset(name):
-    return preset(name)
 
 
 def value_to_width_shape(values, nonlinearity):

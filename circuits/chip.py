@@ -833,6 +833,18 @@ class Chip:
             self._table_store(key, np.ascontiguousarray(_propagators(cp, t).transpose(2, 1, 0)))
         return self._tables[key]
 
+    def conversion_tick_slopes(self, half: int) -> np.ndarray:
+        """float64 (256 columns, 3): the largest change from one CADC ramp tick to
+        the next of the conversion tables' rows AM, BE and BI (no unit, mV/fC,
+        mV/fC). They bound how far a linear membrane moves per tick, which tells
+        the fast path when the comparator cannot fire and then release."""
+        key = self._table_key("cslope", half)
+        if key not in self._tables:
+            ctab = self.conversion_tables(half)
+            d = np.abs(np.diff(ctab[:, :, [_k.T_AM, _k.T_BE, _k.T_BI]], axis=1)).max(axis=1)
+            self._table_store(key, np.ascontiguousarray(d))
+        return self._tables[key]
+
 
 def _propagators(cp, t_ns):
     """Exact propagators of the linear circuit after times ``t_ns`` per column.

@@ -44,10 +44,11 @@ class IntegrationResult:
 
     codes: np.ndarray
     """uint8 (num_vectors, 256): CADC codes, digital offset included, clipped to 0..255."""
-    membrane_at_read_v: np.ndarray
-    """float64 (num_vectors, 256): membrane voltage when the conversion starts
+    membrane_at_read_v: np.ndarray | None
+    """float64 (num_vectors, 256), V: membrane voltage when the conversion starts
     (in the fast path without trial-to-trial noise, but with the capmem
-    droop at the read's refresh phase, which is drawn with the noise)."""
+    droop at the read's refresh phase, which is drawn with the noise); None
+    from ``integrate_fast(..., voltages=False)``."""
     read_cycle: np.ndarray
     """int64 (num_vectors,): FPGA cycle at which each conversion started."""
     stepped_columns: np.ndarray | None = None
@@ -230,7 +231,8 @@ def _noise_args(noise, count):
 
 
 def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
-                   noise: TrialNoise | None = None, columns: int | None = None) -> IntegrationResult:
+                   noise: TrialNoise | None = None, columns: int | None = None,
+                   voltages: bool = True) -> IntegrationResult:
     """Integrate a batch of event schedules on one half with the event-driven path.
 
     Parameters
@@ -248,6 +250,10 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         Integrate only the first ``columns`` columns (1..256; default all), e.g. when
         the others hold no weights that matter. The others read code 0 and NaN
         volts. The integrated columns get exactly the values a full run gives.
+    voltages : bool
+        False leaves ``membrane_at_read_v`` out (None) when only the codes are
+        wanted: 8 bytes per vector and column less to allocate. The codes are
+        the same either way.
     """
     half, rc = _check_common(chip, half, schedule, read_cycle, noise)
     n = K.COLUMNS_PER_HALF if columns is None else columns
@@ -255,11 +261,16 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
             or not 1 <= n <= K.COLUMNS_PER_HALF:
         raise ValueError(f"columns={columns!r} is out of range 1..{K.COLUMNS_PER_HALF}")
     n = int(n)
+    voltages = check_bool("voltages", voltages)
     op = chip.operating_point(half)
     B = schedule.num_vectors
     codes = np.zeros((B, K.COLUMNS_PER_HALF), np.uint8)
-    v_read = np.full((B, K.COLUMNS_PER_HALF), np.nan)
     stepped = np.zeros((B, K.COLUMNS_PER_HALF), np.bool_)
+    if voltages:
+        v_read = np.empty((B, K.COLUMNS_PER_HALF))
+        v_read[:, n:] = np.nan
+    else:
+        v_read = np.empty((0, K.COLUMNS_PER_HALF))
     noise_on, seed, shared_seed, first = _noise_args(noise, B)
     if B:
         tab = chip.propagator_tables(half, int(rc.max()) + 1)   # at most PROPAGATOR_TABLE_CYCLES
@@ -274,11 +285,9 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         def cols(a):
             return np.ascontiguousarray(a[..., part])
 
-        out_codes = np.zeros((B, n), np.uint8)
-        out_v = np.zeros((B, n))
-        out_stepped = np.zeros((B, n), np.bool_)
         # The bounds use the whole half's slowest and fastest rates, so a partial
-        # run takes the same paths (and gives the same bits) as a full one.
+        # run takes the same paths (and gives the same bits) as a full one. The
+        # kernel writes the first n columns of the outputs in place.
         _k.integrate_fast_kernel(offsets, drv, cyc, width, inject, cols(ie), cols(ii),
                                  np.ascontiguousarray(ie.T[part]), np.ascontiguousarray(ii.T[part]), cols(cp),
                                  tab if n == K.COLUMNS_PER_HALF else cols(tab), ctab[part],
@@ -289,12 +298,9 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
                                  float(cp[_k.LAM_M].max()),
                                  rc, K.FPGA_CYCLE_S * 1e9,
                                  K.CADC_TICK_S * 1e9, _k.WALK_CYCLES, noise_on, seed, shared_seed, first,
-                                 out_codes, out_v, out_stepped)
-        codes[:, part] = out_codes
-        v_read[:, part] = out_v
-        stepped[:, part] = out_stepped
+                                 chip.conversion_tick_slopes(half)[part], codes, v_read, stepped)
     _apply_stuck(op, codes)
-    return IntegrationResult(codes=codes, membrane_at_read_v=v_read * 1e-3, read_cycle=rc,
+    return IntegrationResult(codes=codes, membrane_at_read_v=v_read if voltages else None, read_cycle=rc,
                              stepped_columns=stepped)
 
 

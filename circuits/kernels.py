@@ -208,13 +208,22 @@ def _finish_code(m, cp, c):
 
 
 @njit(cache=True, inline="always")
-def _convert_linear(xe, xi, v, ctab, cp, c, extra):
+def _convert_linear(xe, xi, v, ctab, cp, c, extra, tick_slope):
     """``ctab`` is laid out [column, tick, table row] so one column's search stays in cache.
-    CADC conversion while the column evolves linearly: the static estimate,
-    then a short exact search for the first tick at which the comparator fires."""
+    CADC conversion while the column evolves linearly: the first tick at which
+    the comparator fires, within the bounds the membrane's largest rise and
+    fall during the ramp allow.
+
+    ``tick_slope`` (columns, 3): the largest change per ramp tick of the three
+    table rows (AM, BE, BI). Where they bound the membrane's change per tick
+    below half a ramp step, the comparator, once fired, stays fired: the
+    search then starts at the tick where the ramp passes the membrane as it
+    stands there and walks one way (two or three evaluations). Otherwise the
+    ticks are scanned from the earliest possible one. Both give the same tick."""
     el = cp[E_LEAK, c]
     inv_step = cp[INV_STEP, c]
-    u = (v + cp[CADC_OFFSET, c] + extra - cp[CADC_START, c]) * inv_step
+    base = v + cp[CADC_OFFSET, c] + extra - cp[CADC_START, c]
+    u = base * inv_step
     # Largest rise and fall the membrane can make during the whole ramp: if the
     # code is the same at both ends, the search is settled without evaluation.
     rise = xe * cp[CONV_BE, c] + max(0.0, (el - v) * (1.0 - cp[CONV_AM, c]))
@@ -224,10 +233,40 @@ def _convert_linear(xe, xi, v, ctab, cp, c, extra):
     # The comparator cannot fire before tick lo and fires at tick hi at the latest.
     first = np.int64(min(max(lo, 0.0), CADC_MAX_CODE))
     last = np.int64(min(max(hi, 0.0), CADC_MAX_CODE))
-    for m in range(first, last):
+    if last - first <= 2:
+        for m in range(first, last):
+            vm = el + (v - el) * ctab[c, m, T_AM] + xe * ctab[c, m, T_BE] - xi * ctab[c, m, T_BI]
+            if _cadc_fires(vm, m, cp, c, extra):
+                return m
+        return last
+    per_tick = abs(v - el) * tick_slope[c, 0] + abs(xe) * tick_slope[c, 1] + abs(xi) * tick_slope[c, 2]
+    if per_tick >= 0.5 * cp[CADC_STEP, c]:
+        for m in range(first, last):
+            vm = el + (v - el) * ctab[c, m, T_AM] + xe * ctab[c, m, T_BE] - xi * ctab[c, m, T_BI]
+            if _cadc_fires(vm, m, cp, c, extra):
+                return m
+        return last
+    # Monotone: start where the ramp passes the membrane at the static estimate.
+    m0 = np.int64(min(max(np.floor(u), np.float64(first)), np.float64(last - 1)))
+    vm = el + (v - el) * ctab[c, m0, T_AM] + xe * ctab[c, m0, T_BE] - xi * ctab[c, m0, T_BI]
+    guess = np.floor((vm - v + base) * inv_step)
+    m = np.int64(min(max(guess, np.float64(first)), np.float64(last)))
+    if m < last:
+        vm = el + (v - el) * ctab[c, m, T_AM] + xe * ctab[c, m, T_BE] - xi * ctab[c, m, T_BI]
+        if _cadc_fires(vm, m, cp, c, extra):
+            while m > first:
+                vm = el + (v - el) * ctab[c, m - 1, T_AM] + xe * ctab[c, m - 1, T_BE] \
+                    - xi * ctab[c, m - 1, T_BI]
+                if not _cadc_fires(vm, m - 1, cp, c, extra):
+                    break
+                m -= 1
+            return m
+        m += 1
+    while m < last:
         vm = el + (v - el) * ctab[c, m, T_AM] + xe * ctab[c, m, T_BE] - xi * ctab[c, m, T_BI]
         if _cadc_fires(vm, m, cp, c, extra):
             return m
+        m += 1
     return last
 
 
@@ -407,7 +446,7 @@ def _ripple_at_comparator(extra, cp, am, u, v_read_row):
 def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, ie_t, ii_t, cp, tab,
                           ctab, cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
                           read_cycle, cycle_ns, tick_ns, walk_cycles, noise_on, seed, shared_seed,
-                          first_index, codes, v_read, stepped):
+                          first_index, tick_slope, codes, v_read, stepped):
     """Event-driven fast path for a batch of vectors of one half.
 
     Pass 1 (all columns, vectorised over columns): per event, the charge held on
@@ -427,8 +466,10 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
     ntab = tab.shape[1]
     qe = cp[QINJ_E]
     qi = cp[QINJ_I]
+    want_v = v_read.shape[0] > 0
     for b in prange(num_vectors):
         st = np.zeros((4, ncol), np.float32)   # run_e, run_i, mem_e, mem_i
+        v_row = np.empty(ncol)                 # membrane at the read, mV
         # Table rows of intervals beyond the tables (long waits), computed.
         far_gap = np.empty((NUM_TABLES, ncol), np.float32)
         rc = read_cycle[b]
@@ -624,7 +665,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                     yi += ev_width[k] * ii[ev_driver[k], c] + ev_inject[k] * qi[c]
                 xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles)
             stepped[b, c] = status[c] == 2
-            v_read[b, c] = v[c]
+            v_row[c] = v[c]
         # Stage 3: trial-to-trial noise. Membrane noise integrated up to the read
         # (an Ornstein-Uhlenbeck variance from the reset) and the comparator's
         # read noise both act at the comparator: one Gaussian carries both.
@@ -645,11 +686,14 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                 var_ktc = (cp[NOISE_KTC, c] * a) ** 2
                 extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc)
         u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b))
-        _ripple_at_comparator(extra, cp, am_rc, u, v_read[b])
+        _ripple_at_comparator(extra, cp, am_rc, u, v_row)
+        if want_v:
+            for c in range(ncol):
+                v_read[b, c] = v_row[c] * 1e-3      # mV to V, as the caller reports it
         # Stage 4: conversion; most columns are settled by the drift bound alone.
         for c in range(ncol):
             if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):
-                m = _convert_linear(xe[c], xi[c], v[c], ctab, cp, c, extra[c])
+                m = _convert_linear(xe[c], xi[c], v[c], ctab, cp, c, extra[c], tick_slope)
             else:
                 m = _convert_stepped(xe[c], xi[c], v[c], cp, c, extra[c], tick_ns, CONVERT_TICKS_PER_STEP)
             codes[b, c] = _finish_code(m, cp, c)

@@ -337,12 +337,12 @@ class Accelerator:
                 base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles,
                                       noise=self._noise(stream, first_ids[h], pass_index, h, 0 + mode,
                                                         shared=100 + mode),
-                                      columns=used[h])
+                                      columns=used[h], voltages=False)
                 read_cycle = sched.half_phase_cycles[h] + tp.post_event_wait_cycles
                 read = integrate_fast(self.chip, h, sched.halves[h], read_cycle,
                                       noise=self._noise(stream, first_ids[h], pass_index, h, 1 + mode,
                                                         shared=100 + mode),
-                                      columns=used[h])
+                                      columns=used[h], voltages=False)
                 results[h] = (read.codes, base.codes)
         else:
             p = self.behavioural

@@ -188,7 +188,8 @@ class ChipAccess:
         empty = EventSchedule(np.zeros(repeats + 1, np.int64), *(np.zeros(0, np.int64) for _ in range(3)))
         out = np.empty((K.NUM_HALVES, K.COLUMNS_PER_HALF))
         for h in range(K.NUM_HALVES):
-            out[h] = integrate_fast(self._chip, h, empty, read_cycle, noise=self._noise()).codes.mean(axis=0)
+            out[h] = integrate_fast(self._chip, h, empty, read_cycle, noise=self._noise(),
+                                    voltages=False).codes.mean(axis=0)
         self._count(repeats, read_cycle)
         return out
 
@@ -216,8 +217,9 @@ class ChipAccess:
             # sources start at index 0 and hold the same number of vectors).
             shared = self._shared_seed()
             base = integrate_fast(self._chip, h, empty, RESET_SETTLE_CYCLES,
-                                  noise=self._noise(shared_seed=shared)).codes
-            sig = integrate_fast(self._chip, h, sched, read, noise=self._noise(shared_seed=shared)).codes
+                                  noise=self._noise(shared_seed=shared), voltages=False).codes
+            sig = integrate_fast(self._chip, h, sched, read, noise=self._noise(shared_seed=shared),
+                                 voltages=False).codes
             diff = sig.astype(float) - base.astype(float)
             out[h] = diff.reshape(n, repeats, K.COLUMNS_PER_HALF).mean(axis=1)
             self._count(len(vecs), int(read.max(initial=0)))

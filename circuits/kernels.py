@@ -20,7 +20,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import constants as K
-from .rng import next_normal, next_uniform, stream_key
+from .rng import next_normal, next_normal_box_muller, next_normal_pair as _normal_pair, next_uniform, \
+    stream_key
 
 # Rows of the per-column parameter pack (float64[NUM_COLUMN_PARAMS, columns]).
 LAM_E, LAM_I, LAM_M, GC_E, GC_I, KNEE_E, KNEE_I, HEAD_E, HEAD_I, E_LEAK, V_RESET, \
@@ -290,18 +291,6 @@ def _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, ticks_per_step):
     return CADC_MAX_CODE
 
 
-@njit(cache=True, inline="always")
-def _normal_pair(state):
-    """Two independent standard normals (Marsaglia's polar method)."""
-    while True:
-        a = 2.0 * next_uniform(state) - 1.0
-        b = 2.0 * next_uniform(state) - 1.0
-        r = a * a + b * b
-        if 0.0 < r < 1.0:
-            f = np.sqrt(-2.0 * np.log(r) / r)
-            return a * f, b * f
-
-
 @njit(cache=True, parallel=True)
 def recovery_kernel(offsets, driver, cycle, width, depth, tau_cycles, num_drivers, out):
     """Pulse widths after driver recovery (see ``integrate.recovered_widths``):
@@ -394,11 +383,14 @@ def _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t, qe, q
 @njit(cache=True)
 def _shared_noise(extra, cp, noise_on, seed, shared_seed, index):
     """Add to ``extra`` (the comparator's noise, mV, per column) what the
-    columns share: the quadrant's common conversion noise and the slow noise
-    (part of it from the shared stream). Returns the read's capmem refresh
-    phase (uniform in [0, 1); 0 with noise off). Drawn from streams of their
-    own, so the draws do not depend on how many columns run; both paths call
-    this with the same arguments and get the same values."""
+    columns share: the quadrant's common conversion noise and the shared part
+    of the slow noise (``sqrt(LF_SHARED) NOISE_LF`` times the c-th normal of
+    the TrialNoise's shared stream). The slow noise's own part is independent per
+    column and read, so the callers add it to their per-column Gaussian.
+    Returns the read's capmem refresh phase (uniform in [0, 1); 0 with noise
+    off). Drawn from streams of their own, so the draws do not depend on how
+    many columns run; both paths call this with the same arguments and get the
+    same values."""
     ncol = extra.shape[0]
     if noise_on:
         state = np.zeros(1, np.uint64)
@@ -410,17 +402,17 @@ def _shared_noise(extra, cp, noise_on, seed, shared_seed, index):
         if ncol > 0 and cp[NOISE_LF, 0] > 0.0:
             shared = np.zeros(1, np.uint64)
             shared[0] = stream_key(shared_seed, index)
-            for c in range(0, ncol, 2):
-                own1, own2 = _normal_pair(state)
-                s1, s2 = _normal_pair(shared)
-                rho = cp[LF_SHARED, c]
-                extra[c] += cp[NOISE_LF, c] * (np.sqrt(rho) * s1 + np.sqrt(1.0 - rho) * own1)
-                if c + 1 < ncol:
-                    rho = cp[LF_SHARED, c + 1]
-                    extra[c + 1] += cp[NOISE_LF, c + 1] * (np.sqrt(rho) * s2 + np.sqrt(1.0 - rho) * own2)
+            for c in range(ncol):
+                extra[c] += cp[NOISE_LF, c] * np.sqrt(cp[LF_SHARED, c]) * next_normal(shared)
     else:
         u = 0.0
     return u
+
+
+@njit(cache=True, inline="always")
+def _own_slow_variance(cp, c):
+    """Variance (mV^2) of the slow noise's own part, independent per column."""
+    return (1.0 - cp[LF_SHARED, c]) * cp[NOISE_LF, c] ** 2
 
 
 @njit(cache=True)
@@ -667,16 +659,15 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
             stepped[b, c] = status[c] == 2
             v_row[c] = v[c]
         # Stage 3: trial-to-trial noise. Membrane noise integrated up to the read
-        # (an Ornstein-Uhlenbeck variance from the reset) and the comparator's
-        # read noise both act at the comparator: one Gaussian carries both.
+        # (an Ornstein-Uhlenbeck variance from the reset), the comparator's read
+        # noise, the reset's kT/C sample and the slow noise's own part all act at
+        # the comparator: one Gaussian carries them all.
         extra = np.zeros(ncol)
         if noise_on:
             state = np.zeros(1, np.uint64)
             state[0] = stream_key(seed, first_index + np.uint64(b))
-            for c in range(0, ncol - 1, 2):
-                extra[c], extra[c + 1] = _normal_pair(state)
-            if ncol % 2 == 1:
-                extra[ncol - 1] = _normal_pair(state)[0]
+            for c in range(ncol):
+                extra[c] = next_normal(state)
             for c in range(ncol):
                 lam_m = cp[LAM_M, c]
                 a = np.float64(am_rc[c])
@@ -684,7 +675,8 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                 var_mem = cp[NOISE_MEM, c] ** 2 * (t0 if small else (1.0 - a * a) / (2.0 * (lam_m + 1e-300)))
                 # The reset's kT/C sample decays with the leak like any start offset.
                 var_ktc = (cp[NOISE_KTC, c] * a) ** 2
-                extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc)
+                # The slow noise's own part is one more independent Gaussian: one draw carries all.
+                extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc + _own_slow_variance(cp, c))
         u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b))
         _ripple_at_comparator(extra, cp, am_rc, u, v_row)
         if want_v:
@@ -745,7 +737,8 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
             state[0] = stream_key(seed, first_index + np.uint64(b))
         for c in range(ncol):
             if noise_on:
-                extra[c] = cp[NOISE_READ, c] * next_normal(state)
+                extra[c] = np.sqrt(cp[NOISE_READ, c] ** 2 + _own_slow_variance(cp, c)) \
+                    * next_normal_box_muller(state)
         u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b))
         # The capmem droop at this read's refresh phase moves the reset and leak
         # potentials and the ramp start themselves.
@@ -759,7 +752,7 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
         for c in range(ncol):
             v[c] = cpv[V_RESET, c]
             if noise_on and cp[NOISE_KTC, c] > 0.0:
-                v[c] += cp[NOISE_KTC, c] * next_normal(state)
+                v[c] += cp[NOISE_KTC, c] * next_normal_box_muller(state)
         t0 = read_cycle[b] * cycle_ns
         read_steps = read_cycle[b] * substeps
         total_steps = read_steps + np.int64(np.ceil(CADC_LEVELS * tick_ns / dt)) + 1
@@ -831,7 +824,7 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
                 v_prev[c] = v[c]
                 xe[c], xi[c], v[c] = rk4_step(xe[c], xi[c], v[c], in_e[c], in_i[c], dt, cpv, c)
                 if noise_on:
-                    v[c] += cp[NOISE_MEM, c] * np.sqrt(dt) * next_normal(state)
+                    v[c] += cp[NOISE_MEM, c] * np.sqrt(dt) * next_normal_box_muller(state)
                     if v[c] < cp[RAIL_LO, c]:
                         v[c] = cp[RAIL_LO, c]
                     elif v[c] > cp[RAIL_HI, c]:

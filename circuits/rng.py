@@ -5,8 +5,10 @@ batch is split. Every vector therefore owns a stream keyed by
 ``(seed, global vector index)``: the kernels never share a generator between
 vectors, so the order in which threads run them cannot matter. The stream is
 SplitMix64 (Steele, Lea & Flood 2014), which passes BigCrush as a generator and
-is a good 64-bit mixer for deriving keys; normals come from the Box-Muller
-transform.
+is a good 64-bit mixer for deriving keys; normals come from the ziggurat of
+Marsaglia & Tsang (2000) (the fast path, the behavioural model), Marsaglia's
+polar method (the quadrants' common noise) or the Box-Muller transform (the
+trace path's per-step membrane noise).
 """
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ def next_uniform(state):
 
 
 @njit(cache=True, inline="always")
-def next_normal(state):
-    """Standard normal from two uniforms (Box-Muller, cosine branch)."""
+def next_normal_box_muller(state):
+    """Standard normal from two uniforms (Box-Muller, cosine branch): the trace
+    path's per-step membrane noise, which its reference draws in bulk."""
     u1 = next_uniform(state)
     u2 = next_uniform(state)
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
@@ -109,28 +112,109 @@ class TrialNoise:
         return f"TrialNoise(seed={self.seed}, next_index={self.next_index}, shared_seed={self.shared_seed})"
 
 
+@njit(cache=True, inline="always")
+def next_normal_pair(state):
+    """Two independent standard normals (Marsaglia's polar method): pairs of
+    uniforms in (-1, 1)^2 are drawn from ``state`` until one falls inside the
+    unit circle (78.5 % of the time). No sine or cosine: about half the cost
+    of Box-Muller per normal."""
+    while True:
+        a = 2.0 * next_uniform(state) - 1.0
+        b = 2.0 * next_uniform(state) - 1.0
+        r = a * a + b * b
+        if 0.0 < r < 1.0:
+            f = np.sqrt(-2.0 * np.log(r) / r)
+            return a * f, b * f
+
+
+# --- Gaussian draws: the ziggurat -------------------------------------------------
+# Marsaglia & Tsang (2000), "The ziggurat method for generating random
+# variables", J. Stat. Softw. 5(8): 128 layers of equal area, tail beyond r.
+# Published constants of the 128-layer normal ziggurat: the start of the tail
+# r and the area of one layer v.
+ZIGGURAT_R = 3.442619855899
+ZIGGURAT_V = 9.91256303526217e-3
+_INV_R = 1.0 / ZIGGURAT_R
+
+
+def _ziggurat_tables():
+    """Layer tables of the 128-layer ziggurat on 32-bit signed draws: accept
+    thresholds ``kn`` (a draw |h| < kn[i] is inside layer i's rectangle),
+    scales ``wn`` (x = h wn[i]) and densities ``fn`` (exp(-x^2 / 2) at the
+    layer edges), as in the paper's set-up routine."""
+    m1 = 2.0 ** 31
+    dn = tn = ZIGGURAT_R
+    q = ZIGGURAT_V / np.exp(-0.5 * dn * dn)
+    kn = np.zeros(128, np.int64)
+    wn = np.zeros(128)
+    fn = np.zeros(128)
+    kn[0] = np.int64((dn / q) * m1)
+    wn[0] = q / m1
+    wn[127] = dn / m1
+    fn[0] = 1.0
+    fn[127] = np.exp(-0.5 * dn * dn)
+    for i in range(126, 0, -1):
+        dn = np.sqrt(-2.0 * np.log(ZIGGURAT_V / dn + np.exp(-0.5 * dn * dn)))
+        kn[i + 1] = np.int64((dn / tn) * m1)
+        tn = dn
+        fn[i] = np.exp(-0.5 * dn * dn)
+        wn[i] = dn / m1
+    return kn, wn, fn
+
+
+_ZIG_K, _ZIG_W, _ZIG_F = _ziggurat_tables()
+_LOW7 = np.uint64(127)
+_S32 = np.uint64(32)
+
+
+@njit(cache=True, inline="always")
+def next_normal(state):
+    """Standard normal by the ziggurat; ``state`` (length-1 uint64) advanced in
+    place by one draw (98.8 % of the time) or a few more.
+
+    One 64-bit draw gives the layer (its low 7 bits) and a signed 32-bit
+    magnitude (its high 32 bits): separate bits, so the layer and the value
+    are independent (the original 32-bit version used the same bits for both).
+    Rejections draw uniforms (:func:`next_uniform`) from the same stream."""
+    while True:
+        state[0] = state[0] + _GOLDEN
+        z = mix64(state[0])
+        layer = np.int64(z & _LOW7)
+        h = np.int64(z >> _S32)
+        if h >= 2147483648:
+            h -= 4294967296
+        if abs(h) < _ZIG_K[layer]:
+            return h * _ZIG_W[layer]
+        if layer == 0:
+            # The tail beyond r (Marsaglia 1964): exponential proposals.
+            while True:
+                x = -np.log(next_uniform(state)) * _INV_R
+                y = -np.log(next_uniform(state))
+                if y + y >= x * x:
+                    break
+            return ZIGGURAT_R + x if h > 0 else -ZIGGURAT_R - x
+        x = h * _ZIG_W[layer]
+        if _ZIG_F[layer] + next_uniform(state) * (_ZIG_F[layer - 1] - _ZIG_F[layer]) < np.exp(-0.5 * x * x):
+            return x
+
+
 @njit(cache=True, parallel=True)
 def _normal_rows(seed, first_index, out):
     rows, cols = out.shape
     for r in prange(rows):
-        key = stream_key(seed, first_index + np.uint64(r))
-        # Draw n of a stream is mix64(key + (n + 1) * golden): counter-based, so the
-        # pairs are independent and need no state. Box-Muller uses both branches.
-        for j in range((cols + 1) // 2):
-            n1 = np.uint64(2 * j + 1)
-            u1 = (np.float64(mix64(key + n1 * _GOLDEN) >> _S11) + 0.5) * _INV_2_53
-            u2 = (np.float64(mix64(key + (n1 + np.uint64(1)) * _GOLDEN) >> _S11) + 0.5) * _INV_2_53
-            rad = np.sqrt(-2.0 * np.log(u1))
-            out[r, 2 * j] = rad * np.cos(_TWO_PI * u2)
-            if 2 * j + 1 < cols:
-                out[r, 2 * j + 1] = rad * np.sin(_TWO_PI * u2)
+        # Each row is its own stream: the values do not depend on the thread
+        # that runs it, nor on how the rows are split across calls.
+        state = np.zeros(1, np.uint64)
+        state[0] = stream_key(seed, first_index + np.uint64(r))
+        for j in range(cols):
+            out[r, j] = next_normal(state)
 
 
 def keyed_normals(noise: "TrialNoise", rows: int, cols: int) -> np.ndarray:
     """Standard normals (rows, cols); row r comes from stream ``noise.next_index + r``,
     so the values do not depend on threads or on how rows are split across calls.
-    Columns 2j and 2j + 1 are the cosine and sine branches of Box-Muller on
-    draws 2j and 2j + 1 of the row's stream."""
+    Column c is the c-th normal of the row's stream (:func:`next_normal`), the
+    same whatever ``cols``."""
     seed, first = noise.take(rows)
     out = np.empty((rows, cols))
     if rows and cols:

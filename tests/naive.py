@@ -57,6 +57,32 @@ def stream_key(seed: int, index: int) -> int:
     return mix64(mix64((seed + GOLDEN) & MASK64) ^ ((index * GOLDEN + MIX1) & MASK64))
 
 
+ZIG_R = 3.442619855899          # Marsaglia & Tsang 2000: tail start of 128 layers
+ZIG_V = 9.91256303526217e-3     # and the area of each layer
+
+
+def _ziggurat_layers():
+    """(thresholds, scales, densities) per layer, walking down from the tail:
+    each layer edge x_i solves f(x_i) = V / x_{i+1} + f(x_{i+1}), f = exp(-x^2/2);
+    on 2^31-scaled signed draws, thresholds are x_{i-1} / x_i (layer 0: the base
+    strip's share of its rectangle)."""
+    scale = float(2**31)
+    f = lambda x: math.exp(-x * x / 2)  # noqa: E731
+    edges = [ZIG_R]
+    for _ in range(126):
+        edges.append(math.sqrt(-2 * math.log(ZIG_V / edges[-1] + f(edges[-1]))))
+    # edges[j] is x at layer 127 - j; layer i's outer edge is x_i.
+    x = {127 - j: e for j, e in enumerate(edges)}
+    base_width = ZIG_V / f(ZIG_R)
+    thresholds = [int(ZIG_R / base_width * scale), 0] + [int(x[i - 1] / x[i] * scale) for i in range(2, 128)]
+    scales = [base_width / scale] + [x[i] / scale for i in range(1, 128)]
+    dens = [1.0] + [f(x[i]) for i in range(1, 128)]
+    return thresholds, scales, dens
+
+
+ZIGGURAT = _ziggurat_layers()
+
+
 class SplitMix:
     """One stream: ``uniform`` advances the state by the golden gamma and maps the
     top 53 bits of the mixed state to (0, 1)."""
@@ -75,6 +101,30 @@ class SplitMix:
         u1 = self.uniform()
         u2 = self.uniform()
         return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+    def normal_ziggurat(self) -> float:
+        """Marsaglia & Tsang's 128-layer ziggurat: one draw's low 7 bits pick
+        the layer, its high 32 bits (two's complement) the signed magnitude."""
+        while True:
+            self.state = (self.state + GOLDEN) & MASK64
+            z = mix64(self.state)
+            layer = z & 127
+            h = z >> 32
+            if h >= 2**31:
+                h -= 2**32
+            k, w, f = ZIGGURAT[0][layer], ZIGGURAT[1][layer], ZIGGURAT[2]
+            if abs(h) < k:
+                return h * w
+            if layer == 0:
+                while True:
+                    x = -math.log(self.uniform()) / ZIG_R
+                    y = -math.log(self.uniform())
+                    if 2 * y >= x * x:
+                        break
+                return ZIG_R + x if h > 0 else -(ZIG_R + x)
+            x = h * w
+            if f[layer] + self.uniform() * (f[layer - 1] - f[layer]) < math.exp(-x * x / 2):
+                return x
 
     def normal_pair_polar(self):
         while True:
@@ -340,9 +390,9 @@ def shared_noise_mv(cp, seed, shared_seed, index):
     """The comparator noise the columns share, per the kernels' stream order:
     the stream ``(seed ^ EFFECT_TAG, index)`` gives a polar pair (quadrant 0,
     quadrant 1 common noise) and then the read's refresh phase u; with slow
-    noise on, per pair of columns one polar pair from it (own part) and one
-    from the stream ``(shared_seed, index)`` (shared part). Returns (mV per
-    column, u)."""
+    noise on, per column one ziggurat normal from the stream
+    ``(shared_seed, index)``, times ``sqrt(rho) NOISE_LF`` (the shared part;
+    the own part is in the per-column Gaussian). Returns (mV per column, u)."""
     n = cp.shape[1]
     rng = SplitMix(stream_key(seed ^ EFFECT_TAG, index))
     q0, q1 = rng.normal_pair_polar()
@@ -350,14 +400,14 @@ def shared_noise_mv(cp, seed, shared_seed, index):
     add = np.where(np.arange(n) < 128, cp[NOISE_CM] * q0, cp[NOISE_CM] * q1)
     if n > 0 and cp[NOISE_LF, 0] > 0:
         shared = SplitMix(stream_key(shared_seed, index))
-        for c in range(0, n, 2):
-            own = rng.normal_pair_polar()
-            sh = shared.normal_pair_polar()
-            for k in (0, 1):
-                if c + k < n:
-                    rho = cp[LF_SHARED, c + k]
-                    add[c + k] += cp[NOISE_LF, c + k] * (math.sqrt(rho) * sh[k] + math.sqrt(1.0 - rho) * own[k])
+        for c in range(n):
+            add[c] += cp[NOISE_LF, c] * math.sqrt(cp[LF_SHARED, c]) * shared.normal_ziggurat()
     return add, u
+
+
+def own_slow_variance(cp):
+    """Variance (mV^2) per column of the slow noise's own (unshared) part."""
+    return (1.0 - cp[LF_SHARED]) * cp[NOISE_LF] ** 2
 
 
 # --- linear circuit, exact (matrix exponential) -------------------------------
@@ -497,9 +547,10 @@ def finish_codes(counts, cp):
 def comparator_noise_mv(cp, read_cycle, noise, b):
     """The fast path's documented noise at the comparator of vector b with
     ``noise`` = (seed, first_index[, shared_seed]): one Gaussian per column
-    (polar pairs, consumed column by column, from stream (seed, first + b))
-    with the Ornstein-Uhlenbeck variance from the reset, the read noise and
-    the reset's kT/C sample decayed with the leak; then the shared noise
+    (ziggurat normals, column by column, from stream (seed, first + b))
+    with the Ornstein-Uhlenbeck variance from the reset, the read noise, the
+    reset's kT/C sample decayed with the leak and the slow noise's own part;
+    then the shared noise
     (:func:`shared_noise_mv`). Returns (mV per column, refresh phase u)."""
     seed, first = noise[0], noise[1]
     shared_seed = noise[2] if len(noise) > 2 else default_shared_seed(seed)
@@ -508,12 +559,10 @@ def comparator_noise_mv(cp, read_cycle, noise, b):
     lam = cp[LAM_M]
     a = np.exp(-lam * t0).astype(np.float32).astype(np.float64)
     var_mem = cp[NOISE_MEM] ** 2 * (1.0 - a * a) / (2.0 * lam)
-    sd = np.sqrt(var_mem + cp[NOISE_READ] ** 2 + (cp[NOISE_KTC] * a) ** 2)
-    z = []
-    while len(z) < cp.shape[1]:
-        z.extend(rng.normal_pair_polar())
+    sd = np.sqrt(var_mem + cp[NOISE_READ] ** 2 + (cp[NOISE_KTC] * a) ** 2 + own_slow_variance(cp))
+    z = np.array([rng.normal_ziggurat() for _ in range(cp.shape[1])])
     add, u = shared_noise_mv(cp, seed, shared_seed, first + b)
-    return sd * np.array(z[:cp.shape[1]]) + add, u
+    return sd * z + add, u
 
 
 def expm_codes(chip, half, events_per_vector, read_cycles, noise=None):
@@ -567,7 +616,8 @@ def rk4_trace(op, events, read_cycle, substeps=8, noise=None, effects=None):
     the rails. The capmem droop at the read's refresh phase u (0 with noise
     off) lowers the reset and leak potentials and the ramp start. With
     ``noise`` = (seed, index[, shared_seed]): a read-noise offset per column
-    is drawn first (Box-Muller, two uniforms per normal), then the reset's
+    (read noise and the slow noise's own part in one Gaussian) is drawn first
+    (Box-Muller, two uniforms per normal), then the reset's
     kT/C sample per column, then membrane noise after every step
     (Euler-Maruyama, clipped again); the shared noise comes from its own
     streams (:func:`shared_noise_mv`). ``effects`` switches on driver recovery
@@ -593,7 +643,7 @@ def rk4_trace(op, events, read_cycle, substeps=8, noise=None, effects=None):
         shared_seed = noise[2] if len(noise) > 2 else default_shared_seed(seed)
         u = uniforms_numpy(stream_key(seed, index), 2 * n * (total_steps + 2))
         normals = np.sqrt(-2.0 * np.log(u[0::2])) * np.cos(2.0 * np.pi * u[1::2])
-        extra = cp[NOISE_READ] * normals[:n]
+        extra = np.sqrt(cp[NOISE_READ] ** 2 + own_slow_variance(cp)) * normals[:n]
         add, u_phase = shared_noise_mv(cp, seed, shared_seed, index)
         extra = extra + add
         ktc = normals[n:n + int(ktc_on.sum())]

@@ -8,8 +8,8 @@ from numba import njit
 import naive
 from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast, integrate_trace
 from bss2sim.circuits import kernels as K
-from bss2sim.circuits.kernels import _normal_pair
-from bss2sim.circuits.rng import next_normal, next_uniform, stream_key
+from bss2sim.circuits.rng import next_normal_pair as _normal_pair
+from bss2sim.circuits.rng import next_normal, next_normal_box_muller, next_uniform, stream_key
 from helpers import events_of, irregular_schedule, sparse_inputs
 
 
@@ -32,14 +32,18 @@ def _numba_normals(seed, index, n):
     state[0] = stream_key(seed, index)
     bm = np.empty(n)
     for i in range(n):
-        bm[i] = next_normal(state)
+        bm[i] = next_normal_box_muller(state)
     state[0] = stream_key(seed, index)
     polar = np.empty(2 * n)
     for i in range(n):
         a, b = _normal_pair(state)
         polar[2 * i] = a
         polar[2 * i + 1] = b
-    return bm, polar
+    state[0] = stream_key(seed, index)
+    zig = np.empty(n)
+    for i in range(n):
+        zig[i] = next_normal(state)
+    return bm, polar, zig
 
 
 SEEDS = [(0, 0), (7, 0), (7, 1), (7, 19), (123456789, 2**40 + 3), (2**64 - 1, 2**63 - 1),
@@ -74,13 +78,37 @@ def test_rng_stream_bit_exact(seed, index):
 
 @pytest.mark.parametrize("seed,index", SEEDS[:4])
 def test_rng_normals_match_naive(seed, index):
-    bm, polar = _numba_normals(np.uint64(seed), np.uint64(index), 50)
+    bm, polar, zig = _numba_normals(np.uint64(seed), np.uint64(index), 50)
     ref = naive.SplitMix(naive.stream_key(seed, index))
     expected_bm = [ref.normal_box_muller() for _ in range(50)]
     np.testing.assert_allclose(bm, expected_bm, rtol=1e-13, atol=1e-13)
     ref = naive.SplitMix(naive.stream_key(seed, index))
     expected_polar = [z for _ in range(50) for z in ref.normal_pair_polar()]
     np.testing.assert_allclose(polar, expected_polar, rtol=1e-13, atol=1e-13)
+    ref = naive.SplitMix(naive.stream_key(seed, index))
+    expected_zig = [ref.normal_ziggurat() for _ in range(50)]
+    np.testing.assert_allclose(zig, expected_zig, rtol=1e-13, atol=1e-13)
+
+
+def test_ziggurat_tail_and_wedges_match_naive():
+    """Long enough for the rare branches (wedge rejections 1.2 %, tail 0.03 %)."""
+    _, _, zig = _numba_normals(np.uint64(3), np.uint64(9), 40000)
+    ref = naive.SplitMix(naive.stream_key(3, 9))
+    expected = np.array([ref.normal_ziggurat() for _ in range(40000)])
+    np.testing.assert_allclose(zig, expected, rtol=1e-13, atol=1e-13)
+    assert (np.abs(zig) > naive.ZIG_R).sum() >= 3          # the tail branch ran
+
+
+@pytest.mark.parametrize("rows,cols", [(3, 256), (5, 7), (1, 1)])
+def test_keyed_normals_are_the_rows_polar_streams(rows, cols):
+    """The behavioural model's noise: row r is stream (seed, first + r), its
+    columns the ziggurat normals of that stream in order."""
+    from bss2sim.circuits.rng import keyed_normals
+    got = keyed_normals(TrialNoise(31337, start_index=40), rows, cols)
+    for r in range(rows):
+        ref = naive.SplitMix(naive.stream_key(31337, 40 + r))
+        expected = [ref.normal_ziggurat() for _ in range(cols)]
+        np.testing.assert_allclose(got[r], expected, rtol=1e-13, atol=1e-13)
 
 
 def test_rng_streams_of_neighbouring_indices_differ():
@@ -91,10 +119,21 @@ def test_rng_streams_of_neighbouring_indices_differ():
 
 
 def test_rng_normal_moments():
-    bm, polar = _numba_normals(np.uint64(99), np.uint64(0), 20000)
-    for z in (bm, polar):
+    bm, polar, zig = _numba_normals(np.uint64(99), np.uint64(0), 20000)
+    for z in (bm, polar, zig):
         assert abs(z.mean()) < 0.03
         assert abs(z.std() - 1.0) < 0.03
+
+
+def test_ziggurat_is_gaussian():
+    """Kolmogorov-Smirnov against the normal CDF on 400,000 draws, and the tail
+    frequency beyond 3 sigma (0.27 %) within 4 standard errors."""
+    from scipy import stats
+    _, _, z = _numba_normals(np.uint64(2024), np.uint64(1), 400_000)
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    p = 2 * stats.norm.sf(3.0)
+    assert abs((np.abs(z) > 3.0).mean() - p) < 4 * np.sqrt(p * (1 - p) / z.size)
+    assert abs(stats.kurtosis(z)) < 0.05
 
 
 # --- schedules -------------------------------------------------------------------

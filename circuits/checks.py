@@ -104,8 +104,10 @@ def check_instance(name: str, value, cls, what: str | None = None):
     return value
 
 
-def as_int_array(name: str, values, lo: int | None = None, hi: int | None = None) -> np.ndarray:
-    """``values`` as an int64 array with every entry within ``lo..hi``.
+def as_int_array(name: str, values, lo: int | None = None, hi: int | None = None,
+                 dtype=np.int64) -> np.ndarray:
+    """``values`` as an integer array (a copy, int64 unless ``dtype`` names a
+    narrower type that ``lo..hi`` fits) with every entry within ``lo..hi``.
 
     Lists are accepted when they form a regular array; a ragged nested list,
     strings, objects, floats, bools and complex values are refused with the
@@ -135,4 +137,4 @@ def as_int_array(name: str, values, lo: int | None = None, hi: int | None = None
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         where = list(idx) if idx else ""
         raise ValueError(f"{name}{where}={a[idx]} is out of range {lo}..{hi}")
-    return a.astype(np.int64)
+    return a.astype(dtype)

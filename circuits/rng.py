@@ -220,3 +220,25 @@ def keyed_normals(noise: "TrialNoise", rows: int, cols: int) -> np.ndarray:
     if rows and cols:
         _normal_rows(seed, first, out)
     return out
+
+
+@njit(cache=True, parallel=True)
+def _add_normal_rows(seed, first_index, out, scale):
+    rows, cols = out.shape
+    for r in prange(rows):
+        state = np.zeros(1, np.uint64)
+        state[0] = stream_key(seed, first_index + np.uint64(r))
+        for j in range(cols):
+            out[r, j] += scale * next_normal(state)
+
+
+def add_keyed_normals(noise: "TrialNoise", out: np.ndarray, scale: float) -> np.ndarray:
+    """``out += scale * keyed_normals(noise, *out.shape)`` in place, without the
+    temporary array (same values bit for bit). ``out``: float64, C-contiguous."""
+    if not (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.ndim == 2
+            and out.flags.c_contiguous):
+        raise ValueError("out must be a C-contiguous float64 array of two dimensions")
+    seed, first = noise.take(out.shape[0])
+    if out.size:
+        _add_normal_rows(seed, first, out, float(scale))
+    return out

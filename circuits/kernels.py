@@ -54,6 +54,9 @@ _EFFECT_TAG = np.uint64(0x6566666563747321)
 WALK_CYCLES = 5
 """Longest Runge-Kutta step (FPGA cycles, 40 ns) of a saturating column between events."""
 CONVERT_TICKS_PER_STEP = 8
+VECTORS_PER_BLOCK = 64
+"""Vectors of the fast path that share one set of scratch arrays (one thread
+runs a block); any value gives the same results."""
 """Ramp ticks (8 x 2.1 ns) per Runge-Kutta step of a saturating column's conversion."""
 
 
@@ -73,7 +76,7 @@ def _derivs(xe, xi, v, ie_in, ii_in, lam_e, lam_i, lam_m, gce, gci, ke, ki, he, 
     return dxe, dxi, dv
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rk4_step(xe, xi, v, ie_in, ii_in, dt, cp, c):
     """One classical Runge-Kutta step of one column, input currents constant
     over the step; the membrane is then held within its rails."""
@@ -171,7 +174,7 @@ def _propagate_exact(xe, xi, v, tab, n, c, el, cp, cycle_ns):
     return xe, xi, v
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles):
     """Advance one column by ``n_cycles`` without input: exact where linear,
     Runge-Kutta steps of at most ``walk_cycles`` cycles where it may saturate.
@@ -381,7 +384,7 @@ def _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t, qe, q
 
 
 @njit(cache=True)
-def _shared_noise(extra, cp, noise_on, seed, shared_seed, index):
+def _shared_noise(extra, cp, noise_on, seed, shared_seed, index, state):
     """Add to ``extra`` (the comparator's noise, mV, per column) what the
     columns share: the quadrant's common conversion noise and the shared part
     of the slow noise (``sqrt(LF_SHARED) NOISE_LF`` times the c-th normal of
@@ -393,17 +396,16 @@ def _shared_noise(extra, cp, noise_on, seed, shared_seed, index):
     same values."""
     ncol = extra.shape[0]
     if noise_on:
-        state = np.zeros(1, np.uint64)
+        # ``state``: a length-1 uint64 scratch array of the caller's.
         state[0] = stream_key(seed ^ _EFFECT_TAG, index)
         q0, q1 = _normal_pair(state)
         u = next_uniform(state)
         for c in range(ncol):
             extra[c] += cp[NOISE_CM, c] * (q0 if c < _QUADRANT_COLUMNS else q1)
         if ncol > 0 and cp[NOISE_LF, 0] > 0.0:
-            shared = np.zeros(1, np.uint64)
-            shared[0] = stream_key(shared_seed, index)
+            state[0] = stream_key(shared_seed, index)     # the effect stream is done with
             for c in range(ncol):
-                extra[c] += cp[NOISE_LF, c] * np.sqrt(cp[LF_SHARED, c]) * next_normal(shared)
+                extra[c] += cp[NOISE_LF, c] * np.sqrt(cp[LF_SHARED, c]) * next_normal(state)
     else:
         u = 0.0
     return u
@@ -459,236 +461,246 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
     qe = cp[QINJ_E]
     qi = cp[QINJ_I]
     want_v = v_read.shape[0] > 0
-    for b in prange(num_vectors):
-        st = np.zeros((4, ncol), np.float32)   # run_e, run_i, mem_e, mem_i
+    # Vectors run in blocks: each block's scratch arrays are allocated once and
+    # reused (an allocation costs about as much as a column's arithmetic). A
+    # vector's values never depend on its block: every array is reset or
+    # overwritten before it is read.
+    num_blocks = (num_vectors + VECTORS_PER_BLOCK - 1) // VECTORS_PER_BLOCK
+    for blk in prange(num_blocks):
+        st = np.empty((4, ncol), np.float32)   # run_e, run_i, mem_e, mem_i
         v_row = np.empty(ncol)                 # membrane at the read, mV
         # Table rows of intervals beyond the tables (long waits), computed.
         far_gap = np.empty((NUM_TABLES, ncol), np.float32)
-        rc = read_cycle[b]
-        last = 0
-        k = offsets[b]
-        k_end = offsets[b + 1]
-        # Two events per sweep over the columns (four where their spacings are
-        # equal, as in every schedule with one wait) cut the state and table
-        # traffic; the arithmetic is the same sequence as one event at a time.
-        while k < k_end:
-            gap1 = ev_cycle[k] - last
-            gap2 = ev_cycle[k + 1] - ev_cycle[k] if k + 1 < k_end else 0
-            if k + 1 == k_end or gap1 >= ntab or gap2 >= ntab:
-                # The last event, or an interval beyond the tables: one event alone.
-                w1 = ev_width[k]
-                f1 = ev_inject[k]
-                last = ev_cycle[k]
-                ie1 = ie[ev_driver[k]]
-                ii1 = ii[ev_driver[k]]
-                if gap1 < ntab:
-                    ge1 = tab[T_AE, gap1]
-                    gi1 = tab[T_AI, gap1]
-                    gm1 = tab[T_AM, gap1]
-                else:
-                    _far_rows(cp, gap1, cycle_ns, far_gap)
-                    ge1 = far_gap[T_AE]
-                    gi1 = far_gap[T_AI]
-                    gm1 = far_gap[T_AM]
-                for c in range(ncol):
-                    pe1 = w1 * ie1[c] + f1 * qe[c]
-                    pi1 = w1 * ii1[c] + f1 * qi[c]
-                    st[0, c] = st[0, c] * ge1[c] + pe1
-                    st[1, c] = st[1, c] * gi1[c] + pi1
-                    st[2, c] = st[2, c] * gm1[c] + pe1
-                    st[3, c] = st[3, c] * gm1[c] + pi1
-                k += 1
-                continue
-            if k + 3 < k_end and gap2 == gap1 and ev_cycle[k + 2] - ev_cycle[k + 1] == gap1 \
-                    and ev_cycle[k + 3] - ev_cycle[k + 2] == gap1:
+        far_tail = np.empty((NUM_TABLES, ncol), np.float32)
+        far_rc = np.empty((NUM_TABLES, ncol), np.float32)
+        xe = np.empty(ncol)
+        xi = np.empty(ncol)
+        v = np.empty(ncol)
+        status = np.empty(ncol, np.int8)   # 0 linear, 1 knee to check, 2 walk
+        extra = np.empty(ncol)
+        state = np.zeros(1, np.uint64)
+        for b in range(blk * VECTORS_PER_BLOCK, min(num_vectors, (blk + 1) * VECTORS_PER_BLOCK)):
+            st[:] = 0.0
+            rc = read_cycle[b]
+            last = 0
+            k = offsets[b]
+            k_end = offsets[b + 1]
+            # Two events per sweep over the columns (four where their spacings are
+            # equal, as in every schedule with one wait) cut the state and table
+            # traffic; the arithmetic is the same sequence as one event at a time.
+            while k < k_end:
+                gap1 = ev_cycle[k] - last
+                gap2 = ev_cycle[k + 1] - ev_cycle[k] if k + 1 < k_end else 0
+                if k + 1 == k_end or gap1 >= ntab or gap2 >= ntab:
+                    # The last event, or an interval beyond the tables: one event alone.
+                    w1 = ev_width[k]
+                    f1 = ev_inject[k]
+                    last = ev_cycle[k]
+                    ie1 = ie[ev_driver[k]]
+                    ii1 = ii[ev_driver[k]]
+                    if gap1 < ntab:
+                        ge1 = tab[T_AE, gap1]
+                        gi1 = tab[T_AI, gap1]
+                        gm1 = tab[T_AM, gap1]
+                    else:
+                        _far_rows(cp, gap1, cycle_ns, far_gap)
+                        ge1 = far_gap[T_AE]
+                        gi1 = far_gap[T_AI]
+                        gm1 = far_gap[T_AM]
+                    for c in range(ncol):
+                        pe1 = w1 * ie1[c] + f1 * qe[c]
+                        pi1 = w1 * ii1[c] + f1 * qi[c]
+                        st[0, c] = st[0, c] * ge1[c] + pe1
+                        st[1, c] = st[1, c] * gi1[c] + pi1
+                        st[2, c] = st[2, c] * gm1[c] + pe1
+                        st[3, c] = st[3, c] * gm1[c] + pi1
+                    k += 1
+                    continue
+                if k + 3 < k_end and gap2 == gap1 and ev_cycle[k + 2] - ev_cycle[k + 1] == gap1 \
+                        and ev_cycle[k + 3] - ev_cycle[k + 2] == gap1:
+                    w1 = ev_width[k]
+                    w2 = ev_width[k + 1]
+                    w3 = ev_width[k + 2]
+                    w4 = ev_width[k + 3]
+                    f1 = ev_inject[k]
+                    f2 = ev_inject[k + 1]
+                    f3 = ev_inject[k + 2]
+                    f4 = ev_inject[k + 3]
+                    last = ev_cycle[k + 3]
+                    ie1 = ie[ev_driver[k]]
+                    ii1 = ii[ev_driver[k]]
+                    ie2 = ie[ev_driver[k + 1]]
+                    ii2 = ii[ev_driver[k + 1]]
+                    ie3 = ie[ev_driver[k + 2]]
+                    ii3 = ii[ev_driver[k + 2]]
+                    ie4 = ie[ev_driver[k + 3]]
+                    ii4 = ii[ev_driver[k + 3]]
+                    ge = tab[T_AE, gap1]
+                    gi = tab[T_AI, gap1]
+                    gm = tab[T_AM, gap1]
+                    for c in range(ncol):
+                        pe1 = w1 * ie1[c] + f1 * qe[c]
+                        pi1 = w1 * ii1[c] + f1 * qi[c]
+                        pe2 = w2 * ie2[c] + f2 * qe[c]
+                        pi2 = w2 * ii2[c] + f2 * qi[c]
+                        pe3 = w3 * ie3[c] + f3 * qe[c]
+                        pi3 = w3 * ii3[c] + f3 * qi[c]
+                        pe4 = w4 * ie4[c] + f4 * qe[c]
+                        pi4 = w4 * ii4[c] + f4 * qi[c]
+                        a = ge[c]
+                        st[0, c] = (((st[0, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
+                        a = gi[c]
+                        st[1, c] = (((st[1, c] * a + pi1) * a + pi2) * a + pi3) * a + pi4
+                        a = gm[c]
+                        st[2, c] = (((st[2, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
+                        st[3, c] = (((st[3, c] * a + pi1) * a + pi2) * a + pi3) * a + pi4
+                    k += 4
+                    continue
                 w1 = ev_width[k]
                 w2 = ev_width[k + 1]
-                w3 = ev_width[k + 2]
-                w4 = ev_width[k + 3]
                 f1 = ev_inject[k]
                 f2 = ev_inject[k + 1]
-                f3 = ev_inject[k + 2]
-                f4 = ev_inject[k + 3]
-                last = ev_cycle[k + 3]
+                last = ev_cycle[k + 1]
                 ie1 = ie[ev_driver[k]]
                 ii1 = ii[ev_driver[k]]
                 ie2 = ie[ev_driver[k + 1]]
                 ii2 = ii[ev_driver[k + 1]]
-                ie3 = ie[ev_driver[k + 2]]
-                ii3 = ii[ev_driver[k + 2]]
-                ie4 = ie[ev_driver[k + 3]]
-                ii4 = ii[ev_driver[k + 3]]
-                ge = tab[T_AE, gap1]
-                gi = tab[T_AI, gap1]
-                gm = tab[T_AM, gap1]
+                ge1 = tab[T_AE, gap1]
+                gi1 = tab[T_AI, gap1]
+                gm1 = tab[T_AM, gap1]
+                ge2 = tab[T_AE, gap2]
+                gi2 = tab[T_AI, gap2]
+                gm2 = tab[T_AM, gap2]
                 for c in range(ncol):
                     pe1 = w1 * ie1[c] + f1 * qe[c]
                     pi1 = w1 * ii1[c] + f1 * qi[c]
                     pe2 = w2 * ie2[c] + f2 * qe[c]
                     pi2 = w2 * ii2[c] + f2 * qi[c]
-                    pe3 = w3 * ie3[c] + f3 * qe[c]
-                    pi3 = w3 * ii3[c] + f3 * qi[c]
-                    pe4 = w4 * ie4[c] + f4 * qe[c]
-                    pi4 = w4 * ii4[c] + f4 * qi[c]
-                    a = ge[c]
-                    st[0, c] = (((st[0, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
-                    a = gi[c]
-                    st[1, c] = (((st[1, c] * a + pi1) * a + pi2) * a + pi3) * a + pi4
-                    a = gm[c]
-                    st[2, c] = (((st[2, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
-                    st[3, c] = (((st[3, c] * a + pi1) * a + pi2) * a + pi3) * a + pi4
-                k += 4
-                continue
-            w1 = ev_width[k]
-            w2 = ev_width[k + 1]
-            f1 = ev_inject[k]
-            f2 = ev_inject[k + 1]
-            last = ev_cycle[k + 1]
-            ie1 = ie[ev_driver[k]]
-            ii1 = ii[ev_driver[k]]
-            ie2 = ie[ev_driver[k + 1]]
-            ii2 = ii[ev_driver[k + 1]]
-            ge1 = tab[T_AE, gap1]
-            gi1 = tab[T_AI, gap1]
-            gm1 = tab[T_AM, gap1]
-            ge2 = tab[T_AE, gap2]
-            gi2 = tab[T_AI, gap2]
-            gm2 = tab[T_AM, gap2]
-            for c in range(ncol):
-                pe1 = w1 * ie1[c] + f1 * qe[c]
-                pi1 = w1 * ii1[c] + f1 * qi[c]
-                pe2 = w2 * ie2[c] + f2 * qe[c]
-                pi2 = w2 * ii2[c] + f2 * qi[c]
-                st[0, c] = (st[0, c] * ge1[c] + pe1) * ge2[c] + pe2
-                st[1, c] = (st[1, c] * gi1[c] + pi1) * gi2[c] + pi2
-                st[2, c] = (st[2, c] * gm1[c] + pe1) * gm2[c] + pe2
-                st[3, c] = (st[3, c] * gm1[c] + pi1) * gm2[c] + pi2
-            k += 2
-        tail = rc - last
-        # Rows of the read (from the reset) and of the tail (from the last event).
-        if tail < ntab:
-            at_e = tab[T_AE, tail]
-            at_i = tab[T_AI, tail]
-            at_m = tab[T_AM, tail]
-        else:
-            far_tail = _far_rows(cp, tail, cycle_ns, np.empty((NUM_TABLES, ncol), np.float32))
-            at_e = far_tail[T_AE]
-            at_i = far_tail[T_AI]
-            at_m = far_tail[T_AM]
-        if rc < ntab:
-            am_rc = tab[T_AM, rc]
-        else:
-            am_rc = _far_rows(cp, rc, cycle_ns, np.empty((NUM_TABLES, ncol), np.float32))[T_AM]
-        peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
-        peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
-        # Injected charge: at most q per event, so its peak is at most q times the
-        # peak of the decayed event count.
-        peak_ne = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_e)
-        peak_ni = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_i)
-        t0 = rc * cycle_ns
-        # The leak-free total charge is at most mem * exp(lam_m * t_last).
-        growth = np.exp(lam_m_max * last * cycle_ns)
-        # Beyond float range (events over ~1 ms): bound the total charge by the
-        # column's largest current times the widths' sum instead.
-        width_sum = 0.0
-        inject_sum = 0.0
-        if not np.isfinite(growth):
-            for kk in range(offsets[b], offsets[b + 1]):
-                width_sum += ev_width[kk]
-                inject_sum += ev_inject[kk]
-        xe = np.empty(ncol)
-        xi = np.empty(ncol)
-        v = np.empty(ncol)
-        status = np.empty(ncol, np.int8)   # 0 linear, 1 knee to check, 2 walk
-        # Stage 1 (vectorisable): linear state at the read and the cheap bounds.
-        for c in range(ncol):
-            el = cp[E_LEAK, c]
-            v0 = cp[V_RESET, c]
-            if width_sum > 0.0:
-                tot_e = cur_max_e[c] * width_sum + qe[c] * inject_sum
-                tot_i = cur_max_i[c] * width_sum + qi[c] * inject_sum
+                    st[0, c] = (st[0, c] * ge1[c] + pe1) * ge2[c] + pe2
+                    st[1, c] = (st[1, c] * gi1[c] + pi1) * gi2[c] + pi2
+                    st[2, c] = (st[2, c] * gm1[c] + pe1) * gm2[c] + pe2
+                    st[3, c] = (st[3, c] * gm1[c] + pi1) * gm2[c] + pi2
+                k += 2
+            tail = rc - last
+            # Rows of the read (from the reset) and of the tail (from the last event).
+            if tail < ntab:
+                at_e = tab[T_AE, tail]
+                at_i = tab[T_AI, tail]
+                at_m = tab[T_AM, tail]
             else:
-                tot_e = st[2, c] * growth
-                tot_i = st[3, c] * growth
-            xe[c] = st[0, c] * at_e[c]
-            xi[c] = st[1, c] * at_i[c]
-            me = st[2, c] * at_m[c]
-            mi = st[3, c] * at_m[c]
-            v[c] = el + (v0 - el) * am_rc[c] \
-                + cp[RESP_E, c] * (me - xe[c]) - cp[RESP_I, c] * (mi - xi[c])
-            rails_ok = cp[LINEAR_OK, c] > 0.0 \
-                and (v0 if v0 > el else el) + cp[GC_E, c] * tot_e < cp[RAIL_HI, c] \
-                and (v0 if v0 < el else el) - cp[GC_I, c] * tot_i > cp[RAIL_LO, c]
-            # The peak synaptic charge is at most the total charge, and at most the
-            # column's largest current times the per-vector width bound.
-            be = cur_max_e[c] * peak_e + qe[c] * peak_ne
-            bi = cur_max_i[c] * peak_i + qi[c] * peak_ni
-            knee_ok = (tot_e if tot_e < be else be) <= 0.999 * cp[KNEE_E, c] \
-                and (tot_i if tot_i < bi else bi) <= 0.999 * cp[KNEE_I, c]
-            if knee_ok and not rails_ok and cp[LINEAR_OK, c] > 0.0:
-                # Tighter: the running exc - inh difference, plus what the inputs
-                # still hold (at most their peak), plus the leak's pull over the run.
-                d_hi, d_lo = _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t,
-                                               qe[c], qi[c], cp[GC_E, c], cp[GC_I, c], b, c)
-                up = d_hi + cp[GC_I, c] * min(tot_i, bi)
-                down = d_lo - cp[GC_E, c] * min(tot_e, be)
-                leak = 1.0 - am_rc[c]
-                rails_ok = (v0 if v0 > el else el) + up - down * leak < cp[RAIL_HI, c] \
-                    and (v0 if v0 < el else el) + down - up * leak > cp[RAIL_LO, c]
-            status[c] = 0 if (rails_ok and knee_ok) else (1 if rails_ok else 2)
-        # Stage 2 (rare): exact peaks where the bound was not enough; walk the rest.
-        for c in range(ncol):
-            if status[c] == 1:
-                ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie_t, qe[c],
-                                  cp[LAM_E, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c] \
-                    and _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ii_t, qi[c],
-                                     cp[LAM_I, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_I, c]
-                status[c] = 0 if ok else 2
-            if status[c] == 2:
-                ye = 0.0
-                yi = 0.0
-                y = cp[V_RESET, c]
-                prev = 0
-                for k in range(offsets[b], offsets[b + 1]):
-                    cyc = ev_cycle[k]
-                    ye, yi, y = _propagate(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns, walk_cycles)
-                    prev = cyc
-                    ye += ev_width[k] * ie[ev_driver[k], c] + ev_inject[k] * qe[c]
-                    yi += ev_width[k] * ii[ev_driver[k], c] + ev_inject[k] * qi[c]
-                xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles)
-            stepped[b, c] = status[c] == 2
-            v_row[c] = v[c]
-        # Stage 3: trial-to-trial noise. Membrane noise integrated up to the read
-        # (an Ornstein-Uhlenbeck variance from the reset), the comparator's read
-        # noise, the reset's kT/C sample and the slow noise's own part all act at
-        # the comparator: one Gaussian carries them all.
-        extra = np.zeros(ncol)
-        if noise_on:
-            state = np.zeros(1, np.uint64)
-            state[0] = stream_key(seed, first_index + np.uint64(b))
-            for c in range(ncol):
-                extra[c] = next_normal(state)
-            for c in range(ncol):
-                lam_m = cp[LAM_M, c]
-                a = np.float64(am_rc[c])
-                small = lam_m * t0 < 1e-6
-                var_mem = cp[NOISE_MEM, c] ** 2 * (t0 if small else (1.0 - a * a) / (2.0 * (lam_m + 1e-300)))
-                # The reset's kT/C sample decays with the leak like any start offset.
-                var_ktc = (cp[NOISE_KTC, c] * a) ** 2
-                # The slow noise's own part is one more independent Gaussian: one draw carries all.
-                extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc + _own_slow_variance(cp, c))
-        u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b))
-        _ripple_at_comparator(extra, cp, am_rc, u, v_row)
-        if want_v:
-            for c in range(ncol):
-                v_read[b, c] = v_row[c] * 1e-3      # mV to V, as the caller reports it
-        # Stage 4: conversion; most columns are settled by the drift bound alone.
-        for c in range(ncol):
-            if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):
-                m = _convert_linear(xe[c], xi[c], v[c], ctab, cp, c, extra[c], tick_slope)
+                _far_rows(cp, tail, cycle_ns, far_tail)
+                at_e = far_tail[T_AE]
+                at_i = far_tail[T_AI]
+                at_m = far_tail[T_AM]
+            if rc < ntab:
+                am_rc = tab[T_AM, rc]
             else:
-                m = _convert_stepped(xe[c], xi[c], v[c], cp, c, extra[c], tick_ns, CONVERT_TICKS_PER_STEP)
-            codes[b, c] = _finish_code(m, cp, c)
+                am_rc = _far_rows(cp, rc, cycle_ns, far_rc)[T_AM]
+            peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
+            peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
+            # Injected charge: at most q per event, so its peak is at most q times the
+            # peak of the decayed event count.
+            peak_ne = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_e)
+            peak_ni = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_i)
+            t0 = rc * cycle_ns
+            # The leak-free total charge is at most mem * exp(lam_m * t_last).
+            growth = np.exp(lam_m_max * last * cycle_ns)
+            # Beyond float range (events over ~1 ms): bound the total charge by the
+            # column's largest current times the widths' sum instead.
+            width_sum = 0.0
+            inject_sum = 0.0
+            if not np.isfinite(growth):
+                for kk in range(offsets[b], offsets[b + 1]):
+                    width_sum += ev_width[kk]
+                    inject_sum += ev_inject[kk]
+            # Stage 1 (vectorisable): linear state at the read and the cheap bounds.
+            for c in range(ncol):
+                el = cp[E_LEAK, c]
+                v0 = cp[V_RESET, c]
+                if width_sum > 0.0:
+                    tot_e = cur_max_e[c] * width_sum + qe[c] * inject_sum
+                    tot_i = cur_max_i[c] * width_sum + qi[c] * inject_sum
+                else:
+                    tot_e = st[2, c] * growth
+                    tot_i = st[3, c] * growth
+                xe[c] = st[0, c] * at_e[c]
+                xi[c] = st[1, c] * at_i[c]
+                me = st[2, c] * at_m[c]
+                mi = st[3, c] * at_m[c]
+                v[c] = el + (v0 - el) * am_rc[c] \
+                    + cp[RESP_E, c] * (me - xe[c]) - cp[RESP_I, c] * (mi - xi[c])
+                rails_ok = cp[LINEAR_OK, c] > 0.0 \
+                    and (v0 if v0 > el else el) + cp[GC_E, c] * tot_e < cp[RAIL_HI, c] \
+                    and (v0 if v0 < el else el) - cp[GC_I, c] * tot_i > cp[RAIL_LO, c]
+                # The peak synaptic charge is at most the total charge, and at most the
+                # column's largest current times the per-vector width bound.
+                be = cur_max_e[c] * peak_e + qe[c] * peak_ne
+                bi = cur_max_i[c] * peak_i + qi[c] * peak_ni
+                knee_ok = (tot_e if tot_e < be else be) <= 0.999 * cp[KNEE_E, c] \
+                    and (tot_i if tot_i < bi else bi) <= 0.999 * cp[KNEE_I, c]
+                if knee_ok and not rails_ok and cp[LINEAR_OK, c] > 0.0:
+                    # Tighter: the running exc - inh difference, plus what the inputs
+                    # still hold (at most their peak), plus the leak's pull over the run.
+                    d_hi, d_lo = _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t,
+                                                   qe[c], qi[c], cp[GC_E, c], cp[GC_I, c], b, c)
+                    up = d_hi + cp[GC_I, c] * min(tot_i, bi)
+                    down = d_lo - cp[GC_E, c] * min(tot_e, be)
+                    leak = 1.0 - am_rc[c]
+                    rails_ok = (v0 if v0 > el else el) + up - down * leak < cp[RAIL_HI, c] \
+                        and (v0 if v0 < el else el) + down - up * leak > cp[RAIL_LO, c]
+                status[c] = 0 if (rails_ok and knee_ok) else (1 if rails_ok else 2)
+            # Stage 2 (rare): exact peaks where the bound was not enough; walk the rest.
+            for c in range(ncol):
+                if status[c] == 1:
+                    ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie_t, qe[c],
+                                      cp[LAM_E, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c] \
+                        and _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ii_t, qi[c],
+                                         cp[LAM_I, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_I, c]
+                    status[c] = 0 if ok else 2
+                if status[c] == 2:
+                    ye = 0.0
+                    yi = 0.0
+                    y = cp[V_RESET, c]
+                    prev = 0
+                    for k in range(offsets[b], offsets[b + 1]):
+                        cyc = ev_cycle[k]
+                        ye, yi, y = _propagate(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns, walk_cycles)
+                        prev = cyc
+                        ye += ev_width[k] * ie[ev_driver[k], c] + ev_inject[k] * qe[c]
+                        yi += ev_width[k] * ii[ev_driver[k], c] + ev_inject[k] * qi[c]
+                    xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles)
+                stepped[b, c] = status[c] == 2
+                v_row[c] = v[c]
+            # Stage 3: trial-to-trial noise. Membrane noise integrated up to the read
+            # (an Ornstein-Uhlenbeck variance from the reset), the comparator's read
+            # noise, the reset's kT/C sample and the slow noise's own part all act at
+            # the comparator: one Gaussian carries them all.
+            extra[:] = 0.0
+            if noise_on:
+                state[0] = stream_key(seed, first_index + np.uint64(b))
+                for c in range(ncol):
+                    extra[c] = next_normal(state)
+                for c in range(ncol):
+                    lam_m = cp[LAM_M, c]
+                    a = np.float64(am_rc[c])
+                    small = lam_m * t0 < 1e-6
+                    var_mem = cp[NOISE_MEM, c] ** 2 * (t0 if small else (1.0 - a * a) / (2.0 * (lam_m + 1e-300)))
+                    # The reset's kT/C sample decays with the leak like any start offset.
+                    var_ktc = (cp[NOISE_KTC, c] * a) ** 2
+                    # The slow noise's own part is one more independent Gaussian: one draw carries all.
+                    extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc + _own_slow_variance(cp, c))
+            u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b), state)
+            _ripple_at_comparator(extra, cp, am_rc, u, v_row)
+            if want_v:
+                for c in range(ncol):
+                    v_read[b, c] = v_row[c] * 1e-3      # mV to V, as the caller reports it
+            # Stage 4: conversion; most columns are settled by the drift bound alone.
+            for c in range(ncol):
+                if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):
+                    m = _convert_linear(xe[c], xi[c], v[c], ctab, cp, c, extra[c], tick_slope)
+                else:
+                    m = _convert_stepped(xe[c], xi[c], v[c], cp, c, extra[c], tick_ns, CONVERT_TICKS_PER_STEP)
+                codes[b, c] = _finish_code(m, cp, c)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -733,13 +745,14 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
         extra = np.zeros(ncol)
         done = np.zeros(ncol, np.bool_)
         state = np.zeros(1, np.uint64)
+        scratch = np.zeros(1, np.uint64)
         if noise_on:
             state[0] = stream_key(seed, first_index + np.uint64(b))
         for c in range(ncol):
             if noise_on:
                 extra[c] = np.sqrt(cp[NOISE_READ, c] ** 2 + _own_slow_variance(cp, c)) \
                     * next_normal_box_muller(state)
-        u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b))
+        u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b), scratch)
         # The capmem droop at this read's refresh phase moves the reset and leak
         # potentials and the ramp start themselves.
         cpv = cp.copy()

@@ -127,6 +127,16 @@ def _check_common(chip, half, schedule, read_cycle, noise):
     return half, rc
 
 
+def _ro(a, dtype=None):
+    """A read-only C-contiguous view (a copy only where the layout or dtype
+    needs one) of a kernel input. Every input reaches the kernels read-only,
+    so each kernel compiles for one signature, whether a caller's array was
+    writable or frozen (schedules, cached tables)."""
+    v = np.ascontiguousarray(a, dtype=dtype).view()
+    v.flags.writeable = False
+    return v
+
+
 def recovered_widths(width_ns, schedule, depth, tau_s):
     """Pulse widths after driver recovery: a pulse ``dt`` after the same
     driver's previous pulse in the same vector (start to start) loses
@@ -135,8 +145,7 @@ def recovered_widths(width_ns, schedule, depth, tau_s):
     width = np.ascontiguousarray(width_ns, np.float64)
     out = width.copy()
     if depth > 0 and schedule.num_events > 1:
-        _k.recovery_kernel(np.ascontiguousarray(schedule.offsets), np.ascontiguousarray(schedule.driver),
-                           np.ascontiguousarray(schedule.cycle), width, float(depth),
+        _k.recovery_kernel(_ro(schedule.offsets), _ro(schedule.driver), _ro(schedule.cycle), _ro(width), float(depth),
                            float(tau_s / K.FPGA_CYCLE_S), K.DRIVERS_PER_HALF, out)
     return out
 
@@ -283,22 +292,22 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         part = slice(0, n)
 
         def cols(a):
-            return np.ascontiguousarray(a[..., part])
+            return _ro(a[..., part])
 
         # The bounds use the whole half's slowest and fastest rates, so a partial
         # run takes the same paths (and gives the same bits) as a full one. The
         # kernel writes the first n columns of the outputs in place.
-        _k.integrate_fast_kernel(offsets, drv, cyc, width, inject, cols(ie), cols(ii),
-                                 np.ascontiguousarray(ie.T[part]), np.ascontiguousarray(ii.T[part]), cols(cp),
-                                 tab if n == K.COLUMNS_PER_HALF else cols(tab), ctab[part],
-                                 op.current_exc_ua.max(axis=0).astype(np.float64)[part],
-                                 op.current_inh_ua.max(axis=0).astype(np.float64)[part],
+        _k.integrate_fast_kernel(_ro(offsets), _ro(drv), _ro(cyc), _ro(width), _ro(inject), cols(ie), cols(ii),
+                                 _ro(ie.T[part]), _ro(ii.T[part]), cols(cp),
+                                 _ro(tab) if n == K.COLUMNS_PER_HALF else cols(tab), _ro(ctab[part]),
+                                 _ro(op.current_exc_ua.max(axis=0)[part], np.float64),
+                                 _ro(op.current_inh_ua.max(axis=0)[part], np.float64),
                                  float(cp[_k.LAM_E].min() * K.FPGA_CYCLE_S * 1e9),
                                  float(cp[_k.LAM_I].min() * K.FPGA_CYCLE_S * 1e9),
                                  float(cp[_k.LAM_M].max()),
-                                 rc, K.FPGA_CYCLE_S * 1e9,
+                                 _ro(rc), K.FPGA_CYCLE_S * 1e9,
                                  K.CADC_TICK_S * 1e9, _k.WALK_CYCLES, noise_on, seed, shared_seed, first,
-                                 chip.conversion_tick_slopes(half)[part], codes, v_read, stepped)
+                                 _ro(chip.conversion_tick_slopes(half)[part]), codes, v_read, stepped)
     _apply_stuck(op, codes)
     return IntegrationResult(codes=codes, membrane_at_read_v=v_read if voltages else None, read_cycle=rc,
                              stepped_columns=stepped)
@@ -372,11 +381,12 @@ def integrate_trace(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
     if B:
         offsets, drv, cyc, width, inject = _event_arrays(chip, op, schedule)
         args = [unused if rec[q] is None else rec[q] for q in ("membrane", "syn_exc", "syn_inh", "cadc_ramp")]
-        _k.integrate_trace_kernel(offsets, drv, cyc, width, inject, op.current_exc_ua, op.current_inh_ua,
-                                  op.column_params, float(chip.effects.column_ir_drop_rel_per_ua),
-                                  rc, K.FPGA_CYCLE_S * 1e9, K.CADC_TICK_S * 1e9,
+        _k.integrate_trace_kernel(_ro(offsets), _ro(drv), _ro(cyc), _ro(width), _ro(inject),
+                                  _ro(op.current_exc_ua), _ro(op.current_inh_ua),
+                                  _ro(op.column_params), float(chip.effects.column_ir_drop_rel_per_ua),
+                                  _ro(rc), K.FPGA_CYCLE_S * 1e9, K.CADC_TICK_S * 1e9,
                                   int(substeps_per_cycle), int(record_every), noise_on, seed, shared_seed,
-                                  first, codes, v_read, rec_cols, *args)
+                                  first, codes, v_read, _ro(rec_cols), *args)
     _apply_stuck(op, codes)
     times = np.arange(n_rec) * record_every * dt_ns * 1e-9
     # Internal units (mV, fC) to SI in place: no second copy of a large recording.

@@ -85,6 +85,18 @@ _UNREADABLE = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, O
                zipfile.BadZipFile, zipfile.LargeZipFile)
 
 
+def peak_memory_mib() -> float:
+    """Peak resident set size of this process since it started, MiB (the
+    kernel's ``ru_maxrss``: KiB on Linux, bytes on macOS); NaN where the
+    platform has no ``resource`` module."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def as_path(name: str, value) -> Path:
     """``value`` (a str or an os.PathLike) as a Path; anything else is a
     WrongTypeError naming the parameter."""

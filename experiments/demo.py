@@ -21,7 +21,7 @@ from bss2sim.digital import Accelerator
 from bss2sim.digital import FaultyUnits
 
 from .calibration.store import chip_with_calibration, describe
-from .common import DEFAULT_OUTPUT_DIR, emit_json, load_results, note, plots_dir, save_figure
+from .common import DEFAULT_OUTPUT_DIR, emit_json, load_results, note, peak_memory_mib, plots_dir, save_figure
 from .datasets.mnist import load_test_set
 from .progress import Progress
 from .train import NETWORK_FILE, PACKAGE_DATA, RESULTS_FILE
@@ -169,6 +169,7 @@ def run(seed=0, images=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=Fa
            "system_energy_per_image_j": rep["system_j"] / len(y),
            "energy_assumption": rep["energy_assumption"], "wall_time_s": wall,
            "chip_time_over_wall": rep["total_s"] / wall,
+           "peak_memory_mib": peak_memory_mib(),
            "figures": [str(out / n) for n in ("mnist_confusion.png", "mnist_misclassified.png",
                                                "mnist_accuracy_per_seed.png")]}
     print(f"MNIST on simulated chip {seed}: {accuracy:.2%} of {len(y)} test images")
@@ -176,7 +177,8 @@ def run(seed=0, images=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=Fa
                                     if res["faulty_units_avoided"] else ""))
     print(f"chip time {per_image * 1e6:.0f} us per image, ASIC energy {res['asic_energy_per_image_j'] * 1e6:.0f} uJ "
           f"per image ({rep['energy_assumption']})")
-    print(f"wall time {wall:.1f} s (the model runs at {res['chip_time_over_wall']:.3f} x the chip's speed)")
+    print(f"wall time {wall:.1f} s (the model runs at {res['chip_time_over_wall']:.3f} x the chip's speed); "
+          f"peak memory {res['peak_memory_mib']:.0f} MiB")
     if as_json:
         emit_json(res)
     return res

@@ -519,6 +519,7 @@ class Chip:
         self.config = ChipConfig()
         self._cache = {}
         self._tables = {}
+        self._table_key_memo = {}
         self._drift_pattern = DriftPattern(self.seed, self.drift)
         self._environment = Environment(temperature_c=self.drift.reference_temperature_c)
         self._effect_draws = {}
@@ -798,9 +799,15 @@ class Chip:
         """Tables depend only on the rates and strengths of the columns: key them by
         those values, so writes that leave them alone (weights, offsets, potentials,
         CADC ramps) reuse the tables."""
-        cp = self.operating_point(half).column_params
-        rows = cp[[_k.LAM_E, _k.LAM_I, _k.LAM_M, _k.GC_E, _k.GC_I]]
-        return (kind, hashlib.blake2b(rows.tobytes(), digest_size=16).digest())
+        op = self.operating_point(half)
+        memo = self._table_key_memo.get(half)
+        if memo is None or memo[0] is not op:
+            # One hash per operating point (they are rebuilt when the configuration
+            # changes), not one per table lookup.
+            rows = op.column_params[[_k.LAM_E, _k.LAM_I, _k.LAM_M, _k.GC_E, _k.GC_I]]
+            memo = (op, hashlib.blake2b(rows.tobytes(), digest_size=16).digest())
+            self._table_key_memo[half] = memo
+        return (kind, memo[1])
 
     def _table_store(self, key, tab):
         tab.setflags(write=False)

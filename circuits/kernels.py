@@ -297,16 +297,30 @@ def _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, ticks_per_step):
 @njit(cache=True, parallel=True)
 def recovery_kernel(offsets, driver, cycle, width, depth, tau_cycles, num_drivers, out):
     """Pulse widths after driver recovery (see ``integrate.recovered_widths``):
-    per vector, each driver remembers the cycle of its last pulse."""
-    for b in prange(offsets.shape[0] - 1):
+    per vector, each driver remembers the cycle of its last pulse. Vectors run
+    in blocks that share one memory of last pulses, cleared after each vector
+    (only the drivers it used), so many short vectors cost no allocations."""
+    num_vectors = offsets.shape[0] - 1
+    num_blocks = (num_vectors + VECTORS_PER_BLOCK - 1) // VECTORS_PER_BLOCK
+    for blk in prange(num_blocks):
         last = np.full(num_drivers, -1, np.int64)
-        for k in range(offsets[b], offsets[b + 1]):
-            d = driver[k]
-            w = np.float64(width[k])
-            if last[d] >= 0:
-                w *= 1.0 - depth * np.exp(-(cycle[k] - last[d]) / tau_cycles)
-            last[d] = cycle[k]
-            out[k] = w
+        known_gap = -1
+        kept = 1.0
+        for b in range(blk * VECTORS_PER_BLOCK, min(num_vectors, (blk + 1) * VECTORS_PER_BLOCK)):
+            for k in range(offsets[b], offsets[b + 1]):
+                d = driver[k]
+                w = np.float64(width[k])
+                if last[d] >= 0:
+                    gap = cycle[k] - last[d]
+                    if gap != known_gap:
+                        # Trains mostly repeat one spacing: one exponential per spacing.
+                        known_gap = gap
+                        kept = 1.0 - depth * np.exp(-gap / tau_cycles)
+                    w *= kept
+                last[d] = cycle[k]
+                out[k] = w
+            for k in range(offsets[b], offsets[b + 1]):
+                last[driver[k]] = -1
 
 
 @njit(cache=True, inline="always")

@@ -800,13 +800,14 @@ class Chip:
         those values, so writes that leave them alone (weights, offsets, potentials,
         CADC ramps) reuse the tables."""
         op = self.operating_point(half)
-        memo = self._table_key_memo.get(half)
+        memos = self.__dict__.setdefault("_table_key_memo", {})   # absent in chips pickled before it
+        memo = memos.get(half)
         if memo is None or memo[0] is not op:
             # One hash per operating point (they are rebuilt when the configuration
             # changes), not one per table lookup.
             rows = op.column_params[[_k.LAM_E, _k.LAM_I, _k.LAM_M, _k.GC_E, _k.GC_I]]
             memo = (op, hashlib.blake2b(rows.tobytes(), digest_size=16).digest())
-            self._table_key_memo[half] = memo
+            memos[half] = memo
         return (kind, memo[1])
 
     def _table_store(self, key, tab):

@@ -268,6 +268,11 @@ def build_parser():
                     help="effect preset of the chips (default 'default'; 'harsh': every drift and "
                          "effect three times as strong; calibrations are stored per preset)")
 
+    from . import sweep
+    sw = sub.add_parser("sweep", help="a Monte-Carlo sweep over chip seeds on Dask: each chip calibrated "
+                                      "afresh, judged against its ground truth, measured and running the "
+                                      "shipped MNIST network (writes sweep.csv, sweep_*.png)")
+    sweep.add_arguments(sw)
     for parser in (de, tr, vm, ca, dr):
         parser.add_argument("--plots-dir", default=DEFAULT_OUTPUT_DIR, help=out_help)
     for parser in (de, tr):
@@ -303,7 +308,7 @@ def main(argv=None):
 
 _OUTPUT_FOLDERS = {"demo": ("plots_dir",), "train": ("out",), "traces": ("plots_dir",),
                    "vmm": ("plots_dir",), "calibrate": ("plots_dir",), "bench": (), "ppu": (),
-                   "drift": ("plots_dir",)}
+                   "drift": ("plots_dir",), "sweep": ("out",)}
 
 
 def _dispatch(args):
@@ -380,6 +385,9 @@ def _dispatch_command(args):
                   treatments=tuple(t.strip() for t in args.treatments.split(",")),
                   calibration=args.calibration, data_dir=args.data_dir, plots=args.plots_dir,
                   as_json=args.json, preset=args.preset)
+    elif args.command == "sweep":
+        from . import sweep
+        sweep.run_from_args(args)
     elif args.command == "bench":
         from . import bench
         bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json,

@@ -60,6 +60,7 @@ KINDS = {
     "bss2sim-mnist-test-images": "the MNIST test images",
     "bss2sim-mnist-results": "the results of a bss2sim train run on MNIST",
     "bss2sim-training-results": "the results of a bss2sim train run on another data set",
+    "bss2sim-sweep": "the table of a bss2sim sweep over chip seeds",
 }
 """Every ``kind`` the project writes, with what it is (for error messages)."""
 

@@ -27,6 +27,7 @@ process no longer runs (killed in the middle of a write), so they do not pile up
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import io
@@ -84,6 +85,105 @@ _TEMP_TAG = re.compile(r"(\d{1,10})-[0-9a-f]{8}")
 _UNREADABLE = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError,
                MemoryError, RuntimeError, SyntaxError, struct.error, zlib.error, lzma.LZMAError,
                zipfile.BadZipFile, zipfile.LargeZipFile)
+
+
+# --- argument types of the command line ------------------------------------------------
+
+MAX_LIST_VALUES = 20
+"""Most numbers a comma-separated option takes (*assumed*: a guard against a
+typo that would run for days; every study here uses a handful)."""
+
+
+def int_range(option: str, lo: int, hi: int):
+    """argparse type of an integer in ``lo..hi``; the message names the option,
+    the bad value and the range."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r} is not an integer; allowed: {lo}..{hi}") \
+                from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{option} {v} is not allowed: must be an integer in {lo}..{hi}")
+        return v
+    return parse
+
+
+def check_reals(option, values, lo, hi, unit, max_values: int = MAX_LIST_VALUES) -> tuple:
+    """``values`` as a sorted tuple of floats, each finite and within ``lo..hi``
+    (``unit`` for the message), none twice, 1..``max_values`` of them; else
+    ``ValueError`` (``WrongTypeError`` for a non-list) naming ``option``."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise WrongTypeError(f"{option} {values!r} is not allowed: give a list of numbers in "
+                             f"{lo:g}..{hi:g} {unit}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{option} is empty: give at least one number in {lo:g}..{hi:g} {unit}")
+    if len(values) > max_values:
+        raise ValueError(f"{option} gives {len(values)} values; at most {max_values} are allowed")
+    out = []
+    for v in values:
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+        if not ok or not math.isfinite(float(v)) or not lo <= float(v) <= hi:
+            shown = f"{float(v):g}" if ok else repr(v)
+            raise ValueError(f"{option} {shown} is not allowed: must be a number in {lo:g}..{hi:g} {unit}")
+        out.append(float(v))
+    twice = sorted({v for v in out if out.count(v) > 1})
+    if twice:
+        raise ValueError(f"{option} names {', '.join(f'{v:g}' for v in twice)} more than once")
+    return tuple(sorted(out))
+
+
+def parse_reals(option: str, lo: float, hi: float, unit: str, max_values: int = MAX_LIST_VALUES):
+    """argparse type of a comma-separated list of numbers within ``lo..hi``
+    (``--hours 0,1,24``), checked by :func:`check_reals`."""
+    def parse(text):
+        values = []
+        for part in text.split(","):
+            part = part.strip()
+            try:
+                values.append(float(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{option} {text!r}: {part!r} is not a number; give "
+                                                 f"comma-separated numbers in {lo:g}..{hi:g} {unit}") from None
+        try:
+            return check_reals(option, values, lo, hi, unit, max_values)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def seed_list(max_seeds: int, option: str = "--seeds"):
+    """argparse type of chip seeds: comma-separated seeds and inclusive ranges
+    ``low-high`` (``0-99``, ``3``, ``1,5,7-9``); a bare number is that one seed;
+    seeds are integers 0..2**64-1, none twice, at most ``max_seeds``."""
+    def parse(text):
+        seeds = []
+        for part in str(text).split(","):
+            part = part.strip()
+            lo, sep, hi = part.partition("-")
+            try:
+                a = int(lo)
+                b = int(hi) if sep else a
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{option} {text!r}: {part!r} is neither a chip seed nor a range low-high; seeds are "
+                    "integers 0..18446744073709551615, e.g. 0-99 or 3,7,20-29") from None
+            if not 0 <= a <= 2**64 - 1 or not 0 <= b <= 2**64 - 1:
+                raise argparse.ArgumentTypeError(f"{option} {text!r}: {part!r} is not allowed: seeds are "
+                                                 "integers 0..18446744073709551615")
+            if b < a:
+                raise argparse.ArgumentTypeError(f"{option} {text!r}: the range {part!r} is not allowed: "
+                                                 "a range low-high needs low <= high")
+            if b - a >= max_seeds or len(seeds) + b - a + 1 > max_seeds:
+                raise argparse.ArgumentTypeError(f"{option} {text!r} names more than {max_seeds} chip "
+                                                 f"seeds; allowed: 1..{max_seeds}")
+            seeds.extend(range(a, b + 1))
+        if len(set(seeds)) != len(seeds):
+            raise argparse.ArgumentTypeError(f"{option} {text!r} names a chip seed more than once")
+        return seeds
+    return parse
+
 
 
 def peak_memory_mib() -> float:

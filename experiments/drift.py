@@ -42,8 +42,6 @@ chips), ``--json``.
 """
 from __future__ import annotations
 
-import argparse
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -59,7 +57,8 @@ from bss2sim.digital import Accelerator, FaultyUnits
 from .calibration import DEFAULT_STEPS, CalibrationTarget, ChipCalibration, StepResult, calibrate
 from .calibration.persistence import CAPMEM_PREFIX, calibration_settings
 from .calibration.store import NO_CALIBRATION, chip_with_calibration, describe, find_calibration
-from .common import DEFAULT_OUTPUT_DIR, as_path, emit_json, note, plots_dir, save_figure
+from .common import (DEFAULT_OUTPUT_DIR, as_path, check_reals, emit_json, int_range, note, parse_reals,
+                     plots_dir, save_figure, seed_list)
 from .demo import wilson_interval
 from .datasets.mnist import find_data_dir, load_mnist, load_test_set, random_shift
 from .progress import Progress
@@ -114,88 +113,12 @@ MNIST_TEST_IMAGES = 10_000
 
 # --- arguments ---------------------------------------------------------------------
 
-def parse_reals(option: str, lo: float, hi: float, unit: str):
-    """argparse type of a comma-separated list of numbers within ``lo..hi``
-    (``--hours 0,1,24``); the message names the option, the bad value and the range."""
-    def parse(text):
-        values = []
-        for part in text.split(","):
-            part = part.strip()
-            try:
-                v = float(part)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not a number; give "
-                                                 f"comma-separated numbers in {lo:g}..{hi:g} {unit}")
-            values.append(v)
-        try:
-            return _check_values(option, values, lo, hi, unit)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return parse
-
-
-def parse_seeds(text):
-    """argparse type of ``--seeds``: comma-separated chip seeds and inclusive
-    ranges ``a-b`` (``0-4``, ``3``, ``1,5,7-9``); a bare number is that one seed;
-    no seed twice, at most :data:`MAX_SEEDS`."""
-    seeds = []
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        try:
-            a = int(lo)
-            b = int(hi) if sep else a
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--seeds {text!r}: {part.strip()!r} is neither a chip seed "
-                                             "nor a range low-high (seeds are integers 0..2**64-1)")
-        if not (0 <= a <= b <= 2**64 - 1):
-            raise argparse.ArgumentTypeError(f"--seeds {text!r}: {part.strip()!r} is not allowed: seeds are "
-                                             f"integers 0..2**64-1, a range low-high has low <= high")
-        if b - a >= MAX_SEEDS:
-            raise argparse.ArgumentTypeError(f"--seeds {text!r}: {part.strip()!r} names {b - a + 1} chip "
-                                             f"seeds; allowed: 1..{MAX_SEEDS}")
-        seeds.extend(range(a, b + 1))
-    if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds {text!r} names a chip seed more than once")
-    if len(seeds) > MAX_SEEDS:
-        raise argparse.ArgumentTypeError(f"--seeds {text!r} names {len(seeds)} chip seeds; allowed: "
-                                         f"1..{MAX_SEEDS}")
-    return seeds
-
-
-def int_range(option: str, lo: int, hi: int):
-    """argparse type of an integer in ``lo..hi``; the message names the option,
-    the bad value and the range."""
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} {text!r} is not an integer; allowed: {lo}..{hi}")
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{option} {v} is not allowed: must be an integer in {lo}..{hi}")
-        return v
-    return parse
+parse_seeds = seed_list(MAX_SEEDS)
+"""argparse type of ``--seeds`` (:func:`~bss2sim.experiments.common.seed_list`)."""
 
 
 def _check_values(option, values, lo, hi, unit):
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise WrongTypeError(f"{option} {values!r} is not allowed: give a list of numbers in "
-                             f"{lo:g}..{hi:g} {unit}")
-    values = list(values)
-    if not values:
-        raise ValueError(f"{option} is empty: give at least one number in {lo:g}..{hi:g} {unit}")
-    if len(values) > MAX_VALUES:
-        raise ValueError(f"{option} gives {len(values)} values; at most {MAX_VALUES} are allowed")
-    out = []
-    for v in values:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(float(v)) or not lo <= float(v) <= hi:
-            shown = f"{float(v):g}" if isinstance(v, (int, float, np.integer, np.floating)) else repr(v)
-            raise ValueError(f"{option} {shown} is not allowed: must be a number in {lo:g}..{hi:g} {unit}")
-        out.append(float(v))
-    twice = sorted({v for v in out if out.count(v) > 1})
-    if twice:
-        raise ValueError(f"{option} names {', '.join(f'{v:g}' for v in twice)} more than once")
-    return tuple(sorted(out))
+    return check_reals(option, values, lo, hi, unit, MAX_VALUES)
 
 
 def _reference_c() -> float:

@@ -113,8 +113,8 @@ from bss2sim.digital import Accelerator, measure_behaviour
 
 from . import drift as drift_module
 from .calibration import CalibrationTarget, calibrate, save
-from .common import (DEFAULT_OUTPUT_DIR, as_path, atomic_write, canonical_json, content_checksum,
-                     emit_json, note, save_figure)
+from .common import (DEFAULT_OUTPUT_DIR, as_path, atomic_write, canonical_json, check_reals, content_checksum,
+                     emit_json, int_range, note, parse_reals, save_figure, seed_list)
 from .datasets.mnist import SHIPPED_TEST_SET, find_data_dir, load_mnist, load_test_set
 from .progress import Progress
 from .train import NETWORK_FILE, PACKAGE_DATA
@@ -218,67 +218,14 @@ class SweepError(RuntimeError):
 
 # --- arguments ---------------------------------------------------------------------
 
-def parse_seed_list(text):
-    """argparse type of ``--seeds``: comma-separated chip seeds and inclusive
-    ranges ``low-high`` (``0-99``, ``3``, ``1,5,7-9``); a bare number is that one
-    seed; no seed twice; at most :data:`MAX_SEEDS`."""
-    seeds = []
-    for part in str(text).split(","):
-        part = part.strip()
-        lo, sep, hi = part.partition("-")
-        try:
-            a = int(lo)
-            b = int(hi) if sep else a
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"--seeds {text!r}: {part!r} is neither a chip seed nor a range low-high; seeds are "
-                "integers 0..18446744073709551615, e.g. 0-99 or 3,7,20-29") from None
-        if not 0 <= a <= 2**64 - 1 or not 0 <= b <= 2**64 - 1:
-            raise argparse.ArgumentTypeError(f"--seeds {text!r}: {part!r} is not allowed: seeds are "
-                                             "integers 0..18446744073709551615")
-        if b < a:
-            raise argparse.ArgumentTypeError(f"--seeds {text!r}: the range {part!r} is not allowed: "
-                                             "a range low-high needs low <= high")
-        if b - a >= MAX_SEEDS or len(seeds) + b - a + 1 > MAX_SEEDS:
-            raise argparse.ArgumentTypeError(f"--seeds {text!r} names more than {MAX_SEEDS} chip seeds; "
-                                             f"allowed: 1..{MAX_SEEDS}")
-        seeds.extend(range(a, b + 1))
-    if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds {text!r} names a chip seed more than once")
-    return seeds
+parse_seed_list = seed_list(MAX_SEEDS)
+"""argparse type of ``--seeds`` (:func:`~bss2sim.experiments.common.seed_list`)."""
+_int_option = int_range
+_reals_option = parse_reals
 
 
-def _int_option(option, lo, hi):
-    """argparse type of an integer in ``lo..hi``, the message naming the option."""
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} {text!r} is not an integer; allowed: "
-                                             f"{lo}..{hi}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{option} {v} is not allowed: must be an integer in "
-                                             f"{lo}..{hi}")
-        return v
-    return parse
-
-
-def _reals_option(option, lo, hi, unit):
-    """argparse type of comma-separated numbers in ``lo..hi``."""
-    def parse(text):
-        values = []
-        for part in text.split(","):
-            try:
-                values.append(float(part.strip()))
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{option} {text!r}: {part.strip()!r} is not a number; "
-                                                 f"give comma-separated numbers in {lo:g}..{hi:g} "
-                                                 f"{unit}") from None
-        try:
-            return _check_reals(option, values, lo, hi, unit)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return parse
+def _check_reals(option, values, lo, hi, unit):
+    return check_reals(option, values, lo, hi, unit)
 
 
 def _timeout_option(text):
@@ -291,27 +238,6 @@ def _timeout_option(text):
         raise argparse.ArgumentTypeError(f"--connect-timeout {text} is not allowed: must be a number "
                                          "of seconds in 0.1..3600")
     return v
-
-
-def _check_reals(option, values, lo, hi, unit):
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise WrongTypeError(f"{option} {values!r} is not allowed: give a list of numbers in "
-                             f"{lo:g}..{hi:g} {unit}")
-    values = list(values)
-    if not values:
-        raise ValueError(f"{option} is empty: give at least one number in {lo:g}..{hi:g} {unit}")
-    if len(values) > 20:
-        raise ValueError(f"{option} gives {len(values)} values; at most 20 are allowed")
-    out = []
-    for v in values:
-        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-        if not ok or not math.isfinite(float(v)) or not lo <= float(v) <= hi:
-            shown = f"{float(v):g}" if ok else repr(v)
-            raise ValueError(f"{option} {shown} is not allowed: must be a number in {lo:g}..{hi:g} {unit}")
-        out.append(float(v))
-    if len(set(out)) != len(out):
-        raise ValueError(f"{option} names a value more than once")
-    return tuple(sorted(out))
 
 
 def _default_workers() -> int:

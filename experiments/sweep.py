@@ -113,7 +113,8 @@ from bss2sim.digital import Accelerator, measure_behaviour
 
 from . import drift as drift_module
 from .calibration import CalibrationTarget, calibrate, save
-from .common import (DEFAULT_OUTPUT_DIR, as_path, atomic_write, canonical_json, check_reals, content_checksum,
+from .common import (DEFAULT_OUTPUT_DIR, _no_duplicate_keys, as_path, atomic_write, canonical_json,
+                     check_reals, content_checksum,
                      emit_json, int_range, note, parse_reals, save_figure, seed_list)
 from .datasets.mnist import SHIPPED_TEST_SET, find_data_dir, load_mnist, load_test_set
 from .progress import Progress
@@ -922,16 +923,8 @@ def read_table(path) -> SweepTable:
         raise ValueError(f"{where} does not start with a bss2sim header line ('# {{...}}'): it is not a "
                          "sweep table written by bss2sim sweep (or it is damaged)")
 
-    def no_duplicates(pairs):
-        out = {}
-        for k, v in pairs:
-            if k in out:
-                raise ValueError(f"the key {k!r} occurs twice")
-            out[k] = v
-        return out
-
     try:
-        header = json.loads(first[len(HEADER_PREFIX):], object_pairs_hook=no_duplicates)
+        header = json.loads(first[len(HEADER_PREFIX):], object_pairs_hook=_no_duplicate_keys)
     except ValueError as e:
         raise ValueError(f"{where}: its header line is not valid JSON ({e}): damaged or truncated") from None
     if not isinstance(header, dict):

@@ -413,7 +413,9 @@ def _read_file(path, where: str) -> bytes:
         raise ValueError(f"{where} cannot be read: {e}") from None
 
 
-def _no_duplicate_keys(pairs):
+def no_duplicate_keys(pairs):
+    """``object_pairs_hook`` of ``json.loads`` that refuses a key given twice
+    (a JSON header must say one thing per field)."""
     out = {}
     for k, v in pairs:
         if k in out:
@@ -429,7 +431,7 @@ def _parse_json(data: bytes, where: str, what_part: str):
     except UnicodeDecodeError as e:
         raise ValueError(f"{where}: {what_part} is not UTF-8 text: {e}") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        obj = json.loads(text, object_pairs_hook=no_duplicate_keys)
     except (ValueError, RecursionError) as e:
         raise ValueError(f"{where}: {what_part} is not valid JSON: {e}") from None
     if not isinstance(obj, dict):

@@ -113,7 +113,7 @@ from bss2sim.digital import Accelerator, measure_behaviour
 
 from . import drift as drift_module
 from .calibration import CalibrationTarget, calibrate, save
-from .common import (DEFAULT_OUTPUT_DIR, _no_duplicate_keys, as_path, atomic_write, canonical_json,
+from .common import (DEFAULT_OUTPUT_DIR, as_path, atomic_write, canonical_json, no_duplicate_keys,
                      check_reals, content_checksum,
                      emit_json, int_range, note, parse_reals, save_figure, seed_list)
 from .datasets.mnist import SHIPPED_TEST_SET, find_data_dir, load_mnist, load_test_set
@@ -924,7 +924,7 @@ def read_table(path) -> SweepTable:
                          "sweep table written by bss2sim sweep (or it is damaged)")
 
     try:
-        header = json.loads(first[len(HEADER_PREFIX):], object_pairs_hook=_no_duplicate_keys)
+        header = json.loads(first[len(HEADER_PREFIX):], object_pairs_hook=no_duplicate_keys)
     except ValueError as e:
         raise ValueError(f"{where}: its header line is not valid JSON ({e}): damaged or truncated") from None
     if not isinstance(header, dict):

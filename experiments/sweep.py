@@ -97,7 +97,6 @@ import os
 import platform
 import re
 import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -115,7 +114,7 @@ from . import drift as drift_module
 from .calibration import CalibrationTarget, calibrate, save
 from .common import (DEFAULT_OUTPUT_DIR, as_path, atomic_write, canonical_json, no_duplicate_keys,
                      check_reals, content_checksum,
-                     emit_json, int_range, note, parse_reals, save_figure, seed_list)
+                     emit_json, int_range, note, parse_reals, peak_memory_mib, save_figure, seed_list)
 from .datasets.mnist import SHIPPED_TEST_SET, find_data_dir, load_mnist, load_test_set
 from .progress import Progress
 from .train import NETWORK_FILE, PACKAGE_DATA
@@ -600,14 +599,11 @@ def _peak_rss_mib(was_reset: bool):
             if m:
                 return int(m[1]) / 1024, "VmHWM since the task started (worker process)"
         except OSError:
-            pass
-    try:
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20      # KiB on Linux, bytes on macOS
-        return peak * scale, "ru_maxrss since the worker process started (an upper bound)"
-    except (ImportError, OSError):
-        return float("nan"), "unavailable"
+            pass                    # no /proc here: the lifetime peak below
+    peak = peak_memory_mib()
+    if math.isnan(peak):
+        return peak, "unavailable"
+    return peak, "ru_maxrss since the worker process started (an upper bound)"
 
 
 # --- one seed -------------------------------------------------------------------------

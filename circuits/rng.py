@@ -199,7 +199,7 @@ def next_normal(state):
 
 
 @njit(cache=True, parallel=True)
-def _normal_rows(seed, first_index, out):
+def _add_normal_rows(seed, first_index, out, scale):
     rows, cols = out.shape
     for r in prange(rows):
         # Each row is its own stream: the values do not depend on the thread
@@ -207,29 +207,16 @@ def _normal_rows(seed, first_index, out):
         state = np.zeros(1, np.uint64)
         state[0] = stream_key(seed, first_index + np.uint64(r))
         for j in range(cols):
-            out[r, j] = next_normal(state)
+            out[r, j] += scale * next_normal(state)
 
 
 def keyed_normals(noise: "TrialNoise", rows: int, cols: int) -> np.ndarray:
     """Standard normals (rows, cols); row r comes from stream ``noise.next_index + r``,
     so the values do not depend on threads or on how rows are split across calls.
     Column c is the c-th normal of the row's stream (:func:`next_normal`), the
-    same whatever ``cols``."""
-    seed, first = noise.take(rows)
-    out = np.empty((rows, cols))
-    if rows and cols:
-        _normal_rows(seed, first, out)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _add_normal_rows(seed, first_index, out, scale):
-    rows, cols = out.shape
-    for r in prange(rows):
-        state = np.zeros(1, np.uint64)
-        state[0] = stream_key(seed, first_index + np.uint64(r))
-        for j in range(cols):
-            out[r, j] += scale * next_normal(state)
+    same whatever ``cols``. (Drawn as ``0 + 1 * z``: exactly z, the ziggurat
+    never returns -0.)"""
+    return add_keyed_normals(noise, np.zeros((rows, cols)), 1.0)
 
 
 def add_keyed_normals(noise: "TrialNoise", out: np.ndarray, scale: float) -> np.ndarray:

@@ -39,7 +39,9 @@ from bss2sim.circuits.checks import WrongTypeError, as_int_array, check_instance
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.rng import add_keyed_normals, derive_seed, keyed_normals
 
-from .events import check_num_sends, check_wait, paired_schedule
+from . import playback as pb
+from . import sequences as seq
+from .events import check_num_sends, check_wait, end_aligned_schedule
 from .mapping import FaultyUnits
 from .ppu import PPU, PPUCostParams
 from .timing import TimeLedger, TimingParams
@@ -50,6 +52,8 @@ ROWS = K.LOGICAL_ROWS_PER_HALF
 COLS = K.COLUMNS_PER_HALF
 
 
+ENGINES = ("fast", "cosim")
+"""Allowed values of ``Accelerator(engine=...)``."""
 FORMULAS = ("unbiased", "hxtorch")
 """Allowed values of :attr:`BehaviouralParams.formula`."""
 
@@ -140,6 +144,20 @@ class Accelerator:
         Waits of the per-vector program and power figures.
     ppu_costs : PPUCostParams
         Cycle costs of the PPU operations.
+    sequence : str
+        How each vector pair runs (:mod:`bss2sim.digital.sequences`):
+        ``"published"`` (default), the chip group's playback program and PPU
+        command loop with their fixed waits (about 38 us plus the events per
+        vector pair), or ``"tight"``, which polls the PPUs instead and waits
+        as little as the circuits allow (about 8 us plus the events). The
+        chip time of every category comes from these programs.
+    engine : str
+        ``"fast"`` (default): the batched path, which computes every vector's
+        timing from the sequence's :func:`~bss2sim.digital.sequences.profile`;
+        ``"cosim"``: run every pass as a playback program on the PPU programs
+        and the analog halves (:mod:`bss2sim.digital.cosim`, slow; the
+        reference the fast path is tested against: same bits, same chip time).
+        Cycle-level fidelity only.
     faulty : FaultyUnits or None
         Drivers and columns (neurons / CADC channels) not to use (default None:
         none, the same as ``FaultyUnits()``). Logical inputs of a tile go to the
@@ -161,7 +179,8 @@ class Accelerator:
 
     def __init__(self, chip: Chip | None = None, *, behavioural: BehaviouralParams | None = None,
                  noise_seed: int | None = 0, timing: TimingParams | None = None,
-                 ppu_costs: PPUCostParams | None = None, faulty: FaultyUnits | None = None):
+                 ppu_costs: PPUCostParams | None = None, faulty: FaultyUnits | None = None,
+                 sequence: str = "published", engine: str = "fast"):
         if (chip is None) == (behavioural is None):
             raise ValueError("give exactly one of chip= (cycle-level) and behavioural= (behavioural model)")
         if chip is not None:
@@ -174,6 +193,12 @@ class Accelerator:
             check_instance("timing", timing, TimingParams, "TimingParams")
         if ppu_costs is not None:
             check_instance("ppu_costs", ppu_costs, PPUCostParams, "PPUCostParams")
+        sequence = seq.check_sequence(sequence)
+        if not isinstance(engine, str) or engine not in ENGINES:
+            raise ValueError(f"engine={engine!r} is not allowed: one of {', '.join(map(repr, ENGINES))}")
+        if engine == "cosim" and chip is None:
+            raise ValueError("engine='cosim' runs the chip's programs and needs chip=...; the behavioural "
+                             "model has only the fast engine")
         if faulty is None:
             faulty = FaultyUnits()
         check_instance("faulty", faulty, FaultyUnits, "bss2sim.digital.FaultyUnits or None (no faulty units)")
@@ -187,6 +212,10 @@ class Accelerator:
         self.chip = chip
         self.behavioural = behavioural
         self.noise_seed = noise_seed
+        self.sequence = sequence
+        self.engine = engine
+        self._profile = seq.profile(sequence)
+        self._pending_tiles = (None, None)
         self._next_vector_ids = {}          # noise stream -> next vector id
         self.timing = timing if timing is not None else TimingParams()
         costs = ppu_costs if ppu_costs is not None else PPUCostParams()
@@ -267,16 +296,17 @@ class Accelerator:
         return out
 
     def _write_tiles(self, tiles):
-        """Write one weight tile (128 x 256 signed, or None) into each half."""
-        def work(ppu, h):
-            if tiles[h] is None:
-                return
-            ppu.stream(tiles[h].size, 0)
-            ppu.write_weight_rows(K.SYNAPSE_ROWS_PER_HALF)
-            if self.chip is not None:
-                self.chip.config.set_logical_weights(h, tiles[h])
-        self._ppu_parallel("weight_writes", work)
+        """Write one weight tile (128 x 256 signed, or None) into each half: the
+        next pass's playback program starts with these writes."""
+        self._pending_tiles = tuple(tiles)
         self.ledger.weight_tile_writes += 1
+
+    def _add_cycles(self, cycles: dict):
+        """Chip time of one pass, PPU cycles per category (integers, so that both
+        engines add the same seconds)."""
+        for cat, c in cycles.items():
+            if c:
+                self.ledger.add(cat, c / K.PPU_CLOCK_HZ)
 
     def _noise(self, stream, first_id, pass_index, half, purpose, shared=None):
         """Noise source of one integration: streams keyed by the vectors' ids, so a
@@ -319,15 +349,14 @@ class Accelerator:
         returns (default: all ``C``); only the physical columns up to the last of
         them are integrated, the others read 0 and are never returned."""
         B = next(x.shape[0] for x in xs if x is not None)
-        tp = self.timing
+        prof = self._profile
+        tiles_written, self._pending_tiles = self._pending_tiles, (None, None)
         nnz = [np.zeros(B, np.int64) if x is None else np.count_nonzero(x, axis=1) for x in xs]
-        # Events of the two halves leave in pairs: a send takes the larger count of slots.
-        event_phase_cycles = np.maximum(nnz[0], nnz[1]) * wait * num_sends
+        # Events of the two halves leave in pairs, the shorter stream late, so that
+        # both halves' last events coincide: a pass lasts the longer stream.
+        longest = np.maximum(nnz[0], nnz[1]) * num_sends
         self.ledger.vmm_passes += B
         self.ledger.events += int((nnz[0].sum() + nnz[1].sum()) * num_sends)
-        self.ledger.add("event_phase", float(event_phase_cycles.sum()) * K.FPGA_CYCLE_S)
-        self.ledger.add("waits", B * (tp.reset_settle_s + tp.post_event_wait_s))
-        self.ledger.add("cadc_conversions", B * 2 * K.CADC_CONVERSION_S)
         if returned is None:
             returned = [self._tile_cols] * K.NUM_HALVES
         # Physical columns to integrate: up to the one holding the tile's last returned
@@ -335,24 +364,36 @@ class Accelerator:
         # column is integrated, with or without weights, so it reads noise like the
         # others; the noise of a column does not depend on how many are integrated.
         used = [int(self._columns[h][max(1, int(returned[h])) - 1]) + 1 for h in range(K.NUM_HALVES)]
+        if self.engine == "cosim":
+            return self._pass_cosim(xs, tiles_written, num_sends, wait, first_ids, pass_index, mode, stream)
+        weight_cycles = sum(t is not None for t in tiles_written) * K.SYNAPSE_ROWS_PER_HALF \
+            * pb.WEIGHT_ROW_WRITE_CYCLES * 2
+        cycles = prof.entry_categories(int(longest.sum()) * wait, B)
+        cycles["weight_writes"] += weight_cycles
         results = [None, None]
         if self.chip is not None:
-            sched = paired_schedule(xs[0], xs[1], wait, num_sends)
+            for h, t in enumerate(tiles_written):
+                if t is not None:
+                    self.chip.config.set_logical_weights(h, t)
             empty = EventSchedule(np.zeros(B + 1, np.int64), *(np.zeros(0, np.int64) for _ in range(3)))
             for h in range(K.NUM_HALVES):
                 if xs[h] is None:
                     continue
                 # The baseline read and the read of one pass share their slow noise.
-                base = integrate_fast(self.chip, h, empty, tp.reset_settle_cycles,
+                base = integrate_fast(self.chip, h, empty, prof.baseline_cycles[h],
                                       noise=self._noise(stream, first_ids[h], pass_index, h, 0 + mode,
                                                         shared=100 + mode),
                                       columns=used[h], voltages=False)
-                read_cycle = sched.half_phase_cycles[h] + tp.post_event_wait_cycles
-                read = integrate_fast(self.chip, h, sched.halves[h], read_cycle,
+                sched = end_aligned_schedule(xs[h], nnz[h], longest, prof.event_start[h], wait, num_sends)
+                read_cycle = prof.event_start[h] + longest * wait + prof.read_after_events[h]
+                read = integrate_fast(self.chip, h, sched, read_cycle,
                                       noise=self._noise(stream, first_ids[h], pass_index, h, 1 + mode,
                                                         shared=100 + mode),
                                       columns=used[h], voltages=False)
-                results[h] = (read.codes, base.codes)
+                # The PPU's saturating int8 subtract of (read - 128) - (baseline - 128).
+                diff = read.codes.astype(np.int16)
+                diff -= base.codes
+                results[h] = np.clip(diff, K.OUTPUT_MIN, K.OUTPUT_MAX).astype(np.int8)
         else:
             p = self.behavioural
             for h in range(K.NUM_HALVES):
@@ -376,18 +417,27 @@ class Accelerator:
                 y = np.rint(y, out=y) if p.formula == "unbiased" else np.floor(y, out=y)
                 out[:, :n] = np.clip(y, K.OUTPUT_MIN, K.OUTPUT_MAX, out=y)
                 results[h] = out
+        self._add_cycles(cycles)
+        return results
 
-        def post(ppu, h):
-            if xs[h] is None:
+    def _pass_cosim(self, xs, tiles_written, num_sends, wait, first_ids, pass_index, mode, stream):
+        """One pass as a playback program on the PPU programs and the analog
+        halves (:mod:`.cosim`): the reference of the batched path."""
+        from .cosim import CoSimulation
+        B = next(x.shape[0] for x in xs if x is not None)
+
+        def source(h):
+            if xs[h] is None or self.noise_seed is None:
                 return None
-            ppu.reset_neurons()
-            ppu.reset_neurons()
-            ppu.stream(xs[h].size, B * COLS)
-            if self.chip is not None:
-                return ppu.vmm_postprocess(results[h][0], results[h][1])
-            ppu.count_postprocess(B)
-            return results[h]
-        return self._ppu_parallel("ppu", post)
+            # Conversion 2e is entry e's baseline read, 2e + 1 its read.
+            return lambda k: self._noise(stream, first_ids[h] + k // 2, pass_index, h, (k % 2) + mode,
+                                         shared=100 + mode)
+        program = seq.build_pass(self.sequence, xs, wait, num_sends, tiles_written)
+        sim = CoSimulation(self.chip, seq.ppu_program(self.sequence), (source(0), source(1)))
+        res = sim.run(program)
+        self._add_cycles(res.category_cycles)
+        out = seq.results_from_reads(res.reads, B)
+        return [None if xs[h] is None else out[h] for h in range(K.NUM_HALVES)]
 
     # --- public operations -----------------------------------------------------
     def matmul(self, x, w, num_sends: int = 1, wait_between_events: int = 5, *,
@@ -399,7 +449,7 @@ class Accelerator:
         ----------
         x : int array (batch, K) or (K,), values 0..31
         w : int array (K, N), values -63..63
-        num_sends : int, 1..64
+        num_sends : int, 1..256
             Repetitions of each vector within one integration (gain x num_sends).
         wait_between_events : int, FPGA cycles (8 ns), 1..255
             Event slot spacing (default 5 = 40 ns).

@@ -20,11 +20,12 @@ from bss2sim.circuits.events import EventSchedule
 
 MAX_WAIT_BETWEEN_EVENTS = 255
 """Largest spacing accepted, in FPGA cycles (*assumed* 8-bit timer field)."""
-MAX_NUM_SENDS = 64
-"""Largest number of repetitions of a vector accepted (*assumed*)."""
+MAX_NUM_SENDS = 256
+"""Largest number of repetitions of a vector accepted: 256, as the chip group's
+software offers (its tutorials use 100) [SW]."""
 MAX_EVENT_PHASE_CYCLES = K.DRIVERS_PER_HALF * MAX_WAIT_BETWEEN_EVENTS * MAX_NUM_SENDS
 """Longest event phase of one vector: 128 events x 255 cycles x 64 sends =
-2,088,960 FPGA cycles (16.7 ms)."""
+8,355,840 FPGA cycles (67 ms)."""
 
 
 def check_wait(wait_between_events, name="wait_between_events"):
@@ -35,7 +36,7 @@ def check_wait(wait_between_events, name="wait_between_events"):
 
 
 def check_num_sends(num_sends, name="num_sends"):
-    """Validate ``num_sends`` (1..64)."""
+    """Validate ``num_sends`` (1..256)."""
     return check_int(name, num_sends, 1, MAX_NUM_SENDS)
 
 
@@ -76,10 +77,21 @@ def _half_schedule(x, counts, start_cycle, wait, num_sends):
     ev_vec = np.repeat(np.arange(len(counts), dtype=np.int64), counts * num_sends)
     j = np.arange(int(offsets[-1]), dtype=np.int64) - offsets[ev_vec]
     driver = drv[first_nz[ev_vec] + j % counts[ev_vec]].astype(np.int64)
+    start = start_cycle[ev_vec] if isinstance(start_cycle, np.ndarray) else start_cycle
     # Valid by construction (inputs checked, cycles bounded by the caller), so
     # the schedule skips the constructor's checks: this runs for every VMM.
     return EventSchedule._trusted(offsets, driver, x[ev_vec, driver].astype(np.int64),
-                                  (start_cycle + j * wait).astype(np.int64))
+                                  (start + j * wait).astype(np.int64))
+
+
+def end_aligned_schedule(x, counts, longest, first_slot_cycle, wait, num_sends):
+    """One half's events for the VMM sequences: a vector with ``L = counts *
+    num_sends`` events, in a pair whose longer half sends ``longest`` (per
+    vector), starts ``longest - L`` slots late so that both halves' last events
+    coincide; slot k leaves at ``first_slot_cycle + k * wait`` (FPGA cycles
+    from the half's reset). Inputs are trusted (checked by the caller)."""
+    start = first_slot_cycle + (longest - counts * num_sends) * wait
+    return _half_schedule(x, counts, np.asarray(start, np.int64), wait, num_sends)
 
 
 def paired_schedule(x_top, x_bottom, wait_between_events=5, num_sends=1, start_cycle=0) -> PairedSchedule:

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import check_real
 
-CATEGORIES = ("event_phase", "waits", "cadc_conversions", "ppu", "weight_writes", "transfers")
+CATEGORIES = ("event_phase", "waits", "cadc_conversions", "ppu", "weight_writes", "result_reads", "transfers")
+"""Where chip time goes: the events; fixed waits; CADC conversions and PPU work
+(during the waits, or the FPGA polling the PPU); weight writes; reading the
+results back; streaming data through the link (operations outside VMMs)."""
 
 
 @dataclass(frozen=True)

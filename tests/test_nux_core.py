@@ -46,6 +46,10 @@ READ_PROGRAM = """
     li r10, 0x3000
     fxvoutx 0, r7, r5        # reset the even columns
     sync
+    li r9, 40                # more than a reset burst apart (RESET_BURST_PPU_CYCLES)
+    mtctr r9
+gap:
+    bdnz gap
     mfspr r11, 284           # time of the odd columns' reset, minus one
     fxvoutx 0, r8, r5
     sync
@@ -84,7 +88,7 @@ def test_cadc_reads_over_the_bus_equal_integrate_fast(chip, noise_seed):
     t_read = int.from_bytes(mem[0x104:0x108], "big") + 1
     events = ppu.analog.events
     read_fpga = t_read // 2
-    # The even columns were reset one sync earlier than the odd ones.
+    # The even columns were reset a burst earlier than the odd ones.
     even_reset = int(ppu.analog.reset_cycle[0])
     assert even_reset < t_odd_reset // 2
     for parity, got, reset in ((1, odd, t_odd_reset // 2), (0, even, even_reset)):
@@ -94,6 +98,29 @@ def test_cadc_reads_over_the_bus_equal_integrate_fast(chip, noise_seed):
         want = integrate_fast(chip, 0, EventSchedule.from_lists([ev]), read_fpga - reset, noise=noise)
         np.testing.assert_array_equal(got, want.codes[0, parity::2])
     assert ppu.analog.conversions == 1      # the buffered read did not convert again
+
+
+def test_a_reset_burst_releases_both_vectors_of_a_row_together(chip):
+    """Two reset writes within RESET_BURST_PPU_CYCLES start every column at
+    the second write; writes further apart keep their own times."""
+    from bss2sim.digital.nux.memory import RESET_BURST_PPU_CYCLES
+    for gap_turns, together in ((0, True), (RESET_BURST_PPU_CYCLES, False)):
+        spin = "" if not gap_turns else f"li r9, {gap_turns}\n mtctr r9\ng: bdnz g\n"
+        ppu, _ = _run(chip, f"""
+            lis r7, 0x00c9
+            ori r7, r7, 0x0200
+            addi r8, r7, 1
+            li r5, 0
+            fxvoutx 0, r7, r5
+            {spin}
+            fxvoutx 0, r8, r5
+            sync
+            wait""")
+        resets = [c for kind, c in ppu.analog.log if kind == "reset"]
+        even, odd = ppu.analog.reset_cycle[0], ppu.analog.reset_cycle[1]
+        assert odd == resets[1] // 2
+        assert (even == odd) == together
+        assert (ppu.analog.reset_cycle[0::2] == even).all() and (ppu.analog.reset_cycle[1::2] == odd).all()
 
 
 def test_a_later_read_sees_the_membrane_move(chip):

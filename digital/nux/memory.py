@@ -57,6 +57,9 @@ IO_ROW_VECTORS = 2
 
 PPU_CYCLES_PER_FPGA_CYCLE = 2
 """250 MHz PPU clock against the 125 MHz FPGA event clock."""
+RESET_BURST_PPU_CYCLES = 64
+"""Reset writes at most this many PPU cycles (256 ns) apart form one burst
+whose columns are released together (*assumed*, see :meth:`AnalogHalf.reset`)."""
 
 
 class AnalogHalf:
@@ -85,6 +88,13 @@ class AnalogHalf:
         self.conversions = 0
         """CADC conversions so far (the noise stream index of the next one)."""
         self.last_codes = np.zeros(K.COLUMNS_PER_HALF, np.uint8)
+        self.noise_source = None
+        """None, or a function of the conversion index that returns the
+        :class:`TrialNoise` (or None) of that conversion: how a co-simulation
+        gives each conversion the noise stream the batched path uses."""
+        self.log = []
+        """``(kind, PPU cycle)`` of every reset ('reset') and conversion ('convert')."""
+        self._burst = None         # (PPU cycle of the last reset write, columns reset in the burst)
 
     # --- events from the FPGA -------------------------------------------------
     def add_events(self, drivers, values, fpga_cycles):
@@ -93,6 +103,13 @@ class AnalogHalf:
         for d, a, c in zip(sched.driver, sched.value, sched.cycle):
             self._events.append((int(d), int(a), int(c)))
         self._events.sort(key=lambda e: e[2])
+
+    def add_event(self, driver: int, value: int, fpga_cycle: int):
+        """One event (validated by the playback program); events arrive in time order."""
+        if self._events and fpga_cycle < self._events[-1][2]:
+            raise ValueError(f"event at FPGA cycle {fpga_cycle} arrives before the last one "
+                             f"({self._events[-1][2]}): events must come in time order")
+        self._events.append((int(driver), int(value), int(fpga_cycle)))
 
     @property
     def events(self) -> list:
@@ -105,11 +122,17 @@ class AnalogHalf:
         now = ppu_cycle // PPU_CYCLES_PER_FPGA_CYCLE
         noise = None
         codes = np.zeros(K.COLUMNS_PER_HALF, np.uint8)
+        # Events before every column's reset can never count again.
+        oldest = int(self.reset_cycle.min())
+        if self._events and self._events[0][2] < oldest:
+            self._events = [e for e in self._events if e[2] >= oldest]
         for start in np.unique(self.reset_cycle):
             cols = self.reset_cycle == start
             ev = [(d, a, c - start) for d, a, c in self._events if start <= c <= now]
             sched = EventSchedule.from_lists([ev])
-            if self.noise_seed is not None:
+            if self.noise_source is not None:
+                noise = self.noise_source(self.conversions)
+            elif self.noise_seed is not None:
                 # The same stream index for every group: a column's noise does
                 # not depend on how the columns were reset.
                 noise = TrialNoise(derive_seed(self.noise_seed, self.half), self.conversions)
@@ -117,11 +140,26 @@ class AnalogHalf:
             codes[cols] = res.codes[0, cols]
         self.conversions += 1
         self.last_codes = codes
+        self._burst = None
+        self.log.append(("convert", int(ppu_cycle)))
         return codes
 
     def reset(self, ppu_cycle: int, columns: np.ndarray):
-        """Reset the selected columns (bool (256,)) at ``ppu_cycle``."""
+        """Reset the selected columns (bool (256,)) at ``ppu_cycle``.
+
+        Reset writes that follow each other within :data:`RESET_BURST_PPU_CYCLES`
+        without a conversion between them form one burst, and every column of
+        the burst starts integrating at its last write (*assumed*: the neuron
+        backend releases the reset of one burst together; a row's two vectors
+        are written 19 PPU cycles apart, and this keeps the two halves of a row
+        on one time base).
+        """
+        columns = np.asarray(columns, bool)
+        if self._burst is not None and ppu_cycle - self._burst[0] <= RESET_BURST_PPU_CYCLES:
+            columns = columns | self._burst[1]
+        self._burst = (int(ppu_cycle), columns)
         self.reset_cycle[columns] = ppu_cycle // PPU_CYCLES_PER_FPGA_CYCLE
+        self.log.append(("reset", int(ppu_cycle)))
 
     def weights_row(self, row: int) -> np.ndarray:
         """Physical 6-bit weights of one synapse row (256,)."""

@@ -339,7 +339,8 @@ class Accelerator:
         out[:, self._drivers[half]] = x
         return out
 
-    def _pass(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode=0, stream=0, returned=None):
+    def _pass(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode=0, stream=0, returned=None,
+              solo=None, add_time=True):
         """One analog pass of a batch of vector pairs; returns int8 results per half.
         ``xs[h]`` (B, 128) and ``tiles[h]`` (128, 256) are physical (drivers,
         columns; see :meth:`_physical_tile`), and so are the (B, 256) results.
@@ -347,9 +348,15 @@ class Accelerator:
         separates the noise of split passes from that of paired ones.
         ``returned[h]``: logical output columns of half h's tile that the caller
         returns (default: all ``C``); only the physical columns up to the last of
-        them are integrated, the others read 0 and are never returned."""
-        B = next(x.shape[0] for x in xs if x is not None)
+        them are integrated, the others read 0 and are never returned.
+        ``solo``: None, the vectors of both halves run in pairs (entry b holds
+        ``xs[0][b]`` and ``xs[1][b]``); else the half of each entry in order
+        (int array), every vector alone in its entry with the other half idle."""
         prof = self._profile
+        if solo is not None:
+            return self._pass_solo(xs, tiles, num_sends, wait, first_ids, pass_index, mode, stream,
+                                   returned, solo)
+        B = next(x.shape[0] for x in xs if x is not None)
         tiles_written, self._pending_tiles = self._pending_tiles, (None, None)
         nnz = [np.zeros(B, np.int64) if x is None else np.count_nonzero(x, axis=1) for x in xs]
         # Events of the two halves leave in pairs, the shorter stream late, so that
@@ -417,10 +424,45 @@ class Accelerator:
                 y = np.rint(y, out=y) if p.formula == "unbiased" else np.floor(y, out=y)
                 out[:, :n] = np.clip(y, K.OUTPUT_MIN, K.OUTPUT_MAX, out=y)
                 results[h] = out
+        if not add_time:
+            return results, cycles
         self._add_cycles(cycles)
         return results
 
-    def _pass_cosim(self, xs, tiles_written, num_sends, wait, first_ids, pass_index, mode, stream):
+    def _pass_solo(self, xs, tiles, num_sends, wait, first_ids, pass_index, mode, stream, returned, halves):
+        """Entries of one vector each (the other half idle): a half's vectors then
+        run as pairs with an empty partner, and the pass lasts all the entries."""
+        if self.engine == "cosim":
+            tiles_written, self._pending_tiles = self._pending_tiles, (None, None)
+            self.ledger.vmm_passes += len(halves)
+            self.ledger.events += sum(int(np.count_nonzero(x)) * num_sends for x in xs if x is not None)
+            order = [np.nonzero(halves == h)[0] for h in range(K.NUM_HALVES)]
+            full = []
+            for h in range(K.NUM_HALVES):
+                f = np.zeros((len(halves), ROWS), np.uint8)
+                if xs[h] is not None:
+                    f[order[h]] = xs[h]
+                full.append(f)
+            index = [{int(e): first_ids[h] + k for k, e in enumerate(order[h])} for h in range(K.NUM_HALVES)]
+            out = self._pass_cosim(full, tiles_written, num_sends, wait, None, pass_index, mode, stream,
+                                   noise_index=index)
+            return [None if xs[h] is None else out[h][order[h]] for h in range(K.NUM_HALVES)]
+        out, total = [None, None], {}
+        for h in range(K.NUM_HALVES):
+            if xs[h] is None:
+                continue
+            alone = [None, None]
+            alone[h] = xs[h]
+            res, cycles = self._pass(alone, tiles, num_sends, wait, first_ids, pass_index, mode, stream,
+                                     returned, add_time=False)
+            out[h] = res[h]           # the first of the two consumed the weight writes
+            for c, v in cycles.items():
+                total[c] = total.get(c, 0) + v
+        self._add_cycles(total)
+        return out
+
+    def _pass_cosim(self, xs, tiles_written, num_sends, wait, first_ids, pass_index, mode, stream,
+                    noise_index=None):
         """One pass as a playback program on the PPU programs and the analog
         halves (:mod:`.cosim`): the reference of the batched path."""
         from .cosim import CoSimulation
@@ -430,8 +472,11 @@ class Accelerator:
             if xs[h] is None or self.noise_seed is None:
                 return None
             # Conversion 2e is entry e's baseline read, 2e + 1 its read.
-            return lambda k: self._noise(stream, first_ids[h] + k // 2, pass_index, h, (k % 2) + mode,
-                                         shared=100 + mode)
+            if noise_index is None:
+                return lambda k: self._noise(stream, first_ids[h] + k // 2, pass_index, h, (k % 2) + mode,
+                                             shared=100 + mode)
+            return lambda k: (self._noise(stream, noise_index[h][k // 2], pass_index, h, (k % 2) + mode,
+                                          shared=100 + mode) if k // 2 in noise_index[h] else None)
         program = seq.build_pass(self.sequence, xs, wait, num_sends, tiles_written)
         sim = CoSimulation(self.chip, seq.ppu_program(self.sequence), (source(0), source(1)))
         res = sim.run(program)
@@ -531,30 +576,23 @@ class Accelerator:
                 for h, (t, o) in enumerate(zip(pair, outs)):
                     acc[:, t[1] * C:(t[1] + 1) * C] += logical(h, o)
                 continue
-            # A tile left over: both halves hold it and share the vectors, even ids on
-            # the top half and odd ids on the bottom, so that a vector meets the same
-            # circuits (and noise streams) however the batch is split across calls.
+            # A tile left over: both halves hold it and each vector runs alone, even ids
+            # on the top half and odd ids on the bottom, so that a vector meets the same
+            # circuits and noise streams however the batch is split across calls, and
+            # never shares its entry with another vector (whose event count would move
+            # its timing; see _pass).
             t = pair[0]
             ids = first_id + np.arange(B)
             rows = [np.nonzero(ids % 2 == h)[0] for h in range(K.NUM_HALVES)]
-            n = max(len(r) for r in rows)
-            xs, starts = [], []
-            for h in range(K.NUM_HALVES):
-                if len(rows[h]) == 0:
-                    xs.append(None)
-                    starts.append(0)
-                    continue
-                xh = np.zeros((n, ROWS), np.uint8)
-                xh[:len(rows[h])] = tile_x(t, h, rows[h])
-                xs.append(xh)
-                starts.append(int(ids[rows[h][0]]) // 2)
+            xs = [tile_x(t, h, rows[h]) if len(rows[h]) else None for h in range(K.NUM_HALVES)]
+            starts = [int(ids[r[0]]) // 2 if len(r) else 0 for r in rows]
             wt = [tile_w(t, h) if x is not None else None for h, x in enumerate(xs)]
             self._write_tiles(wt)
             outs = self._pass(xs, wt, num_sends, wait, starts, i, mode=10, stream=stream,
-                              returned=[returned(t)] * K.NUM_HALVES)
+                              returned=[returned(t)] * K.NUM_HALVES, solo=ids % 2)
             for h in range(K.NUM_HALVES):
                 if xs[h] is not None:
-                    acc[rows[h], t[1] * C:(t[1] + 1) * C] += logical(h, outs[h][:len(rows[h])])
+                    acc[rows[h], t[1] * C:(t[1] + 1) * C] += logical(h, outs[h])
         return clamp_int8(acc[:, :N]).astype(np.int64)
 
     def conv1d(self, x, w, stride: int = 1, padding: int = 0, **kw) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import check_real
 
 CATEGORIES = ("event_phase", "waits", "cadc_conversions", "ppu", "weight_writes", "result_reads", "transfers")
@@ -19,12 +18,9 @@ results back; streaming data through the link (operations outside VMMs)."""
 
 @dataclass(frozen=True)
 class TimingParams:
-    """Waits of the per-vector program and power figures (SI units)."""
+    """Power figures (SI units). The waits of a VMM are those of its sequence's
+    playback and PPU programs (:mod:`bss2sim.digital.sequences`)."""
 
-    reset_settle_s: float = 0.5e-6
-    """Wait after a membrane reset before the baseline read (*assumed*)."""
-    post_event_wait_s: float = 1.0e-6
-    """Wait between the last event and the read: about 1 us, as the group's software does [SW]."""
     asic_power_w: float = 192e-6 / 276e-6
     """ASIC power while busy: 192 uJ per 276 us ECG sample on the mobile system [S22],
     about 0.70 W; energy = power x chip time (*assumed* constant while busy)."""
@@ -32,18 +28,8 @@ class TimingParams:
     """Whole mobile system (FPGA, board) power [S22]."""
 
     def __post_init__(self):
-        for name, hi in (("reset_settle_s", 1.0), ("post_event_wait_s", 1.0),
-                         ("asic_power_w", None), ("system_power_w", None)):
-            # Waits beyond a second are no VMM (and would overflow the event timer).
-            check_real(f"TimingParams.{name}", getattr(self, name), 0.0, hi)
-
-    @property
-    def reset_settle_cycles(self) -> int:
-        return int(round(self.reset_settle_s / K.FPGA_CYCLE_S))
-
-    @property
-    def post_event_wait_cycles(self) -> int:
-        return int(round(self.post_event_wait_s / K.FPGA_CYCLE_S))
+        for name in ("asic_power_w", "system_power_w"):
+            check_real(f"TimingParams.{name}", getattr(self, name), 0.0)
 
 
 @dataclass

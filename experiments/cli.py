@@ -170,7 +170,7 @@ def build_parser():
     tn.add_argument("--num-sends", type=_positive_int, nargs="+", metavar="N", default=None,
                     help="sends per vector: one value for every MAC layer or one per layer (MNIST: "
                          "conv fc1 fc2; dense: fc1 fc2); default: chosen by the gain-aware "
-                         "initialisation, 1..64")
+                         "initialisation, 1..256")
     tn.add_argument("--wait-between-events", type=_positive_int, nargs="+", metavar="N",
                     default=[5], help="event spacing, FPGA cycles of 8 ns: one value or one per MAC "
                                       "layer (default 5; 1..255)")

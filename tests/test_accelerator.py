@@ -12,7 +12,7 @@ import pytest
 from bss2sim.circuits import (CAPMEM_PARAMETERS, Chip, CircuitParams, EventSchedule, MismatchParams,
                       NoiseParams, integrate_fast)
 from bss2sim.circuits import constants as K
-from bss2sim.digital import Accelerator, BehaviouralParams, TimingParams, measure_behaviour, unfold2d
+from bss2sim.digital import Accelerator, BehaviouralParams, measure_behaviour, unfold2d
 from bss2sim.digital.ppu import PPUCostParams
 
 ROWS, COLS = 128, 256
@@ -98,35 +98,43 @@ def test_behavioural_single_tile_is_rounded_gain_times_product():
 
 # --- chip fidelity by hand -----------------------------------------------------------
 
-def slot_schedule(x, x_other, wait, num_sends):
-    """Events of one half written out from the slot rule: slot j of send s carries the
-    j-th non-zero input at s * period + j * wait, period = max(nnz of both halves) * wait."""
-    vectors, periods = [], []
+def slot_schedule(x, x_other, wait, num_sends, first_slot):
+    """Events of one half written out from the slot rule: the half's stream (its
+    non-zero inputs in driver order, ``num_sends`` times) ends in the last slot
+    of the pair's longer stream, slots ``wait`` apart from ``first_slot``.
+    Returns the schedule and each vector's longer stream length."""
+    vectors, longest = [], []
     for b in range(x.shape[0]):
-        nz = [d for d in range(ROWS) if x[b, d] != 0]
-        period = len(nz) * wait         # each half's stream has its own send period
-        vectors.append([(d, int(x[b, d]), s * period + j * wait)
-                        for s in range(num_sends) for j, d in enumerate(nz)])
-        periods.append(period)
-    return EventSchedule.from_lists(vectors), np.array(periods, np.int64) * num_sends
+        stream = [d for _ in range(num_sends) for d in range(ROWS) if x[b, d] != 0]
+        other = 0 if x_other is None else num_sends * int(np.count_nonzero(x_other[b]))
+        m = max(len(stream), other)
+        vectors.append([(d, int(x[b, d]), first_slot + (m - len(stream) + j) * wait)
+                        for j, d in enumerate(stream)])
+        longest.append(m)
+    return EventSchedule.from_lists(vectors), np.array(longest, np.int64)
 
 
-def chip_by_hand(chip, x, w, half=0, timing=TimingParams(), wait=5, num_sends=1, x_other=None):
+def chip_by_hand(chip, x, w, half=0, wait=5, num_sends=1, x_other=None, sequence="published"):
     """The per-vector program of one tile on one half, written out with the chip API:
-    logical weights, event schedule, baseline read after the reset settle time,
-    event read after the event phase plus the post-event wait, PPU subtraction."""
+    logical weights, event schedule, baseline read and read at the times the
+    sequence's PPU program gives (its profile), PPU subtraction."""
+    from bss2sim.digital.sequences import profile
+    prof = profile(sequence)
     tile = np.zeros((ROWS, COLS), np.int64)
     tile[:w.shape[0], :w.shape[1]] = w
     xt = np.zeros((x.shape[0], ROWS), np.int64)
     xt[:, :x.shape[1]] = x
+    xo = None
+    if x_other is not None:
+        xo = np.zeros((x.shape[0], ROWS), np.int64)
+        xo[:len(x_other), :x_other.shape[1]] = x_other
     chip.config.set_logical_weights(half, tile)
-    sched, event_phase = slot_schedule(xt, x_other, wait, num_sends)
+    sched, longest = slot_schedule(xt, xo, wait, num_sends, prof.event_start[half])
     B = x.shape[0]
     empty = EventSchedule.from_lists([[] for _ in range(B)])
-    settle = int(round(timing.reset_settle_s / CYCLE_S))
-    post = int(round(timing.post_event_wait_s / CYCLE_S))
-    base = integrate_fast(chip, half, empty, settle).codes.astype(np.int64)
-    read = integrate_fast(chip, half, sched, event_phase + post).codes.astype(np.int64)
+    base = integrate_fast(chip, half, empty, prof.baseline_cycles[half]).codes.astype(np.int64)
+    read = integrate_fast(chip, half, sched, prof.event_start[half] + longest * wait
+                          + prof.read_after_events[half]).codes.astype(np.int64)
     return clamp8(read - base)[:, :w.shape[1]]
 
 
@@ -141,6 +149,7 @@ def test_chip_single_tile_matches_hand_sequenced_program():
     y = acc.matmul(x, w, wait_between_events=3, num_sends=2)
     # A single tile runs on both halves: even vectors on the top, odd on the bottom.
     want = np.empty_like(y)
+    # Each vector runs alone in its entry, the other half idle.
     want[0::2] = chip_by_hand(Chip(4), x[0::2], w, half=0, wait=3, num_sends=2)
     want[1::2] = chip_by_hand(Chip(4), x[1::2], w, half=1, wait=3, num_sends=2)
     np.testing.assert_array_equal(y, want)
@@ -161,8 +170,10 @@ def test_chip_column_tiles_run_on_both_halves_as_by_hand():
 
 
 def test_chip_split_into_column_calls_equals_one_call():
-    # On a chip without mismatch both halves are the same circuit, so a 128 x 512
-    # product in one call (both halves) equals two 128 x 256 calls (top half each).
+    # On a chip without mismatch both halves are the same circuit. A 128 x 512
+    # product in one call runs each vector on both halves (the same stream, so
+    # the same timing as alone); two 128 x 256 calls run each vector alone on
+    # the half of its id's parity: those columns agree.
     rng = np.random.default_rng(13)
     x = sparse_x(rng, 4, ROWS, 0.4)
     w = rng.integers(-63, 64, (ROWS, 512))
@@ -170,8 +181,9 @@ def test_chip_split_into_column_calls_equals_one_call():
     one = acc.matmul(x, w)
     # Separate calls: each tile is shared by both halves, vectors by id parity.
     acc2 = Accelerator(ideal_chip(), noise_seed=None)
-    two = np.concatenate([acc2.matmul(x, w[:, :256]), acc2.matmul(x, w[:, 256:])], axis=1)
-    np.testing.assert_array_equal(one, two)
+    left, right = acc2.matmul(x, w[:, :256]), acc2.matmul(x, w[:, 256:])
+    np.testing.assert_array_equal(one[0::2, :256], left[0::2])      # top half
+    np.testing.assert_array_equal(one[1::2, 256:], right[1::2])     # bottom half
     assert np.ptp(one) > 20
 
 
@@ -202,7 +214,7 @@ def test_ideal_gain_is_about_the_documented_calibrated_value():
 
 def test_behavioural_and_cycle_level_agree_on_an_ideal_chip():
     gain = ideal_gain()
-    chip_acc = Accelerator(ideal_chip(), noise_seed=None, timing=TimingParams(post_event_wait_s=20e-6))
+    chip_acc = Accelerator(ideal_chip(), noise_seed=None)
     beh_acc = Accelerator(behavioural=BehaviouralParams(gain=gain, sigma=0.0), noise_seed=None)
     rng = np.random.default_rng(14)
     B = 12
@@ -507,7 +519,7 @@ W = np.ones((10, 4), np.int64)
     (X, W, {"wait_between_events": 256}, "wait_between_events"),
     (X, W, {"wait_between_events": 2.5}, "wait_between_events"),
     (X, W, {"num_sends": 0}, "num_sends"),
-    (X, W, {"num_sends": 65}, "num_sends"),
+    (X, W, {"num_sends": 257}, "num_sends"),
 ])
 def test_matmul_bad_input(x, w, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -75,7 +75,7 @@ def test_bad_arguments_exit_with_message(argv, capsys):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["train", "--num-sends", "65", "5", "9"], "num_sends=65 is not allowed: must be an integer in 1..64"),
+    (["train", "--num-sends", "257", "5", "9"], "num_sends=257 is not allowed: must be an integer in 1..256"),
     (["train", "--wait-between-events", "5", "5", "300"],
      "wait_between_events=300 is not allowed: must be an integer in 1..255"),
 ])

@@ -16,8 +16,7 @@ import pytest
 import bss2sim.digital.accelerator as accelerator_module
 from bss2sim.circuits import Chip, EventSchedule, Faults, MismatchParams, integrate_fast
 from bss2sim.circuits.checks import WrongTypeError
-from bss2sim.digital import (Accelerator, BehaviouralParams, FaultyUnits, TimingParams,
-                             paired_schedule, unfold2d)
+from bss2sim.digital import Accelerator, BehaviouralParams, FaultyUnits, unfold2d
 from bss2sim.experiments.faults import fault_study
 
 # A faulty set that touches both halves unevenly, so that the halves' tiles use
@@ -186,20 +185,24 @@ def test_faulty_units_hold_no_weights_and_get_no_events(monkeypatch):
 
 # --- (b) the mapped result against a hand-built physical tile --------------------------
 
-def reference_half(chip, half, x_phys, w_phys, num_sends, wait, timing=TimingParams()):
+def reference_half(chip, half, x_phys, w_phys, num_sends, wait, x_other=None):
     """One half's int8 results of physical inputs (B, 128) on a physical tile
     (128, 256), one vector at a time, noise off: the PPU's program written out
-    (baseline read after the settle wait, events, read after the post-event wait,
+    at the times of the published sequence (baseline read, events ending with
+    those of the partner vector ``x_other`` of the other half, read after them,
     read - baseline saturated to int8)."""
+    from bss2sim.digital.sequences import profile
+    prof = profile("published")
     chip.config.set_logical_weights(half, w_phys)
     out = np.zeros((len(x_phys), 256), np.int64)
     for b, xb in enumerate(x_phys):
-        pair = [None, None]
-        pair[half] = xb[None, :]
-        sched = paired_schedule(pair[0], pair[1], wait, num_sends)
-        base = integrate_fast(chip, half, EventSchedule.from_lists([[]]), timing.reset_settle_cycles)
-        read = integrate_fast(chip, half, sched.halves[half],
-                              sched.half_phase_cycles[half] + timing.post_event_wait_cycles)
+        stream = [d for _ in range(num_sends) for d in range(128) if xb[d]]
+        m = max(len(stream), 0 if x_other is None else num_sends * int(np.count_nonzero(x_other[b])))
+        ev = [(d, int(xb[d]), prof.event_start[half] + (m - len(stream) + j) * wait)
+              for j, d in enumerate(stream)]
+        base = integrate_fast(chip, half, EventSchedule.from_lists([[]]), prof.baseline_cycles[half])
+        read = integrate_fast(chip, half, EventSchedule.from_lists([ev]),
+                              prof.event_start[half] + m * wait + prof.read_after_events[half])
         out[b] = np.clip(read.codes[0].astype(np.int64) - base.codes[0], -128, 127)
     return out
 
@@ -243,10 +246,12 @@ def test_pair_of_row_tiles_matches_hand_built_physical_tiles():
     w = rng.integers(-63, 64, (Kin, N))
     got = Accelerator(Chip(0), noise_seed=None, faulty=FAULTY).matmul(x, w)
     ref_chip = Chip(0)
-    parts = []
+    parts, phys = [], []
     for h, rows in ((0, slice(0, 126)), (1, slice(126, 200))):
-        w_phys, x_phys, col = scatter(FAULTY, h, w[rows], x[:, rows], 126, 254)
-        parts.append(reference_half(ref_chip, h, x_phys, w_phys, 1, 5)[:, col[:N]])
+        phys.append(scatter(FAULTY, h, w[rows], x[:, rows], 126, 254))
+    for h in (0, 1):
+        w_phys, x_phys, col = phys[h]
+        parts.append(reference_half(ref_chip, h, x_phys, w_phys, 1, 5, x_other=phys[1 - h][1])[:, col[:N]])
     assert np.array_equal(got, np.clip(parts[0] + parts[1], -128, 127))
 
 
@@ -349,9 +354,9 @@ def test_faulty_drivers_need_a_second_row_tile():
     assert mapped.tile_shape == (126, 256)
     for acc in (plain, mapped):
         acc.matmul(x, w)
-    # Fault-free: one tile left over, its vectors shared between the halves: ceil(B / 2)
-    # passes. Mapped: rows 0..125 and 126..127 are a pair of tiles: B passes.
-    assert (plain.ledger.weight_tile_writes, plain.ledger.vmm_passes) == (1, B // 2)
+    # Fault-free: one tile left over, each vector alone on one half: B entries.
+    # Mapped: rows 0..125 and 126..127 are a pair of tiles: B entries too.
+    assert (plain.ledger.weight_tile_writes, plain.ledger.vmm_passes) == (1, B)
     assert (mapped.ledger.weight_tile_writes, mapped.ledger.vmm_passes) == (1, B)
     assert plain.ledger.events == mapped.ledger.events == B * 128
     # The bottom half's event phase holds only 2 events per vector, the top half's

@@ -640,9 +640,8 @@ def _real_fields():
 
 
 REAL_FIELDS = _real_fields()
-# Upper limits the library may enforce without a documented bound (waits beyond
-# a second are no VMM and would overflow the event timer).
-SOFT_MAX = {"reset_settle_s": 1.0, "post_event_wait_s": 1.0}
+# Upper limits the library may enforce without a documented bound (none today).
+SOFT_MAX = {}
 
 
 def _make_params(cls, **kw):

@@ -99,7 +99,7 @@ def _assert_same_state(a, b):
 
 
 @pytest.mark.parametrize("bad", [
-    dict(num_sends=65), dict(num_sends=0), dict(num_sends=2.0), dict(wait_between_events=256),
+    dict(num_sends=257), dict(num_sends=0), dict(num_sends=2.0), dict(wait_between_events=256),
     dict(wait_between_events=True), dict(stream=-1), dict(stream="a"),
 ])
 def test_refused_calls_leave_no_trace(chip, bad):

@@ -174,7 +174,7 @@ def test_bad_npz_data_is_refused_in_one_line_before_the_work(tmp_path, capsys, a
     (["--hil-images", "11"], ["--hil-images 11 is more than the 10 samples"]),
     (["--test-images", "6"], ["--test-images 6 is more than the 5 samples"]),
     (["--num-sends", "3", "4", "5"], ["num_sends=[3, 4, 5] is not allowed", "2: fc1 fc2"]),
-    (["--num-sends", "65"], ["num_sends=65 is not allowed: must be an integer in 1..64"]),
+    (["--num-sends", "257"], ["num_sends=257 is not allowed: must be an integer in 1..256"]),
     (["--hidden", "0", "--wait-between-events", "5", "6"], ["wait_between_events=[5, 6]", "1: fc1"]),
     (["--ship"], ["--ship copies the MNIST network", "not --data"]),
 ])

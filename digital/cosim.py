@@ -65,6 +65,8 @@ class CoSimResult:
     """Length of the program's run in FPGA cycles."""
     ppu_busy: list = field(default_factory=list)
     """Per PPU, ``(start, end)`` PPU cycles (from the program's start) while awake."""
+    ppu_instructions: list = field(default_factory=list)
+    """Per PPU, the instructions executed in each of its awake intervals."""
     analog_log: list = field(default_factory=list)
     """Per half, ``(kind, PPU cycle)`` of its resets and conversions during the run."""
     events: list = field(default_factory=list)
@@ -140,6 +142,7 @@ class CoSimulation:
         self._pending = [False] * K.NUM_HALVES
         self._busy_since = [None] * K.NUM_HALVES
         self._busy = [[] for _ in range(K.NUM_HALVES)]
+        self._busy_instr = [0] * K.NUM_HALVES
 
     # --- the PPUs ------------------------------------------------------------
     @staticmethod
@@ -157,6 +160,7 @@ class CoSimulation:
         nux.cycle = max(nux.cycle, at) + WAKE_LATENCY_PPU_CYCLES
         nux.state.waiting = False
         self._busy_since[h] = nux.cycle - WAKE_LATENCY_PPU_CYCLES
+        self._busy_instr[h] = nux.instructions
 
     def _advance(self, h, until):
         """Run PPU ``h`` until its next access would start at or after PPU cycle ``until``."""
@@ -171,7 +175,7 @@ class CoSimulation:
                 return
             nux._step()
             if nux.state.waiting and self._busy_since[h] is not None:
-                self._busy[h].append((self._busy_since[h], nux.cycle))
+                self._busy[h].append((self._busy_since[h], nux.cycle, nux.instructions - self._busy_instr[h]))
                 self._busy_since[h] = None
 
     def _write_word(self, h, address, value, land):
@@ -242,28 +246,36 @@ class CoSimulation:
         self.now = t
         # Chip time per category, in PPU cycles from the program's start.
         base = start * FPGA_TO_PPU
-        busy = []
+        busy, counts = [], []
         for h in range(K.NUM_HALVES):
-            ivs = [(a - base, b - base) for a, b in self._busy[h][busy0[h]:]]
+            ivs = [(a - base, b - base) for a, b, _ in self._busy[h][busy0[h]:]]
+            n = [c for _, _, c in self._busy[h][busy0[h]:]]
             if self._busy_since[h] is not None:
                 ivs.append((self._busy_since[h] - base, t * FPGA_TO_PPU - base))
+                n.append(self.ppus[h].instructions - self._busy_instr[h])
             busy.append(ivs)
+            counts.append(n)
         logs = [[(k, c - base) for k, c in n.analog.log[log0[h]:]] for h, n in enumerate(self.ppus)]
         conv = _union([(c, c + self.ppus[h].timing.cadc_convert)
                        for h in range(K.NUM_HALVES) for k, c in logs[h] if k == "convert"])
         awake = _union([iv for ivs in busy for iv in ivs])
         cycles = {c: 0 for c in CATEGORIES}
-        for _, a, b, cat in spans:
+        for index, a, b, cat in spans:
             a2, b2 = a * FPGA_TO_PPU, b * FPGA_TO_PPU
-            if cat != "waits":
+            poll = isinstance(program.instructions[index], pb.PollPPUWord)
+            if cat != "waits" and not poll:
                 cycles[cat] += b2 - a2
                 continue
             in_conv = _overlap(a2, b2, conv)
             in_awake = _overlap(a2, b2, awake) - _overlap(a2, b2, _union(
                 [(max(x0, y0), min(x1, y1)) for x0, x1 in awake for y0, y1 in conv]))
             cycles["cadc_conversions"] += in_conv
+            if poll:        # the FPGA waits for the PPU: all of it the PPU's time
+                cycles[cat] += b2 - a2 - in_conv
+                continue
             cycles["ppu"] += in_awake
             cycles["waits"] += b2 - a2 - in_conv - in_awake
         return CoSimResult(reads=reads, spans=spans, category_cycles=cycles, cycles=t - start,
-                           ppu_busy=busy, analog_log=logs, events=sent)
+                           ppu_busy=busy, ppu_instructions=counts,
+                           analog_log=logs, events=sent)
 

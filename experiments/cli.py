@@ -268,23 +268,32 @@ def build_parser():
                     help="effect preset of the chips (default 'default'; 'harsh': every drift and "
                          "effect three times as strong; calibrations are stored per preset)")
 
+    from bss2sim.digital.sequences import SEQUENCES
+    tl = sub.add_parser("timeline", help="one vector pair of a VMM on one time axis: playback program, "
+                                         "PPU programs, events, membranes, CADC conversions "
+                                         "(writes timeline.png)")
+    tl.add_argument("--seed", type=_seed, default=0, help="chip seed and seed of the example pair (default 0)")
+    tl.add_argument("--sequence", default="published", choices=list(SEQUENCES),
+                    help="the VMM sequence (default 'published': the chip group's fixed waits; "
+                         "'tight': polling the PPUs, shortest waits)")
+
     from . import sweep
     sw = sub.add_parser("sweep", help="a Monte-Carlo sweep over chip seeds on Dask: each chip calibrated "
                                       "afresh, judged against its ground truth, measured and running the "
                                       "shipped MNIST network (writes sweep.csv, sweep_*.png)")
     sweep.add_arguments(sw)
-    for parser in (de, tr, vm, ca, dr):
+    for parser in (de, tr, vm, ca, dr, tl):
         parser.add_argument("--plots-dir", default=DEFAULT_OUTPUT_DIR, help=out_help)
-    for parser in (de, tr):
+    for parser in (de, tr, tl):
         parser.add_argument("--readme-figures", action="store_true",
                             help="write the figures into the source checkout's plots/ (the README's "
                                  "figures) instead of --plots-dir")
-    for parser in (de, tn, tr, vm, pr, be, dr):
+    for parser in (de, tn, tr, vm, pr, be, dr, tl):
         parser.add_argument("--calibration", default=None, metavar="PATH", help=CALIBRATION_HELP)
     ca.add_argument("--calibration", default=None, metavar="PATH",
                     help="where to save the calibration: a folder or a .npz file (default: the store, "
                          "$BSS2SIM_CALIBRATIONS, else ~/.local/share/bss2sim/calibrations)")
-    for parser in (de, tn, tr, vm, ca, pr, be, dr):
+    for parser in (de, tn, tr, vm, ca, pr, be, dr, tl):
         parser.add_argument("--json", action="store_true",
                             help="print only the figures as one JSON object on stdout "
                                  "(the human text goes to stderr)")
@@ -308,7 +317,7 @@ def main(argv=None):
 
 _OUTPUT_FOLDERS = {"demo": ("plots_dir",), "train": ("out",), "traces": ("plots_dir",),
                    "vmm": ("plots_dir",), "calibrate": ("plots_dir",), "bench": (), "ppu": (),
-                   "drift": ("plots_dir",), "sweep": ("out",)}
+                   "drift": ("plots_dir",), "sweep": ("out",), "timeline": ("plots_dir",)}
 
 
 def _dispatch(args):
@@ -388,6 +397,10 @@ def _dispatch_command(args):
     elif args.command == "sweep":
         from . import sweep
         sweep.run_from_args(args)
+    elif args.command == "timeline":
+        from . import timeline
+        timeline.run(seed=args.seed, sequence=args.sequence, plots=args.plots_dir, as_json=args.json,
+                     calibration=args.calibration)
     elif args.command == "bench":
         from . import bench
         bench.run(num_vectors=args.vectors, seed=args.seed, as_json=args.json,

@@ -37,7 +37,7 @@ from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import check_instance
 
 from . import playback as pb
-from .nux.core import _VECTOR_UNITS, Nux, PPUError
+from .nux.core import VECTOR_UNITS, Nux, PPUError
 from .nux.program import Program
 from .nux.timing import NuxTiming
 from .timing import CATEGORIES
@@ -149,7 +149,7 @@ class CoSimulation:
     def _next_access(nux):
         """PPU cycle at which the next instruction touches memory or the bus."""
         d = nux._decode(nux.state.pc)
-        if d.instruction.unit not in _VECTOR_UNITS:
+        if d.instruction.unit not in VECTOR_UNITS:
             return nux.cycle
         fifo = [f for f in nux._fifo if f > nux.cycle]
         start = fifo[0] if len(fifo) >= nux.timing.vector_fifo_depth else nux.cycle

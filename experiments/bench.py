@@ -178,6 +178,46 @@ def bench_mnist(num_images=10_000, seed=0, calibration=None):
             "chip_time_over_wall": r["chip_time_over_wall"]}
 
 
+def bench_sequences(seed=0, calibration=None, chip=None, mnist_images=500, dense_images=1_000):
+    """Chip time and ASIC energy per image under each VMM sequence, for the
+    shipped MNIST network (cycle level, calibrated chip, first ``mnist_images``
+    test images) and for the 784 -> 128 -> 10 network of :func:`bench_network`
+    (cycle level on ``chip``, ``dense_images`` images)."""
+    import contextlib
+    import os
+    import tempfile
+
+    from bss2sim.digital.sequences import SEQUENCES
+
+    from .demo import run as demo_run
+    chip = chip if chip is not None else Chip(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, K.INPUT_MAX + 1, (dense_images, 784)) * (rng.random((dense_images, 784)) < 0.2)
+    w1 = np.clip(np.round(rng.normal(0, 20, (784, 128))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
+    w2 = np.clip(np.round(rng.normal(0, 20, (128, 10))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
+    out = {}
+    for sequence in SEQUENCES:
+        note(f"chip time under the {sequence!r} sequence...")
+        with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, \
+                contextlib.redirect_stdout(devnull):
+            r = demo_run(seed=seed, images=mnist_images, plots=tmp, calibration=calibration, sequence=sequence)
+        acc = Accelerator(chip, noise_seed=1, sequence=sequence)
+        acc.matmul(converting_relu(acc.matmul(x, w1), 1).astype(np.int64), w2)
+        rep = acc.report()
+        out[sequence] = {
+            "mnist": {"images": r["images"], "accuracy": r["accuracy"],
+                      "chip_time_per_image_s": r["chip_time_per_image_s"],
+                      "asic_energy_per_image_j": r["asic_energy_per_image_j"],
+                      "system_energy_per_image_j": r["system_energy_per_image_j"],
+                      "by_category_s": r["chip_time_per_image_by_category_s"]},
+            "dense_784_128_10": {"images": dense_images, "chip_time_per_image_s": rep["total_s"] / dense_images,
+                                 "asic_energy_per_image_j": rep["asic_j"] / dense_images,
+                                 "system_energy_per_image_j": rep["system_j"] / dense_images,
+                                 "by_category_s": {k[:-2]: v / dense_images for k, v in rep.items()
+                                                   if k.endswith("_s") and k != "total_s"}}}
+    return out
+
+
 def bench_ppu(num_vectors=10_000):
     """The PPU interpreter: instructions per second of the fast engine and the
     plain-Python reference on one thread (2,000 instructions per bench vector:
@@ -205,6 +245,8 @@ def run(num_vectors=10_000, as_json=False, seed=0, calibration=None):
     network = bench_network(num_images=num_vectors, seed=seed, chip=chip)
     calib = bench_calibration(seed=seed)
     mnist = bench_mnist(num_images=min(num_vectors, 10_000), seed=seed, calibration=calibration)
+    sequences = bench_sequences(seed=seed, calibration=calibration, chip=chip,
+                                mnist_images=min(num_vectors, 500), dense_images=min(num_vectors, 1_000))
     a = analog
     print(f"analog core, one half (128 signed rows x 256 columns), {a['vectors']} vectors at "
           f"{a['density']:.0%} density, wait {a['wait_between_events']}, "
@@ -251,12 +293,20 @@ def run(num_vectors=10_000, as_json=False, seed=0, calibration=None):
     print("  libnux speed tests on the model (PPU cycles):  " + ", ".join(
         f"{r['name']} {r['measured_cycles']} ({r['published_cycles']} +- {r['tolerance_cycles']})"
         for r in ppu["speed_tests"]))
+    print("chip time and ASIC energy per image under each VMM sequence (Stradmann et al. 2022: 276 us and "
+          "192 uJ per ECG sample on the mobile system, another network):")
+    for name, r in sequences.items():
+        m, d = r["mnist"], r["dense_784_128_10"]
+        print(f"  {name:<10}: MNIST network {m['chip_time_per_image_s'] * 1e6:7.1f} us, "
+              f"{m['asic_energy_per_image_j'] * 1e6:6.1f} uJ ({m['images']} images, {m['accuracy']:.2%}); "
+              f"784-128-10 {d['chip_time_per_image_s'] * 1e6:7.1f} us, {d['asic_energy_per_image_j'] * 1e6:6.1f} uJ")
     peak = peak_memory_mib()
     print(f"peak memory of this run: {peak:.0f} MiB (target at most {TARGET_PEAK_MEMORY_MIB:.0f}: "
           f"{_verdict(peak <= TARGET_PEAK_MEMORY_MIB)})")
     out = {"chip_seed": seed, "calibration": None if loaded is None else loaded.to_dict(),
            "threads": numba.get_num_threads(), "vectors": num_vectors, "analog": analog,
            "network": network, "calibration_benchmark": calib, "mnist": mnist, "ppu": ppu,
+           "sequences": sequences,
            "peak_memory_mib": peak}
     if as_json:
         emit_json(out)

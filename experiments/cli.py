@@ -134,6 +134,9 @@ def build_parser():
                     help="classify only the first N test images (default: all 10,000)")
     de.add_argument("--data-dir", default=None, help="read the test set from this MNIST folder "
                                                      "instead of the shipped copy")
+    de.add_argument("--sequence", default="published", choices=["published", "tight"],
+                    help="the VMM sequence (default 'published': the chip group's fixed waits; 'tight': "
+                         "polling the PPUs, shortest waits)")
     de.add_argument("--no-fault-mapping", action="store_true",
                     help="use every unit, also those the calibration names faulty (default: route "
                          "around them)")
@@ -350,7 +353,7 @@ def _dispatch_command(args):
         from . import demo
         demo.run(seed=args.seed, images=args.images, data_dir=args.data_dir, plots=args.plots_dir,
                  as_json=args.json, calibration=args.calibration,
-                 fault_mapping=not args.no_fault_mapping)
+                 fault_mapping=not args.no_fault_mapping, sequence=args.sequence)
     elif args.command == "train":
         from . import train
         train.run(data_dir=args.data_dir, data=args.data, hidden=args.hidden, seed=args.seed,

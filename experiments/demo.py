@@ -45,13 +45,16 @@ def wilson_interval(p, n, z=1.96):
 
 
 def run(seed=0, images=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=False, batch=500,
-        calibration=None, fault_mapping=True):
+        calibration=None, fault_mapping=True, sequence="published"):
     """Classify the MNIST test set on chip ``seed``; returns the figures as a dict.
 
     ``calibration``: None (the store, then the shipped one, else calibrate
     now), ``"none"`` or a path (see
     :func:`bss2sim.experiments.calibration.store.chip_with_calibration`).
-    ``fault_mapping``: route around the units the calibration names faulty."""
+    ``fault_mapping``: route around the units the calibration names faulty.
+    ``sequence``: the VMM sequence (:data:`bss2sim.digital.sequences.SEQUENCES`)."""
+    from bss2sim.digital.sequences import check_sequence
+    sequence = check_sequence(sequence)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,7 +76,7 @@ def run(seed=0, images=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=Fa
     how = describe(loaded)
     note(f"calibration: {how}")
     faulty = loaded.faulty if (loaded is not None and fault_mapping) else FaultyUnits()
-    acc = Accelerator(chip, noise_seed=0, faulty=faulty)
+    acc = Accelerator(chip, noise_seed=0, faulty=faulty, sequence=sequence)
     pred = np.empty(len(y), np.int64)
     with Progress(f"classifying {len(y)} test images on chip {seed}", len(y), unit="image") as bar:
         for i in range(0, len(y), batch):
@@ -164,8 +167,10 @@ def run(seed=0, images=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=Fa
 
     res = {"chip_seed": seed, "calibration": None if loaded is None else loaded.to_dict(),
            "faulty_units_avoided": len(faulty.columns) + len(faulty.drivers),
-           "images": int(len(y)), "accuracy": accuracy,
-           "chip_time_per_image_s": per_image, "asic_energy_per_image_j": rep["asic_j"] / len(y),
+           "images": int(len(y)), "accuracy": accuracy, "sequence": sequence,
+           "chip_time_per_image_s": per_image,
+           "chip_time_per_image_by_category_s": {k[:-2]: v / len(y) for k, v in rep.items()
+                                                 if k.endswith("_s") and k != "total_s"}, "asic_energy_per_image_j": rep["asic_j"] / len(y),
            "system_energy_per_image_j": rep["system_j"] / len(y),
            "energy_assumption": rep["energy_assumption"], "wall_time_s": wall,
            "chip_time_over_wall": rep["total_s"] / wall,

@@ -43,6 +43,7 @@ import numpy as np
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import WrongTypeError, check_int
 from bss2sim.digital import Accelerator, measure_behaviour
+from bss2sim.digital.events import MAX_NUM_SENDS, MAX_WAIT_BETWEEN_EVENTS
 
 from .calibration.store import NO_CALIBRATION, chip_with_calibration, describe
 from .common import (RESULTS_KIND, TRAINING_RESULTS_KIND, as_path, atomic_write, emit_json,
@@ -339,8 +340,9 @@ def schedule(n_train: int, float_epochs=None, noise_epochs=None) -> dict:
 def _check_layer_values(num_sends, wait_between_events):
     """The values of the per-layer settings, before it is known how many layers
     there are: one value (int or None) or a list of them."""
-    for name, v, lo, hi, none_ok in (("num_sends", num_sends, 1, 64, True),
-                                     ("wait_between_events", wait_between_events, 1, 255, False)):
+    for name, v, lo, hi, none_ok in (("num_sends", num_sends, 1, MAX_NUM_SENDS, True),
+                                     ("wait_between_events", wait_between_events, 1, MAX_WAIT_BETWEEN_EVENTS,
+                                      False)):
         values = v if isinstance(v, (tuple, list)) else [v]
         if not values:
             raise ValueError(f"{name}=[] is not allowed: give one value or one per MAC layer")

@@ -325,7 +325,7 @@ def test_linear_module_shapes_scaling_and_clamping(measured):
 def test_module_argument_errors():
     cases = [
         (lambda: Linear(0, 5), ValueError, r"in_features=0 is not allowed: must be an integer in 1\.\.1048576"),
-        (lambda: Linear(4, 5, num_sends=0), ValueError, r"num_sends=0 is not allowed: must be an integer in 1\.\.64"),
+        (lambda: Linear(4, 5, num_sends=0), ValueError, r"num_sends=0 is not allowed: must be an integer in 1\.\.256"),
         (lambda: Linear(4, 5, wait_between_events=300), ValueError,
          r"wait_between_events=300 is not allowed: must be an integer in 1\.\.255"),
         (lambda: Linear(4, 5, gain=2.0), ValueError, r"gain=2\.0 is not allowed: must be a number in 1e-06\.\.1 output LSB per unit of x\*w per send"),

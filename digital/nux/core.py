@@ -28,7 +28,7 @@ from .memory import AnalogHalf, PPUMemory
 from .program import Program
 from .timing import NuxTiming
 
-_VECTOR_UNITS = {"vector_alu", "vector_mul", "vector_permute", "vector_load", "vector_store",
+VECTOR_UNITS = {"vector_alu", "vector_mul", "vector_permute", "vector_load", "vector_store",
                  "vector_in", "vector_out"}
 
 
@@ -229,7 +229,7 @@ class Nux:
         pc = st.pc
         d = self._decode(pc)
         unit = d.instruction.unit
-        vector = unit in _VECTOR_UNITS
+        vector = unit in VECTOR_UNITS
         if vector:
             # The vector FIFO: wait for a free entry, then the unit starts the
             # instruction when it is done with the ones before it.

@@ -236,7 +236,7 @@ def matmul(x, w, accelerator=None, num_sends=1, wait_between_events=5, stream=0,
     accelerator : Accelerator or None
         Where the forward pass runs: None is the float model
         ``gain * num_sends * x . W``.
-    num_sends : int, 1..64
+    num_sends : int, 1..256
         Repetitions of each vector within one integration.
     wait_between_events : int, FPGA cycles of 8 ns, 1..255 (default 5 = 40 ns).
     stream : int >= 0

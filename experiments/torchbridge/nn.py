@@ -161,7 +161,7 @@ class Linear(_MACModule):
     Parameters
     ----------
     in_features, out_features : int, 1..2**20 (at most 2**24 weights)
-    num_sends : int 1..64, or None (chosen by the gain-aware initialisation)
+    num_sends : int 1..256, or None (chosen by the gain-aware initialisation)
     wait_between_events : int, FPGA cycles of 8 ns, 1..255 (default 5)
     gain : float, output LSB per unit of x*w per send, 1e-6..1 (default 0.0015,
         *assumed* as in the numpy stack); scales the float forward pass and

@@ -43,6 +43,7 @@ from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import WrongTypeError, as_int_array, check_bool, check_int, check_real
 from bss2sim.digital import Accelerator, unfold2d
 from bss2sim.digital.accelerator import int_pair
+from bss2sim.digital.events import MAX_NUM_SENDS
 from bss2sim.digital.ppu import CONVERTING_RELU_MAX_SHIFT
 
 __all__ = ["MODES", "DEFAULT_GAIN", "Layer", "Linear", "Conv2d", "ConvertingReLU",
@@ -117,9 +118,9 @@ def gain_aware_std(gain, num_sends, fan_in, input_rms, target_std):
 
 
 def auto_num_sends(gain, fan_in, input_rms, target_std):
-    """Smallest ``num_sends`` (1..64) whose gain-aware weight spread is at most 63 / 3."""
+    """Smallest ``num_sends`` (1..256) whose gain-aware weight spread is at most 63 / 3."""
     s1 = gain_aware_std(gain, 1, fan_in, input_rms, target_std)
-    return int(min(64, max(1, math.ceil(s1 / MAX_WEIGHT_STD - 1e-12))))
+    return int(min(MAX_NUM_SENDS, max(1, math.ceil(s1 / MAX_WEIGHT_STD - 1e-12))))
 
 
 def relu_output_rms(pre_std, shift):
@@ -209,7 +210,7 @@ class _MACLayer(Layer):
         self.target_std = _check_positive_float("target_std", target_std)
         if num_sends is None:
             num_sends = auto_num_sends(self.gain, self.fan_in, self.input_rms, self.target_std)
-        self.num_sends = _check_int("num_sends", num_sends, 1, 64)
+        self.num_sends = _check_int("num_sends", num_sends, 1, MAX_NUM_SENDS)
         self.wait_between_events = _check_int("wait_between_events", wait_between_events, 1, 255)
         self.init_std = gain_aware_std(self.gain, self.num_sends, self.fan_in, self.input_rms,
                                        self.target_std)

@@ -4,9 +4,10 @@ An :class:`Accelerator` is one chip with its two PPUs and the event interface,
 at one of two fidelities behind the same calls:
 
 * ``"chip"``: the cycle-level model. Every 128 x 256 tile is written into a
-  half's synapse array; each vector pair is sequenced as on silicon (reset,
-  wait, baseline read, reset, events, wait, read) through the analog kernels,
-  and the PPU subtracts the baseline and saturates to int8.
+  half's synapse array; each vector pair runs as the chosen sequence's
+  playback and PPU programs run it on silicon (baseline read, reset, events,
+  read, the PPU's saturating int8 subtract; :mod:`bss2sim.digital.sequences`)
+  through the analog kernels, and its chip time comes from those programs.
 * ``"behavioural"``: ``gain * (x . W) * num_sends + N(0, sigma^2)`` plus one
   ``N(0, sigma_shared^2)`` per vector and quadrant of 128 columns, rounded to
   the nearest integer (``formula="unbiased"``, the default, unbiased like the
@@ -16,8 +17,9 @@ at one of two fidelities behind the same calls:
 
 Integer semantics as on the chip [W20][SW]: inputs 0..31, weights -63..63,
 outputs -128..127. Matrices of any size are cut into tiles of 128 inputs x 256
-outputs; both halves run at the same time, on two tiles, or on one tile that
-is left over with the vectors shared between them; the partial sums of row
+outputs; both halves run at the same time on two tiles with the same
+vectors, and a tile left over runs on both halves with each vector alone
+(even ids on the top half, odd ones on the bottom); the partial sums of row
 tiles are added digitally and clamped to int8. Every call adds its simulated chip time to
 :attr:`Accelerator.ledger`.
 
@@ -270,17 +272,17 @@ class Accelerator:
         """A call that raises (bad input found late, an interrupt) leaves the
         accelerator, its PPUs and its chip as they were: noise counters, the
         time ledger and the chip's weights are put back."""
-        saved = (dict(self._next_vector_ids), copy.deepcopy(self.ledger),
+        saved = (dict(self._next_vector_ids), copy.deepcopy(self.ledger), self._pending_tiles,
                  [(p.cycles, p.stream_seconds) for p in self.ppus],
                  self.chip.config._snapshot() if self.chip is not None else None)
         try:
             yield
         except BaseException:
-            self._next_vector_ids, self.ledger = saved[0], saved[1]
-            for p, (cycles, stream) in zip(self.ppus, saved[2]):
+            self._next_vector_ids, self.ledger, self._pending_tiles = saved[0], saved[1], saved[2]
+            for p, (cycles, stream) in zip(self.ppus, saved[3]):
                 p.cycles, p.stream_seconds = cycles, stream
-            if saved[3] is not None:
-                self.chip.config._restore(saved[3])
+            if saved[4] is not None:
+                self.chip.config._restore(saved[4])
             raise
 
     # --- timing helpers --------------------------------------------------------

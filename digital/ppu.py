@@ -245,7 +245,14 @@ def converting_relu(a, shift: int) -> np.ndarray:
 @dataclass(frozen=True)
 class PPUCostParams:
     """Costs of PPU operations in PPU clock cycles (4 ns at 250 MHz), bytes and
-    seconds. None of them is published: every value is *assumed* and can be changed."""
+    seconds. None of them is published: every value is *assumed* and can be changed.
+
+    The accelerator counts with them the operations outside a VMM (ReLU,
+    converting ReLU, additions, streaming); a VMM's own timing (CADC reads,
+    resets, the saturating subtract, weight writes) comes from its sequence's
+    playback and PPU programs (:mod:`bss2sim.digital.sequences`) and the
+    cycle model of the processor, not from these. :class:`PPU`'s counting
+    methods for those operations remain for programs of your own."""
 
     simd_op_cycles: int = 1
     """Cycles per SIMD arithmetic operation on one 1024-bit vector; default 1

@@ -576,7 +576,7 @@ def test_cost_tables_follow_the_core():
     Nux._vector_latency charge, for every instruction: SRAM and external
     scalar accesses, taken branches, vector latencies (vector I/O: the
     external memory's, the only I/O done in numba)."""
-    from bss2sim.digital.nux.core import _VECTOR_UNITS
+    from bss2sim.digital.nux.core import VECTOR_UNITS
     names = [f.name for f in dataclasses.fields(NuxTiming)]
     timing = NuxTiming(**{name: 2 + 3 * k for k, name in enumerate(names)})
     n = Nux(timing=timing)
@@ -584,7 +584,7 @@ def test_cost_tables_follow_the_core():
     for ins in isa.INSTRUCTIONS:
         u = fast.UNIT_IDS[ins.unit]
         d = isa.Decoded(ins, {})
-        if ins.unit in _VECTOR_UNITS:
+        if ins.unit in VECTOR_UNITS:
             n.memory.io_kind = {"vector_in": "extmem_in", "vector_out": "extmem_out"}.get(ins.unit)
             assert costs[fast.COST_VECTOR, u] == n._vector_latency(ins.unit), ins
             continue

@@ -40,6 +40,7 @@ def test_the_readme_has_the_examples_this_file_runs():
     assert any("steps=[" in b for b in PYTHON_BLOCKS)
     assert any("cal.describe()" in b for b in PYTHON_BLOCKS)
     assert any("torchbridge" in b for b in PYTHON_BLOCKS)
+    assert any("CoSimulation" in b for b in PYTHON_BLOCKS)
     assert "wait" in PPU_PROGRAM
 
 
@@ -60,6 +61,9 @@ def test_python_example_runs_as_written(index, tmp_path):
         for ln in lines:
             median = float(re.search(r"median ([0-9.]+)", ln).group(1))
             assert median < 2.0, ln
+    if "CoSimulation" in block:
+        # 32 events 5 FPGA cycles apart: 160 FPGA cycles = 320 PPU cycles of event phase.
+        assert "'event_phase': 320" in r.stdout, r.stdout
     if "cal.describe()" in block:
         out = r.stdout.splitlines()
         assert "calibrated now, saved to" in out[0]

@@ -148,7 +148,7 @@ def _row_of(decoded) -> np.ndarray:
     fam = ins.family
     row = np.zeros(NUM_COLUMNS, np.int64)
     row[C_UNIT] = UNIT_IDS[ins.unit]
-    if ins.unit in _core._VECTOR_UNITS:
+    if ins.unit in _core.VECTOR_UNITS:
         row[C_KIND] = K_VECTOR
     elif ins.mnemonic in ("sync", "isync"):
         row[C_KIND] = K_SYNC

@@ -143,7 +143,7 @@ class Accelerator:
         the layers of a network (one stream each) stay so whatever the batch
         size.
     timing : TimingParams
-        Waits of the per-vector program and power figures.
+        Power figures of the energy estimate (the waits are the sequence's).
     ppu_costs : PPUCostParams
         Cycle costs of the PPU operations.
     sequence : str

@@ -222,3 +222,17 @@ def test_a_failed_cosim_run_leaves_the_accelerator_as_it_was(monkeypatch):
         acc.matmul(x, -w)
     assert (acc.noise_state(), acc.report(), chip.config.version) == before[:3]
     np.testing.assert_array_equal(chip.config.weights, before[3])
+
+
+def test_batched_path_equals_the_cosimulation_around_faulty_units():
+    from bss2sim.digital import FaultyUnits
+    rng = np.random.default_rng(5)
+    faulty = FaultyUnits(columns=((0, 3), (1, 100)), drivers=((0, 7), (1, 2)))
+    x = random_case(rng, 3, 260, 0.3)          # 126 healthy drivers: three row tiles
+    w = rng.integers(-63, 64, (260, 300))
+    got = []
+    for engine in ("fast", "cosim"):
+        acc = Accelerator(Chip(2), noise_seed=4, faulty=faulty, engine=engine, sequence="tight")
+        got.append((acc.matmul(x, w, num_sends=2, wait_between_events=3), acc.report()))
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    assert got[0][1] == got[1][1]

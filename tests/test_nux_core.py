@@ -324,3 +324,39 @@ def test_api_errors_name_the_parameter():
         with pytest.raises((TypeError, ValueError)) as err:
             call()
         assert needle in str(err.value)
+
+
+def test_spike_injection_sends_events_at_the_store_time(chip):
+    """A store of an event label to the spike-injection address sends that event
+    in the FPGA cycle of the store; the CADC read then sees it."""
+    from bss2sim.digital.nux.memory import SPIKE_INJECTION_ADDRESS
+    from bss2sim.digital.playback import event_label
+    labels = [event_label(0, d, a) for d, a in ((3, 31), (40, 12), (77, 5))]
+    stores = "\n".join(f"li r5, {lb}\n    stw r5, 0(r4)\n    mfspr r6, 284\n    stw r6, {0x100 + 4 * i}(r10)"
+                       for i, lb in enumerate(labels))
+    ppu, _ = _run(chip, f"""
+        lis r4, {SPIKE_INJECTION_ADDRESS >> 16}
+        ori r4, r4, {SPIKE_INJECTION_ADDRESS & 0xFFFF}
+        li r10, 0x3000
+        {stores}
+        wait""")
+    events = ppu.analog.events
+    assert [(d, a) for d, a, _ in events] == [(3, 31), (40, 12), (77, 5)]
+    # The time base read right after each store: the store took spike_injection cycles.
+    after = [int.from_bytes(ppu.read_memory(0x3100 + 4 * i, 4), "big") for i in range(3)]
+    cost = ppu.timing.spike_injection
+    assert [c for _, _, c in events] == [(t - cost) // 2 for t in after]
+    assert [k for k, _ in ppu.analog.log] == ["inject"] * 3
+
+
+@pytest.mark.parametrize("label, match", [(0x2000 | 5, "for half 1"), (0, "no event label")])
+def test_spike_injection_refuses_other_halves_and_bad_labels(chip, label, match):
+    from bss2sim.digital.nux import PPUError
+    from bss2sim.digital.nux.memory import SPIKE_INJECTION_ADDRESS
+    with pytest.raises(PPUError, match=match):
+        _run(chip, f"""
+            lis r4, {SPIKE_INJECTION_ADDRESS >> 16}
+            ori r4, r4, {SPIKE_INJECTION_ADDRESS & 0xFFFF}
+            li r5, {label}
+            stw r5, 0(r4)
+            wait""")

@@ -24,7 +24,7 @@ from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import as_int_array, check_instance, check_int
 
 from . import isa, reference
-from .memory import AnalogHalf, PPUMemory
+from .memory import SPIKE_INJECTION_ADDRESS, AnalogHalf, PPUMemory
 from .program import Program
 from .timing import NuxTiming
 
@@ -110,6 +110,7 @@ class Nux:
         self._fifo = []
         self._decoded = {}
         self._external = False
+        self._injection = False
         self.program = None
 
     # --- memory and programs ---------------------------------------------------
@@ -177,6 +178,8 @@ class Nux:
             return t.bus_load + t.external_extra
         if self._external and unit == "store":
             return t.store + t.external_extra
+        if self._injection:
+            return t.spike_injection
         return getattr(t, self._SCALAR_COST[unit])
 
     def _vector_latency(self, unit):
@@ -244,7 +247,9 @@ class Nux:
                 self._fifo = []
             mem.now = self.cycle
         st.time_base = self.cycle
-        self._external = unit in ("load", "store") and self._is_external_access(d)
+        ea = self._effective_address(d) if unit in ("load", "store") else None
+        self._external = ea is not None and self.memory.is_external(ea)
+        self._injection = unit == "store" and ea == SPIKE_INJECTION_ADDRESS
         try:
             reference.execute(st, mem, d)
         except reference.MemoryFault as e:
@@ -268,7 +273,8 @@ class Nux:
         else:
             self.cycle += self._cost(d, pc, unit == "branch" and st.pc != pc + 4)
 
-    def _is_external_access(self, d):
+    def _effective_address(self, d):
+        """The address a scalar load or store is about to access."""
         f = d.fields
         ra = f.get("ra", 0)
         base = self.state.gpr[ra] if ra else 0
@@ -278,4 +284,4 @@ class Nux:
             ea = (base + self.state.gpr[f["rb"]]) & 0xFFFF_FFFF
         else:
             ea = base
-        return self.memory.is_external(ea)
+        return ea

@@ -52,6 +52,10 @@ IO_BUFFER_ENABLE = 0x0020_0000
 IO_NEURON_RESET = 0x00C9_0000 + 2 * K.SYNAPSE_ROWS_PER_HALF
 """0x00c9_0200: after the 512 vectors of the synapse rows [LNX dls.tcc]."""
 IO_EXTMEM_BASE = 0x8000_0000
+SPIKE_INJECTION_ADDRESS = 0x9C00_0040
+"""Scalar address of the spike injection: the Omnibus word 0x1c00_0040 with
+bit 31 set [LNX; digital-facts]; a 32-bit store there sends the event whose
+label it holds (:func:`bss2sim.digital.playback.event_label`)."""
 IO_ROW_VECTORS = 2
 """A row of 256 columns is two vectors of 128 bytes."""
 
@@ -115,6 +119,20 @@ class AnalogHalf:
     def events(self) -> list:
         """(driver, value, FPGA cycle) of every event so far, in time order."""
         return list(self._events)
+
+    def inject(self, label: int, ppu_cycle: int):
+        """An event the PPU sends through the spike-injection address at
+        ``ppu_cycle``: it reaches its driver in that FPGA cycle."""
+        from bss2sim.digital.playback import decode_label
+        try:
+            half, driver, activation = decode_label(label)
+        except ValueError as e:
+            raise MemoryFault(SPIKE_INJECTION_ADDRESS, 4, f"the stored word is no event label ({e})") from None
+        if half != self.half:
+            raise MemoryFault(SPIKE_INJECTION_ADDRESS, 4, f"label 0x{label:04x} is for half {half}; the model "
+                                                          f"lets a PPU inject into its own half ({self.half}) only")
+        self.add_event(driver, activation, ppu_cycle // PPU_CYCLES_PER_FPGA_CYCLE)
+        self.log.append(("inject", int(ppu_cycle)))
 
     # --- bus operations -------------------------------------------------------
     def convert(self, ppu_cycle: int) -> np.ndarray:
@@ -219,6 +237,9 @@ class PPUMemory:
         return int.from_bytes(mem[a:a + size], "big")
 
     def store(self, address, size, value):
+        if address == SPIKE_INJECTION_ADDRESS and size == 4:
+            self._need_analog(address).inject(int(value) & 0xFFFF_FFFF, self.now)
+            return
         mem, a = self._region(address, size)
         mem[a:a + size] = (int(value) & ((1 << (8 * size)) - 1)).to_bytes(size, "big")
         if mem is self.sram:

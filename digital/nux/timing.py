@@ -84,6 +84,11 @@ class NuxTiming:
     """``fxvinx`` from the random generator (*assumed* as a bus read)."""
     wait_wakeup: int = 1
     """Cycles of a ``wait`` instruction (the program then ends)."""
+    spike_injection: int = 8
+    """Cycles of a scalar store to the spike-injection address, which sends one
+    event (*assumed*: no figure is published; a store over the on-chip
+    Omnibus, taken as a bus access of 3 cycles plus 5 for the bus's round
+    trip to the event interface)."""
 
     def __post_init__(self):
         for f in fields(self):

@@ -5,7 +5,9 @@ Address map [LNX ``dls.tcc``, ``elf32nux.x``; digital-facts]:
 
 * scalar and ``fxvlax``/``fxvstax`` addresses: internal SRAM 0x0000_0000 ..
   0x0000_3fff (16 KiB: code, data, stack, and a mailbox at the top);
-  FPGA-attached memory 0x4000_0000 .. +128 KiB (data view);
+  FPGA-attached memory 0x4000_0000 .. +128 KiB (data view); a 32-bit store to
+  0x9c00_0040 (the Omnibus spike injection) sends the event whose label it
+  holds, into this PPU's half, in the cycle of the store;
 * ``fxvinx``/``fxvoutx`` addresses count 128-byte vectors; a synapse or CADC
   row has two, interleaved: byte i of vector ``+0`` is column 2i, byte i of
   vector ``+1`` column 2i + 1 [LNX ``vector_row.h``]:

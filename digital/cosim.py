@@ -98,6 +98,32 @@ def _union(intervals):
     return out
 
 
+def category_cycles(spans, polls, conversions, awake) -> dict:
+    """Chip time per category in PPU cycles: each playback instruction span
+    ``(index, start, end, category)`` (FPGA cycles) counts in its category; of
+    a ``waits`` span, the time during which a CADC converts (``conversions``,
+    PPU-cycle intervals) counts as ``cadc_conversions`` and the time a PPU is
+    awake (``awake``) as ``ppu``; of a poll (``polls[i]`` true), the CADC time
+    counts as ``cadc_conversions`` and the rest as the span's category."""
+    conv, awake = _union(conversions), _union(awake)
+    both = _union([(max(x0, y0), min(x1, y1)) for x0, x1 in awake for y0, y1 in conv])
+    cycles = {c: 0 for c in CATEGORIES}
+    for (_, a, b, cat), poll in zip(spans, polls):
+        a2, b2 = a * FPGA_TO_PPU, b * FPGA_TO_PPU
+        if cat != "waits" and not poll:
+            cycles[cat] += b2 - a2
+            continue
+        in_conv = _overlap(a2, b2, conv)
+        cycles["cadc_conversions"] += in_conv
+        if poll:        # the FPGA waits for the PPU: all of it the PPU's time
+            cycles[cat] += b2 - a2 - in_conv
+            continue
+        in_awake = _overlap(a2, b2, awake) - _overlap(a2, b2, both)
+        cycles["ppu"] += in_awake
+        cycles["waits"] += b2 - a2 - in_conv - in_awake
+    return cycles
+
+
 class CoSimulation:
     """The playback program, both PPUs and both halves of one chip on one clock.
 
@@ -256,25 +282,10 @@ class CoSimulation:
             busy.append(ivs)
             counts.append(n)
         logs = [[(k, c - base) for k, c in n.analog.log[log0[h]:]] for h, n in enumerate(self.ppus)]
-        conv = _union([(c, c + self.ppus[h].timing.cadc_convert)
-                       for h in range(K.NUM_HALVES) for k, c in logs[h] if k == "convert"])
-        awake = _union([iv for ivs in busy for iv in ivs])
-        cycles = {c: 0 for c in CATEGORIES}
-        for index, a, b, cat in spans:
-            a2, b2 = a * FPGA_TO_PPU, b * FPGA_TO_PPU
-            poll = isinstance(program.instructions[index], pb.PollPPUWord)
-            if cat != "waits" and not poll:
-                cycles[cat] += b2 - a2
-                continue
-            in_conv = _overlap(a2, b2, conv)
-            in_awake = _overlap(a2, b2, awake) - _overlap(a2, b2, _union(
-                [(max(x0, y0), min(x1, y1)) for x0, x1 in awake for y0, y1 in conv]))
-            cycles["cadc_conversions"] += in_conv
-            if poll:        # the FPGA waits for the PPU: all of it the PPU's time
-                cycles[cat] += b2 - a2 - in_conv
-                continue
-            cycles["ppu"] += in_awake
-            cycles["waits"] += b2 - a2 - in_conv - in_awake
+        conv = [(c, c + self.ppus[h].timing.cadc_convert)
+                for h in range(K.NUM_HALVES) for k, c in logs[h] if k == "convert"]
+        polls = [isinstance(program.instructions[i], pb.PollPPUWord) for i, _, _, _ in spans]
+        cycles = category_cycles(spans, polls, conv, [iv for ivs in busy for iv in ivs])
         return CoSimResult(reads=reads, spans=spans, category_cycles=cycles, cycles=t - start,
                            ppu_busy=busy, ppu_instructions=counts,
                            analog_log=logs, events=sent)

@@ -216,7 +216,7 @@ class Accelerator:
         self.noise_seed = noise_seed
         self.sequence = sequence
         self.engine = engine
-        self._profile = seq.profile(sequence)
+        self._profile = seq.profile(sequence) if sequence in seq.VMM_SEQUENCES else None
         self._pending_tiles = (None, None)
         self._next_vector_ids = {}          # noise stream -> next vector id
         self.timing = timing if timing is not None else TimingParams()
@@ -528,9 +528,99 @@ class Accelerator:
         num_sends = check_num_sends(num_sends)
         wait = check_wait(wait_between_events)
         stream = check_int("stream", stream, 0)
+        if self._profile is None:
+            raise ValueError(f"sequence={self.sequence!r} runs whole networks on the PPUs: use "
+                             f"run_network(x, layers); matmul and the convolutions need 'published' or 'tight'")
         with self._all_or_nothing():
             out = self._matmul(x, w, num_sends, wait, stream)
         return out[0] if single else out
+
+    def run_network(self, x, layers, num_sends: int = 1, wait_between_events: int = 5, *,
+                    stream: int = 0) -> np.ndarray:
+        """A network of dense layers: ``layers`` is a list of ``(w, shift)``,
+        ``w`` (K_l, N_l) with values -63..63 and ``shift`` the converting ReLU
+        (0..7) after the layer, None for the last one, which returns int8.
+
+        With ``sequence="standalone"`` the PPUs run the whole network by
+        themselves (:mod:`bss2sim.digital.standalone`): every layer sits in one
+        block-diagonal tile, so the inputs of all layers may add up to at most
+        128 and their outputs to 256, and the events leave as the PPU program
+        injects them (``wait_between_events`` is not used). With the other
+        sequences each layer is a :meth:`matmul` and the converting ReLU runs
+        between them (noise stream ``stream + l`` for layer l).
+
+        x : int (batch, K_0), values 0..31. Returns int64 (batch, N_last), -128..127.
+        """
+        x = check_inputs(x, dtype=np.uint8)
+        if x.ndim != 2:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, K)")
+        stream = check_int("stream", stream, 0)
+        if self._profile is not None:
+            from .standalone import place
+            place(layers, num_sends)             # the same checks as the standalone path
+            h = x
+            for i, (w, shift) in enumerate(layers):
+                y = self.matmul(h, w, num_sends, wait_between_events, stream=stream + i)
+                if shift is not None:
+                    h = self.converting_relu(y, shift)
+            return y
+        from . import standalone as sa
+        pl = sa.place(layers, num_sends)
+        if x.shape[1] != pl.inputs[0]:
+            raise ValueError(f"x has {x.shape[1]} inputs per vector but layers[0] has {pl.inputs[0]} rows; "
+                             f"they must match")
+        with self._all_or_nothing():
+            return self._run_standalone(x, pl, stream)
+
+    def _run_standalone(self, x, pl, stream):
+        from . import standalone as sa
+        B = x.shape[0]
+        first_id = self._next_vector_ids.get(stream, 0)
+        self._next_vector_ids[stream] = first_id + B
+        if B == 0:
+            return np.zeros((0, pl.outputs[-1]), np.int64)
+
+        def noise_for(half, index, layer, kind):
+            # The baseline read and the read of one layer share their slow noise.
+            return self._noise(stream, index, layer, half, 20 + kind, shared=120)
+
+        if self.engine == "cosim":
+            out, cycles, events = sa.run_cosim(self.chip, pl, x, first_id, noise_for)
+        else:
+            if self.chip is not None:
+                for h in range(K.NUM_HALVES):
+                    self.chip.config.set_logical_weights(h, pl.tile)
+            out, cycles, events = sa.run_fast(pl, x, first_id, self._standalone_layer(pl, noise_for))
+        L = len(pl.rows)
+        self.ledger.vmm_passes += B * L
+        self.ledger.events += events
+        self.ledger.weight_tile_writes += 1
+        self._add_cycles(cycles)
+        return out.astype(np.int64)
+
+    def _standalone_layer(self, pl, noise_for):
+        """One layer of the standalone path for a batch of one PPU's samples."""
+        def evaluate(h, layer, inputs, base_cycles, events, read_cycles, first_index):
+            n = len(inputs)
+            if self.chip is not None:
+                cols = pl.cols[layer] + pl.outputs[layer]
+                empty = EventSchedule.from_lists([[] for _ in range(n)])
+                noise = [None if self.noise_seed is None else noise_for(h, first_index, layer, k) for k in (0, 1)]
+                base = integrate_fast(self.chip, h, empty, base_cycles, noise=noise[0], columns=cols,
+                                      voltages=False)
+                read = integrate_fast(self.chip, h, events, read_cycles, noise=noise[1], columns=cols,
+                                      voltages=False)
+                diff = read.codes.astype(np.int16)
+                diff -= base.codes
+                return np.clip(diff, K.OUTPUT_MIN, K.OUTPUT_MAX).astype(np.int8)
+            p = self.behavioural
+            w = pl.tile[pl.rows[layer]:pl.rows[layer] + pl.inputs[layer]]
+            y = (inputs.astype(np.float32) @ w.astype(np.float32)).astype(np.float64) * (p.gain * pl.sends)
+            if self.noise_seed is not None and p.sigma > 0:
+                add_keyed_normals(noise_for(h, first_index, layer, 2), y, p.sigma)
+            y = np.rint(y) if p.formula == "unbiased" else np.floor(y)
+            return np.clip(y, K.OUTPUT_MIN, K.OUTPUT_MAX).astype(np.int8)
+        return evaluate
 
     def _matmul(self, x, w, num_sends, wait, stream):
         B, Kin = x.shape

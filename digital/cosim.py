@@ -38,6 +38,7 @@ from bss2sim.circuits.checks import check_instance
 
 from . import playback as pb
 from .nux.core import VECTOR_UNITS, Nux, PPUError
+from .nux.memory import MAILBOX_ADDRESS
 from .nux.program import Program
 from .nux.timing import NuxTiming
 from .timing import CATEGORIES
@@ -45,6 +46,9 @@ from .timing import CATEGORIES
 WAKE_LATENCY_PPU_CYCLES = 2
 """PPU cycles from the landing of an FPGA write to the first instruction after
 ``wait`` (*assumed*: no figure is published)."""
+DOORBELL_ADDRESS = MAILBOX_ADDRESS
+"""The mailbox word whose FPGA writes wake a PPU (its ``status``); writes
+elsewhere (data, configuration) let it sleep (*assumed*)."""
 BOOT_MAX_CYCLES = 1_000_000
 """Cycle budget of a PPU program's start-up, up to its first ``wait``."""
 FPGA_TO_PPU = 2
@@ -71,6 +75,8 @@ class CoSimResult:
     """Per half, ``(kind, PPU cycle)`` of its resets and conversions during the run."""
     events: list = field(default_factory=list)
     """Per half, ``(driver, activation, FPGA cycle)`` of the events sent."""
+    status_writes: list = field(default_factory=list)
+    """Per PPU, ``(PPU cycle, value)`` of its stores to its ``status`` word."""
 
     def seconds(self) -> dict:
         return {c: v / K.PPU_CLOCK_HZ for c, v in self.category_cycles.items()}
@@ -153,6 +159,7 @@ class CoSimulation:
             nux = Nux(chip, h, noise_seed=None, timing=timing)
             nux.load(prog)
             nux.analog.noise_source = noise_sources[h]
+            nux.memory.watch.add(DOORBELL_ADDRESS)
             while not nux.state.waiting:
                 if nux.cycle > BOOT_MAX_CYCLES:
                     raise PPUError(f"the PPU program of half {h} did not reach its first wait within "
@@ -162,6 +169,7 @@ class CoSimulation:
             # The start-up happens before time zero: the clocks start at the first wait.
             nux.cycle, nux._vector_free, nux._fifo = 0, 0, []
             nux.analog.log.clear()
+            nux.memory.watch_log.clear()
             self.ppus.append(nux)
         self.now = 0
         """FPGA cycles since time zero."""
@@ -209,6 +217,8 @@ class CoSimulation:
         nux = self.ppus[h]
         nux.memory.store(address, pb.PPU_WORD_BYTES, value)
         nux._decoded.pop(address, None)
+        if address != DOORBELL_ADDRESS:
+            return
         if nux.state.waiting:
             self._wake(h, land * FPGA_TO_PPU)
         else:
@@ -227,6 +237,7 @@ class CoSimulation:
         check_instance("program", program, pb.PlaybackProgram, "bss2sim.digital.playback.PlaybackProgram")
         start = t = self.now
         log0 = [len(n.analog.log) for n in self.ppus]
+        watch0 = [len(n.memory.watch_log) for n in self.ppus]
         busy0 = [len(b) for b in self._busy]
         reads, spans, sent = [], [], [[] for _ in range(K.NUM_HALVES)]
         for i, (ins, cat) in enumerate(zip(program.instructions, program.category)):
@@ -286,7 +297,9 @@ class CoSimulation:
                 for h in range(K.NUM_HALVES) for k, c in logs[h] if k == "convert"]
         polls = [isinstance(program.instructions[i], pb.PollPPUWord) for i, _, _, _ in spans]
         cycles = category_cycles(spans, polls, conv, [iv for ivs in busy for iv in ivs])
+        status = [[(c - base, v) for c, a, v in n.memory.watch_log[watch0[h]:] if a == DOORBELL_ADDRESS]
+                  for h, n in enumerate(self.ppus)]
         return CoSimResult(reads=reads, spans=spans, category_cycles=cycles, cycles=t - start,
                            ppu_busy=busy, ppu_instructions=counts,
-                           analog_log=logs, events=sent)
+                           analog_log=logs, events=sent, status_writes=status)
 

@@ -58,8 +58,11 @@ from . import playback as pb
 from .nux.memory import (IO_BUFFER_ENABLE, IO_CAUSAL_BASE, IO_NEURON_RESET, MAILBOX_ADDRESS,
                          RESET_BURST_PPU_CYCLES)
 
-SEQUENCES = ("published", "tight")
-"""Names of the VMM sequences (:attr:`Accelerator.sequence`)."""
+VMM_SEQUENCES = ("published", "tight")
+"""The sequences that run single VMMs, vector pair by vector pair."""
+SEQUENCES = VMM_SEQUENCES + ("standalone",)
+"""Names of the sequences (:attr:`Accelerator.sequence`); ``"standalone"``
+runs whole networks on the PPUs (:mod:`bss2sim.digital.standalone`)."""
 
 STATUS_ADDRESS = MAILBOX_ADDRESS
 """The PPU's ``status`` word: the FPGA writes a command, the PPU writes idle."""
@@ -190,13 +193,17 @@ convert:                       # a conversion, then its buffered second vector
 def ppu_program(sequence: str = "published"):
     """The assembled PPU program of a sequence."""
     from .nux.asm import assemble
+    if sequence == "standalone":
+        from .standalone import ppu_program as standalone_program
+        return standalone_program()
+    check_sequence(sequence, VMM_SEQUENCES)
     sleep = PUBLISHED_BASELINE_SLEEP if sequence == "published" else TIGHT_BASELINE_SLEEP
     return assemble(ppu_program_text(sleep), source=f"<VMM PPU program, {sequence}>")
 
 
-def check_sequence(sequence):
-    if not isinstance(sequence, str) or sequence not in SEQUENCES:
-        raise ValueError(f"sequence={sequence!r} is not allowed: one of {', '.join(map(repr, SEQUENCES))}")
+def check_sequence(sequence, allowed=SEQUENCES):
+    if not isinstance(sequence, str) or sequence not in allowed:
+        raise ValueError(f"sequence={sequence!r} is not allowed: one of {', '.join(map(repr, allowed))}")
     return sequence
 
 
@@ -252,7 +259,7 @@ def build_pass(sequence: str, xs, wait: int, num_sends: int, tiles=None) -> pb.P
     """The playback program of one pass: optional weight writes (``tiles[h]``
     signed (128, 256) or None), then one entry per vector pair of ``xs[h]``
     (B, 128) (None: that half sends nothing)."""
-    check_sequence(sequence)
+    check_sequence(sequence, VMM_SEQUENCES)
     b = pb.PlaybackBuilder()
     for h, t in enumerate(tiles or (None, None)):
         if t is not None:
@@ -343,7 +350,7 @@ def profile(sequence: str = "published", timing=None) -> SequenceProfile:
     refuses a sequence whose entries differ (one that carries state from entry
     to entry) or whose read comes before its events."""
     from .cosim import CoSimulation
-    check_sequence(sequence)
+    check_sequence(sequence, VMM_SEQUENCES)
     chip = Chip(0)
     sim = CoSimulation(chip, ppu_program(sequence), timing=timing)
     b = pb.PlaybackBuilder()

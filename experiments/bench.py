@@ -187,7 +187,7 @@ def bench_sequences(seed=0, calibration=None, chip=None, mnist_images=500, dense
     import os
     import tempfile
 
-    from bss2sim.digital.sequences import SEQUENCES
+    from bss2sim.digital.sequences import VMM_SEQUENCES
 
     from .demo import run as demo_run
     chip = chip if chip is not None else Chip(seed)
@@ -196,7 +196,7 @@ def bench_sequences(seed=0, calibration=None, chip=None, mnist_images=500, dense
     w1 = np.clip(np.round(rng.normal(0, 20, (784, 128))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
     w2 = np.clip(np.round(rng.normal(0, 20, (128, 10))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
     out = {}
-    for sequence in SEQUENCES:
+    for sequence in VMM_SEQUENCES:
         note(f"chip time under the {sequence!r} sequence...")
         with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, \
                 contextlib.redirect_stdout(devnull):

@@ -271,12 +271,12 @@ def build_parser():
                     help="effect preset of the chips (default 'default'; 'harsh': every drift and "
                          "effect three times as strong; calibrations are stored per preset)")
 
-    from bss2sim.digital.sequences import SEQUENCES
+    from bss2sim.digital.sequences import VMM_SEQUENCES
     tl = sub.add_parser("timeline", help="one vector pair of a VMM on one time axis: playback program, "
                                          "PPU programs, events, membranes, CADC conversions "
                                          "(writes timeline.png)")
     tl.add_argument("--seed", type=_seed, default=0, help="chip seed and seed of the example pair (default 0)")
-    tl.add_argument("--sequence", default="published", choices=list(SEQUENCES),
+    tl.add_argument("--sequence", default="published", choices=list(VMM_SEQUENCES),
                     help="the VMM sequence (default 'published': the chip group's fixed waits; "
                          "'tight': polling the PPUs, shortest waits)")
 

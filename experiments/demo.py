@@ -52,9 +52,9 @@ def run(seed=0, images=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=Fa
     now), ``"none"`` or a path (see
     :func:`bss2sim.experiments.calibration.store.chip_with_calibration`).
     ``fault_mapping``: route around the units the calibration names faulty.
-    ``sequence``: the VMM sequence (:data:`bss2sim.digital.sequences.SEQUENCES`)."""
-    from bss2sim.digital.sequences import check_sequence
-    sequence = check_sequence(sequence)
+    ``sequence``: the VMM sequence (:data:`bss2sim.digital.sequences.VMM_SEQUENCES`)."""
+    from bss2sim.digital.sequences import VMM_SEQUENCES, check_sequence
+    sequence = check_sequence(sequence, VMM_SEQUENCES)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

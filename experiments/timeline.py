@@ -79,7 +79,7 @@ def run(seed: int = 0, sequence: str = "published", plots=DEFAULT_OUTPUT_DIR, as
     seed : int
         Chip seed and seed of the example inputs and weights.
     sequence : str
-        One of :data:`bss2sim.digital.sequences.SEQUENCES`.
+        One of :data:`bss2sim.digital.sequences.VMM_SEQUENCES`.
     plots : folder of ``timeline.png``.
     calibration : None, "none" or a path (as every command; see
         :func:`bss2sim.experiments.calibration.store.chip_with_calibration`).
@@ -94,7 +94,7 @@ def run(seed: int = 0, sequence: str = "published", plots=DEFAULT_OUTPUT_DIR, as
 
     from .calibration.store import chip_with_calibration, describe
     seed = check_seed("seed", seed)
-    sequence = sq.check_sequence(sequence)
+    sequence = sq.check_sequence(sequence, sq.VMM_SEQUENCES)
     noise_seed = check_seed("noise_seed", noise_seed)
     x, w = example(seed)
     chip, loaded = chip_with_calibration(seed, calibration)

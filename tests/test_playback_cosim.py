@@ -236,3 +236,102 @@ def test_batched_path_equals_the_cosimulation_around_faulty_units():
         got.append((acc.matmul(x, w, num_sends=2, wait_between_events=3), acc.report()))
     np.testing.assert_array_equal(got[0][0], got[1][0])
     assert got[0][1] == got[1][1]
+
+
+# --- the standalone sequence: the PPUs run a whole network ------------------------------------
+def random_network(rng, sizes, shift=3):
+    return [(rng.integers(-40, 41, (k, n)), None if i == len(sizes) - 2 else shift)
+            for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+
+STANDALONE_CASES = [
+    # (B, sizes, density, num_sends, first call's batch offset, seed)
+    (3, (5, 20, 3), 0.6, 1, 0, 0),
+    (7, (30, 60, 10), 0.3, 2, 1, 1),          # an odd first id: the bottom PPU starts
+    (37, (10, 100, 4), 0.8, 1, 0, 2),         # more than 16 samples per PPU: two chunks
+    (4, (12, 40, 30, 5), 0.5, 3, 0, 3),       # three layers
+    (2, (128, 200), 1.0, 1, 0, 4),            # one dense layer of 128 inputs
+]
+
+
+@pytest.mark.parametrize("case", STANDALONE_CASES, ids=[f"B{c[0]}-{'x'.join(map(str, c[1]))}-s{c[3]}"
+                                                         for c in STANDALONE_CASES])
+def test_standalone_batched_path_equals_the_cosimulation(case):
+    B, sizes, density, sends, offset, seed = case
+    rng = np.random.default_rng(seed)
+    layers = random_network(rng, sizes)
+    x = rng.integers(1, 32, (B, sizes[0])) * (rng.random((B, sizes[0])) < density)
+    out, reports = [], []
+    for engine in ("fast", "cosim"):
+        acc = Accelerator(Chip(seed), noise_seed=5 + seed, sequence="standalone", engine=engine)
+        if offset:
+            acc.set_noise_state({0: offset})
+        out.append(acc.run_network(x, layers, num_sends=sends))
+        reports.append(acc.report())
+    np.testing.assert_array_equal(out[0], out[1])
+    assert reports[0] == reports[1]
+    assert reports[0]["events"] > 0 and reports[0]["event_phase_s"] == 0     # the PPUs injected them
+    assert np.ptp(out[0]) > 0
+
+
+def test_standalone_is_split_invariant_and_matches_a_layer_by_layer_reference():
+    rng = np.random.default_rng(11)
+    layers = random_network(rng, (16, 50, 6))
+    x = rng.integers(0, 32, (10, 16))
+    whole = Accelerator(Chip(3), noise_seed=2, sequence="standalone").run_network(x, layers, num_sends=2)
+    acc = Accelerator(Chip(3), noise_seed=2, sequence="standalone")
+    parts = np.concatenate([acc.run_network(x[:3], layers, num_sends=2),
+                            acc.run_network(x[3:], layers, num_sends=2)])
+    np.testing.assert_array_equal(whole, parts)
+
+
+def test_standalone_one_layer_is_a_vmm_like_the_published_sequence():
+    # One layer, noise off: the same x.W as the published sequence's matmul,
+    # only the events' timing (the PPU's injection loop) and so the bits differ a little.
+    rng = np.random.default_rng(12)
+    w = rng.integers(-30, 31, (20, 100))
+    x = rng.integers(0, 32, (40, 20)) * (rng.random((40, 20)) < 0.6)
+    chip = Chip(0)
+    ys = Accelerator(chip, noise_seed=None, sequence="standalone").run_network(x, [(w, None)], num_sends=8)
+    yp = Accelerator(chip, noise_seed=None).matmul(x, w, num_sends=8)
+    assert np.corrcoef(ys.ravel(), yp.ravel())[0, 1] > 0.99
+    assert np.abs(ys - yp).mean() < 1.5
+
+
+def test_standalone_behavioural_counts_the_chip_time_of_the_chip():
+    rng = np.random.default_rng(13)
+    layers = random_network(rng, (8, 30))            # one layer: the events are the inputs'
+    x = rng.integers(0, 32, (9, 8))
+    chip = Accelerator(Chip(1), noise_seed=1, sequence="standalone")
+    beh = Accelerator(behavioural=BehaviouralParams(gain=0.0015, sigma=2.0), noise_seed=1, sequence="standalone")
+    chip.run_network(x, layers, num_sends=4)
+    beh.run_network(x, layers, num_sends=4)
+    assert chip.report() == beh.report()
+
+
+@pytest.mark.parametrize("layers, match", [
+    ([(np.ones((100, 200), int), 1), (np.ones((200, 3), int), None)], "does not fit one half"),
+    ([(np.ones((5, 10), int), None), (np.ones((10, 3), int), None)], "shift"),
+    ([(np.ones((5, 10), int), 2), (np.ones((9, 3), int), None)], "10 outputs but layers\\[1\\] has 9"),
+    ([(np.ones((5, 10), int), 2)], "last layer"),
+    ([(np.full((5, 10), 64), None)], "64"),
+    ([], "1..8"),
+])
+def test_standalone_bad_networks_are_refused_before_running(layers, match):
+    acc = Accelerator(Chip(0), sequence="standalone")
+    with pytest.raises(ValueError, match=match):
+        acc.run_network(np.ones((2, len(layers[0][0]) if layers else 5), int), layers)
+    assert acc.report()["total_s"] == 0 and acc.noise_state() == {}
+
+
+def test_standalone_refuses_matmul_and_the_vmm_sequences_run_networks_layer_by_layer():
+    rng = np.random.default_rng(14)
+    layers = random_network(rng, (10, 20, 4))
+    x = rng.integers(0, 32, (6, 10))
+    with pytest.raises(ValueError, match="run_network"):
+        Accelerator(Chip(0), sequence="standalone").matmul(x, layers[0][0])
+    acc = Accelerator(Chip(0), noise_seed=3)
+    got = acc.run_network(x, layers, num_sends=2)
+    ref = Accelerator(Chip(0), noise_seed=3)
+    h = ref.converting_relu(ref.matmul(x, layers[0][0], num_sends=2, stream=0), 3)
+    np.testing.assert_array_equal(got, ref.matmul(h, layers[1][0], num_sends=2, stream=1))

@@ -214,6 +214,10 @@ class PPUMemory:
         'extmem_in', 'extmem_out', 'randgen'."""
         self._rng = np.random.default_rng(seed)
         self.code_writes = set()
+        self.watch = set()
+        """Word addresses whose scalar stores are logged in :attr:`watch_log`."""
+        self.watch_log = []
+        """``(PPU cycle, address, value)`` of every store to a watched address."""
 
     # --- scalar -----------------------------------------------------------------
     def _region(self, address, size):
@@ -244,6 +248,8 @@ class PPUMemory:
             return
         mem, a = self._region(address, size)
         mem[a:a + size] = (int(value) & ((1 << (8 * size)) - 1)).to_bytes(size, "big")
+        if address in self.watch:
+            self.watch_log.append((self.now, address, int(value) & ((1 << (8 * size)) - 1)))
         if mem is self.sram:
             self.code_writes.add(address & ~3)
 

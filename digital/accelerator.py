@@ -153,6 +153,8 @@ class Accelerator:
         vector pair), or ``"tight"``, which polls the PPUs instead and waits
         as little as the circuits allow (about 8 us plus the events). The
         chip time of every category comes from these programs.
+        ``"standalone"``: the PPUs run whole networks by themselves
+        (:meth:`run_network` only; :mod:`bss2sim.digital.standalone`).
     engine : str
         ``"fast"`` (default): the batched path, which computes every vector's
         timing from the sequence's :func:`~bss2sim.digital.sequences.profile`;

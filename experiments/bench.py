@@ -187,7 +187,7 @@ def bench_sequences(seed=0, calibration=None, chip=None, mnist_images=500, dense
     import os
     import tempfile
 
-    from bss2sim.digital.sequences import VMM_SEQUENCES
+    from bss2sim.digital.sequences import SEQUENCES, VMM_SEQUENCES
 
     from .demo import run as demo_run
     chip = chip if chip is not None else Chip(seed)
@@ -196,6 +196,18 @@ def bench_sequences(seed=0, calibration=None, chip=None, mnist_images=500, dense
     w1 = np.clip(np.round(rng.normal(0, 20, (784, 128))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
     w2 = np.clip(np.round(rng.normal(0, 20, (128, 10))), -K.WEIGHT_MAX, K.WEIGHT_MAX).astype(np.int64)
     out = {}
+    # A Yin-Yang-shaped network (4 features repeated 16 times, 64 hidden units, 3
+    # classes) that fits one tile, so the standalone sequence can run it too.
+    yy_x = np.repeat(rng.integers(0, K.INPUT_MAX + 1, (dense_images, 4)), 16, axis=1)
+    yy_layers = [(rng.integers(-20, 21, (64, 64)), 1), (rng.integers(-20, 21, (64, 3)), None)]
+    for sequence in SEQUENCES:
+        acc = Accelerator(chip, noise_seed=1, sequence=sequence)
+        acc.run_network(yy_x, yy_layers, num_sends=4)
+        rep = acc.report()
+        out.setdefault(sequence, {})["yinyang_64_64_3"] = {
+            "samples": dense_images, "chip_time_per_sample_s": rep["total_s"] / dense_images,
+            "asic_energy_per_sample_j": rep["asic_j"] / dense_images,
+            "by_category_s": {k[:-2]: v / dense_images for k, v in rep.items() if k.endswith("_s") and k != "total_s"}}
     for sequence in VMM_SEQUENCES:
         note(f"chip time under the {sequence!r} sequence...")
         with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, \
@@ -204,7 +216,7 @@ def bench_sequences(seed=0, calibration=None, chip=None, mnist_images=500, dense
         acc = Accelerator(chip, noise_seed=1, sequence=sequence)
         acc.matmul(converting_relu(acc.matmul(x, w1), 1).astype(np.int64), w2)
         rep = acc.report()
-        out[sequence] = {
+        out[sequence].update({
             "mnist": {"images": r["images"], "accuracy": r["accuracy"],
                       "chip_time_per_image_s": r["chip_time_per_image_s"],
                       "asic_energy_per_image_j": r["asic_energy_per_image_j"],
@@ -214,7 +226,7 @@ def bench_sequences(seed=0, calibration=None, chip=None, mnist_images=500, dense
                                  "asic_energy_per_image_j": rep["asic_j"] / dense_images,
                                  "system_energy_per_image_j": rep["system_j"] / dense_images,
                                  "by_category_s": {k[:-2]: v / dense_images for k, v in rep.items()
-                                                   if k.endswith("_s") and k != "total_s"}}}
+                                                   if k.endswith("_s") and k != "total_s"}}})
     return out
 
 
@@ -296,10 +308,17 @@ def run(num_vectors=10_000, as_json=False, seed=0, calibration=None):
     print("chip time and ASIC energy per image under each VMM sequence (Stradmann et al. 2022: 276 us and "
           "192 uJ per ECG sample on the mobile system, another network):")
     for name, r in sequences.items():
-        m, d = r["mnist"], r["dense_784_128_10"]
-        print(f"  {name:<10}: MNIST network {m['chip_time_per_image_s'] * 1e6:7.1f} us, "
-              f"{m['asic_energy_per_image_j'] * 1e6:6.1f} uJ ({m['images']} images, {m['accuracy']:.2%}); "
-              f"784-128-10 {d['chip_time_per_image_s'] * 1e6:7.1f} us, {d['asic_energy_per_image_j'] * 1e6:6.1f} uJ")
+        y = r["yinyang_64_64_3"]
+        line = f"  {name:<10}: "
+        if "mnist" in r:
+            m, d = r["mnist"], r["dense_784_128_10"]
+            line += (f"MNIST network {m['chip_time_per_image_s'] * 1e6:7.1f} us, "
+                     f"{m['asic_energy_per_image_j'] * 1e6:6.1f} uJ ({m['images']} images, {m['accuracy']:.2%}); "
+                     f"784-128-10 {d['chip_time_per_image_s'] * 1e6:7.1f} us, "
+                     f"{d['asic_energy_per_image_j'] * 1e6:6.1f} uJ; ")
+        line += (f"64-64-3 {y['chip_time_per_sample_s'] * 1e6:6.1f} us, {y['asic_energy_per_sample_j'] * 1e6:5.1f} uJ"
+                 + ("" if "mnist" in r else " (the others do not fit one tile)"))
+        print(line)
     peak = peak_memory_mib()
     print(f"peak memory of this run: {peak:.0f} MiB (target at most {TARGET_PEAK_MEMORY_MIB:.0f}: "
           f"{_verdict(peak <= TARGET_PEAK_MEMORY_MIB)})")

@@ -149,7 +149,9 @@ def run(seed=0, images=None, data_dir=None, plots=DEFAULT_OUTPUT_DIR, as_json=Fa
         xs = pos[:len(values)] + offset if marker == "s" else pos[len(pos) - len(values):] + offset
         p = np.array(values, float)
         lo, hi = wilson_interval(p, n)
-        ax.errorbar(xs, p * 100, yerr=[(p - lo) * 100, (hi - p) * 100], fmt=marker, capsize=3,
+        # At 0 % or 100 % the interval's bound equals p up to rounding: no negative bars.
+        yerr = np.maximum([(p - lo) * 100, (hi - p) * 100], 0.0)
+        ax.errorbar(xs, p * 100, yerr=yerr, fmt=marker, capsize=3,
                     label=label)
     ax.axhline(98.0, color="k", ls="--", lw=1, label="98.0 % on silicon [W20]")
     if "float_final" in shipped:

@@ -176,7 +176,7 @@ def test_the_sequences_differ_in_time_and_in_bits():
     rng = np.random.default_rng(7)
     x, w = random_case(rng, 4, 128, 0.5), rng.integers(-63, 64, (128, 64))
     got = {}
-    for s in sq.SEQUENCES:
+    for s in sq.VMM_SEQUENCES:
         acc = Accelerator(Chip(1), noise_seed=3, sequence=s)
         got[s] = (acc.matmul(x, w), acc.report()["total_s"])
     # Same events and weight writes; each of the 4 entries (vectors alone) is shorter.

@@ -251,6 +251,7 @@ STANDALONE_CASES = [
     (37, (10, 100, 4), 0.8, 1, 0, 2),         # more than 16 samples per PPU: two chunks
     (4, (12, 40, 30, 5), 0.5, 3, 0, 3),       # three layers
     (2, (128, 200), 1.0, 1, 0, 4),            # one dense layer of 128 inputs
+    (3, (4, 6, 2), 1.0, 256, 0, 5),           # 256 sends
 ]
 
 

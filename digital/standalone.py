@@ -461,7 +461,9 @@ def profile() -> StandaloneProfile:
         res = CoSimulation(Chip(0), ppu_program()).run(prog)
         return res, _logs(res, 0), _run_lands(prog, res.spans)
 
-    ones = lambda k, n: np.ones((k, n), np.int64)  # noqa: E731
+    def ones(k, n):
+        return np.ones((k, n), np.int64)
+
     # One layer, inputs 5 0 7 7, two sends; the bottom PPU has no samples.
     res, log, lands = probe([(ones(4, 3), None)], [[5, 0, 7, 7]], 2)
     (r0, base_rel), (_, reset_rel) = _bursts(log["reset"])

@@ -92,17 +92,9 @@ POLL_TIMEOUT = 200 * US
 """Bound of every poll of the tight sequence: 200 us (*assumed*; a command takes a few us)."""
 
 
-def ppu_program_text(sleep_cycles: int = PUBLISHED_BASELINE_SLEEP) -> str:
-    """The PPU command loop of VMM mode in this project's assembly."""
-    return f"""
-    # VMM mode: a command loop on the status word in the mailbox [GRN start.cpp].
-    .set STATUS, 0x{STATUS_ADDRESS:x}
-    .set RESULT, 0x{RESULT_ADDRESS:x}
-    .set BASELINE, 0x{BASELINE_ADDRESS:x}
-    .set CAUSAL, 0x{IO_CAUSAL_BASE:x}
+BUS_SETUP = f"""    .set CAUSAL, 0x{IO_CAUSAL_BASE:x}
     .set CAUSAL_BUFFERED, 0x{(IO_CAUSAL_BASE | IO_BUFFER_ENABLE) + 1:x}
     .set NEURON_RESET, 0x{IO_NEURON_RESET:x}
-    .set SLEEP, {sleep_cycles}
     li r31, STATUS
     li r30, 0
     lis r20, NEURON_RESET@h
@@ -112,7 +104,22 @@ def ppu_program_text(sleep_cycles: int = PUBLISHED_BASELINE_SLEEP) -> str:
     ori r21, r21, CAUSAL@l
     lis r22, CAUSAL_BUFFERED@h
     ori r22, r22, CAUSAL_BUFFERED@l
-    li r24, RESULT
+"""
+"""Assembly shared by the PPU programs: the status word in r31, zero in r30,
+the neuron-reset addresses of a row's two vectors in r20 and r19, the CADC
+(a conversion, then its buffered second vector) in r21 and r22. Needs
+``.set STATUS`` before it."""
+
+
+def ppu_program_text(sleep_cycles: int = PUBLISHED_BASELINE_SLEEP) -> str:
+    """The PPU command loop of VMM mode in this project's assembly."""
+    return f"""
+    # VMM mode: a command loop on the status word in the mailbox [GRN start.cpp].
+    .set STATUS, 0x{STATUS_ADDRESS:x}
+    .set RESULT, 0x{RESULT_ADDRESS:x}
+    .set BASELINE, 0x{BASELINE_ADDRESS:x}
+    .set SLEEP, {sleep_cycles}
+{BUS_SETUP}    li r24, RESULT
     li r25, RESULT + 128
     li r26, BASELINE
     li r27, BASELINE + 128

@@ -37,8 +37,7 @@ from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import check_int
 
 from . import playback as pb
-from .nux.memory import (IO_BUFFER_ENABLE, IO_CAUSAL_BASE, IO_NEURON_RESET, MAILBOX_ADDRESS,
-                         RESET_BURST_PPU_CYCLES, SPIKE_INJECTION_ADDRESS)
+from .nux.memory import MAILBOX_ADDRESS, RESET_BURST_PPU_CYCLES, SPIKE_INJECTION_ADDRESS
 
 RUN = 5
 """Command value of ``status`` that runs the network on the chunk in memory."""
@@ -71,23 +70,12 @@ FPGA_TO_PPU = 2
 
 def program_text() -> str:
     """The standalone PPU program in this project's assembly."""
+    from .sequences import BUS_SETUP
     return f"""
     # The standalone network program: every sample of the chunk through every layer.
     .set STATUS, 0x{STATUS_ADDRESS:x}
-    .set CAUSAL, 0x{IO_CAUSAL_BASE:x}
-    .set CAUSAL_BUFFERED, 0x{(IO_CAUSAL_BASE | IO_BUFFER_ENABLE) + 1:x}
-    .set NEURON_RESET, 0x{IO_NEURON_RESET:x}
     .set INJECT, 0x{SPIKE_INJECTION_ADDRESS:x}
-    li r31, STATUS
-    li r30, 0
-    lis r20, NEURON_RESET@h
-    ori r20, r20, NEURON_RESET@l
-    addi r19, r20, 1
-    lis r21, CAUSAL@h
-    ori r21, r21, CAUSAL@l
-    lis r22, CAUSAL_BUFFERED@h
-    ori r22, r22, CAUSAL_BUFFERED@l
-    lis r29, INJECT@h
+{BUS_SETUP}    lis r29, INJECT@h
     ori r29, r29, INJECT@l
     li r26, 0x{BASELINE_ADDRESS:x}
     li r27, 0x{BASELINE_ADDRESS + 128:x}

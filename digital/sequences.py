@@ -225,12 +225,6 @@ def _command(b, sequence, command, wait_key):
             b.poll_ppu_word(ppu, STATUS_ADDRESS, IDLE, POLL_TIMEOUT)
 
 
-def half_streams(x, num_sends):
-    """Per vector, the drivers of a half's event stream: its non-zero inputs in
-    driver order, repeated ``num_sends`` times."""
-    return [np.tile(np.flatnonzero(row), num_sends) for row in x]
-
-
 def add_entry(b: pb.PlaybackBuilder, sequence: str, x_pair, wait: int, num_sends: int) -> None:
     """Append one batch entry: ``x_pair[h]`` the (128,) inputs of half h."""
     _command(b, sequence, BASELINE_READ, "after_baseline")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import as_int_array, check_int
@@ -65,23 +66,42 @@ class PairedSchedule:
     half_phase_cycles: np.ndarray
 
 
+@njit(cache=True)
+def _half_schedule_kernel(x, counts, start, wait, num_sends, offsets, driver, value, cycle):
+    for b in range(x.shape[0]):
+        k = offsets[b]
+        n = counts[b]
+        if n == 0:
+            continue
+        # The first send's events, then copies of it num_sends - 1 times.
+        for d in range(x.shape[1]):
+            if x[b, d] != 0:
+                driver[k] = d
+                value[k] = x[b, d]
+                k += 1
+        first = offsets[b]
+        for j in range(n, n * num_sends):
+            driver[first + j] = driver[first + j - n]
+            value[first + j] = value[first + j - n]
+        for j in range(n * num_sends):
+            cycle[first + j] = start[b] + j * wait
+
+
 def _half_schedule(x, counts, start_cycle, wait, num_sends):
     """One half's schedule: a vector with n = ``counts[vector]`` non-zero inputs
     sends them in driver order, ``num_sends`` times back to back, so its j-th
-    event (send j // n, rank j % n) leaves at ``start + j * wait``. Built by
-    gathers, no sort."""
-    _, drv = np.nonzero(x)
-    first_nz = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts * num_sends)]).astype(np.int64)
-    # Vectors without events get no entries here, so the modulo never sees n = 0.
-    ev_vec = np.repeat(np.arange(len(counts), dtype=np.int64), counts * num_sends)
-    j = np.arange(int(offsets[-1]), dtype=np.int64) - offsets[ev_vec]
-    driver = drv[first_nz[ev_vec] + j % counts[ev_vec]].astype(np.int64)
-    start = start_cycle[ev_vec] if isinstance(start_cycle, np.ndarray) else start_cycle
+    event (send j // n, rank j % n) leaves at ``start + j * wait``."""
+    counts = np.ascontiguousarray(counts, np.int64)
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts * num_sends, out=offsets[1:])
+    total = int(offsets[-1])
+    driver, value, cycle = (np.empty(total, np.int64) for _ in range(3))
+    start = np.broadcast_to(np.asarray(start_cycle, np.int64), counts.shape)
+    _half_schedule_kernel(np.ascontiguousarray(x), counts, np.ascontiguousarray(start), int(wait),
+                          int(num_sends), offsets, driver, value, cycle)
     # Valid by construction (inputs checked, cycles bounded by the caller), so
     # the schedule skips the constructor's checks: this runs for every VMM.
-    return EventSchedule._trusted(offsets, driver, x[ev_vec, driver].astype(np.int64),
-                                  (start + j * wait).astype(np.int64))
+    return EventSchedule._trusted(offsets, driver, value, cycle)
 
 
 def end_aligned_schedule(x, counts, longest, first_slot_cycle, wait, num_sends):

@@ -320,3 +320,26 @@ def test_paired_schedule_rejects_bad_start_cycle(bad):
     x[0, 0] = 3
     with pytest.raises(ValueError, match="start_cycle"):
         paired_schedule(x, None, 5, start_cycle=bad)
+
+
+@pytest.mark.parametrize("num_sends,wait", [(1, 5), (3, 1), (11, 7)])
+def test_end_aligned_schedule_matches_plain_loop(num_sends, wait):
+    from bss2sim.digital.events import end_aligned_schedule
+    rng = np.random.default_rng(num_sends)
+    x = rng.integers(0, 32, (7, 128)) * (rng.random((7, 128)) < 0.1)
+    x[2] = 0
+    x[3] = 0
+    x[3, 127] = 5
+    counts = np.count_nonzero(x, axis=1)
+    longest = counts * num_sends + rng.integers(0, 4, 7)
+    sched = end_aligned_schedule(x.astype(np.uint8), counts, longest, 40, wait, num_sends)
+    for b in range(7):
+        want = []
+        start = 40 + (longest[b] - counts[b] * num_sends) * wait
+        drivers = [d for d in range(128) if x[b, d]]
+        for j in range(counts[b] * num_sends):
+            d = drivers[j % counts[b]]
+            want.append((d, x[b, d], start + j * wait))
+        lo, hi = sched.offsets[b], sched.offsets[b + 1]
+        got = list(zip(sched.driver[lo:hi].tolist(), sched.value[lo:hi].tolist(), sched.cycle[lo:hi].tolist()))
+        assert got == want

@@ -813,7 +813,7 @@ class Chip:
     def _table_store(self, key, tab):
         tab.setflags(write=False)
         self._tables[key] = tab
-        while len(self._tables) > 8:
+        while len(self._tables) > 12:
             self._tables.pop(next(iter(self._tables)))
         return tab
 
@@ -829,6 +829,22 @@ class Chip:
             size = min(PROPAGATOR_TABLE_CYCLES, max(num_cycles, 64 if tab is None else 2 * tab.shape[1]))
             cp = self.operating_point(half).column_params
             tab = self._table_store(key, _propagators(cp, np.arange(size) * K.FPGA_CYCLE_S * 1e9)
+                                    .astype(np.float32))
+        return tab
+
+    def leak_decay_table(self, half: int, num_cycles: int) -> np.ndarray:
+        """float32 (n, 256): the leak's decay exp(-lam_m t) after 0 .. n-1 FPGA
+        cycles (the propagator tables' first row, kept longer: reads lie far
+        after the reset while events lie close together); cached, grown on
+        demand, n at most :data:`PROPAGATOR_TABLE_CYCLES`."""
+        half = check_half(half)
+        num_cycles = min(check_int("num_cycles", num_cycles, 1, K.MAX_CYCLE + 1), PROPAGATOR_TABLE_CYCLES)
+        key = self._table_key("am", half)
+        tab = self._tables.get(key)
+        if tab is None or tab.shape[0] < num_cycles:
+            size = min(PROPAGATOR_TABLE_CYCLES, max(num_cycles, 64 if tab is None else 2 * tab.shape[0]))
+            cp = self.operating_point(half).column_params
+            tab = self._table_store(key, leak_decay(cp, np.arange(size) * K.FPGA_CYCLE_S * 1e9)
                                     .astype(np.float32))
         return tab
 
@@ -854,6 +870,12 @@ class Chip:
         return self._tables[key]
 
 
+def leak_decay(cp, t_ns):
+    """exp(-lam_m t) per time (rows) and column: the decay of (v - e_leak) after
+    ``t_ns`` nanoseconds, the tables' first row."""
+    return np.exp(-cp[_k.LAM_M][None, :] * np.asarray(t_ns, np.float64)[:, None])
+
+
 def _propagators(cp, t_ns):
     """Exact propagators of the linear circuit after times ``t_ns`` per column.
 
@@ -863,7 +885,7 @@ def _propagators(cp, t_ns):
     and gc * lam * t * exp(-lam t) in the degenerate case lam = lam_m."""
     t = np.asarray(t_ns, np.float64)[:, None]
     lam_m = cp[_k.LAM_M][None, :]
-    am = np.exp(-lam_m * t)
+    am = leak_decay(cp, t_ns)
     out = np.empty((_k.NUM_TABLES, t.shape[0], cp.shape[1]))
     out[_k.T_AM] = am
     for a_row, b_row, lam_row, gc_row in ((_k.T_AE, _k.T_BE, _k.LAM_E, _k.GC_E),

@@ -22,7 +22,7 @@ import numpy as np
 from . import constants as K
 from . import kernels as _k
 from .checks import as_int_array, check_bool, check_instance, check_int, short_repr
-from .chip import Chip, check_half
+from .chip import PROPAGATOR_TABLE_CYCLES, Chip, check_half, leak_decay
 from .events import EventSchedule
 from .monitors import DEFAULT_QUANTITIES, FIELDS, Monitor, check_record_every
 from .rng import TrialNoise
@@ -164,6 +164,20 @@ def _event_arrays(chip, op, schedule):
             np.ascontiguousarray(schedule.cycle), np.ascontiguousarray(width), inject)
 
 
+def _longest_table_interval(offsets, cycle, read_cycle):
+    """Longest interval (FPGA cycles) the fast path looks up in the tables: between
+    two events of a vector, or from a vector's last event to its read."""
+    longest = 1
+    if len(cycle):
+        has = np.diff(offsets) > 0
+        tails = read_cycle[has] - cycle[offsets[1:][has] - 1]
+        gaps = np.diff(cycle)
+        starts = offsets[1:-1]
+        gaps[starts[(starts > 0) & (starts <= len(gaps))] - 1] = 0   # into a vector's first event
+        longest = max(longest, int(tails.max()), int(gaps.max()) if len(gaps) else 0)
+    return longest
+
+
 def coincident_corrections(ie, ii, offsets, driver, cycle, width, inject, beta):
     """Column-line IR drop of events in the same cycle, for the fast path.
 
@@ -282,9 +296,18 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         v_read = np.empty((0, K.COLUMNS_PER_HALF))
     noise_on, seed, shared_seed, first = _noise_args(noise, B)
     if B:
-        tab = chip.propagator_tables(half, int(rc.max()) + 1)   # at most PROPAGATOR_TABLE_CYCLES
         ctab = chip.conversion_tables(half)
         offsets, drv, cyc, width, inject = _event_arrays(chip, op, schedule)
+        # The tables serve the intervals between events and from the last event to
+        # the read; the leak's decay up to each read is computed once per distinct
+        # read cycle. Table size never changes a result (longer intervals are
+        # computed by the same formula).
+        tab = chip.propagator_tables(half, _longest_table_interval(offsets, cyc, rc) + 1)
+        if rc.max() < PROPAGATOR_TABLE_CYCLES:
+            am_read, read_slot = chip.leak_decay_table(half, int(rc.max()) + 1), rc
+        else:
+            reads, read_slot = np.unique(rc, return_inverse=True)
+            am_read = leak_decay(op.column_params, reads * K.FPGA_CYCLE_S * 1e9).astype(np.float32)
         ie, ii, offsets, drv, cyc, width, inject = coincident_corrections(
             op.current_exc_ua, op.current_inh_ua, offsets, drv, cyc, width, inject,
             chip.effects.column_ir_drop_rel_per_ua)
@@ -305,7 +328,7 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
                                  float(cp[_k.LAM_E].min() * K.FPGA_CYCLE_S * 1e9),
                                  float(cp[_k.LAM_I].min() * K.FPGA_CYCLE_S * 1e9),
                                  float(cp[_k.LAM_M].max()),
-                                 _ro(rc), K.FPGA_CYCLE_S * 1e9,
+                                 _ro(rc), cols(am_read), _ro(read_slot.astype(np.int64)), K.FPGA_CYCLE_S * 1e9,
                                  K.CADC_TICK_S * 1e9, _k.WALK_CYCLES, noise_on, seed, shared_seed, first,
                                  _ro(chip.conversion_tick_slopes(half)[part]), codes, v_read, stepped)
     _apply_stuck(op, codes)

@@ -450,11 +450,302 @@ def _ripple_at_comparator(extra, cp, am, u, v_read_row):
             extra[c] += mem + r * _saw(u + cp[PHASE_START, c])
 
 
+MIN_PERIODIC_SENDS = 3
+"""Sends from which a repeated vector's later sends are summed geometrically
+instead of swept event by event (with two, both are swept anyway)."""
+
+
+@njit(cache=True)
+def _periodic_stream(offsets, ev_driver, ev_cycle, ev_width, ev_inject, b, ntab):
+    """(n, sends, gap) when vector b's events are one block of n events sent
+    ``sends`` >= MIN_PERIODIC_SENDS times back to back, every event ``gap``
+    cycles after the one before (gap within the tables), and every send after
+    the first equal to the second in drivers, widths and injection (the first
+    may differ: its drivers had recovered fully); else (0, 0, 0). A block ends
+    where the driver order restarts (a send lists its drivers in increasing
+    order)."""
+    k0 = offsets[b]
+    num = offsets[b + 1] - k0
+    if num < 2 * MIN_PERIODIC_SENDS:
+        return 0, 0, 0
+    gap = ev_cycle[k0 + 1] - ev_cycle[k0]
+    if gap < 1 or gap >= ntab:
+        return 0, 0, 0
+    n = num
+    for k in range(k0 + 1, k0 + num):
+        if ev_driver[k] <= ev_driver[k - 1]:
+            n = k - k0
+            break
+    if num % n != 0 or num // n < MIN_PERIODIC_SENDS:
+        return 0, 0, 0
+    for k in range(k0 + 1, k0 + num):
+        if ev_cycle[k] - ev_cycle[k - 1] != gap:
+            return 0, 0, 0
+    for k in range(k0 + n, k0 + 2 * n):
+        if ev_driver[k] != ev_driver[k - n]:
+            return 0, 0, 0
+    for k in range(k0 + 2 * n, k0 + num):
+        if ev_driver[k] != ev_driver[k - n] or ev_width[k] != ev_width[k - n] \
+                or ev_inject[k] != ev_inject[k - n]:
+            return 0, 0, 0
+    return n, num // n, gap
+
+
+@njit(cache=True, inline="always")
+def _power_and_sum(a, m):
+    """(a**m, 1 + a + ... + a**(m - 1)) by repeated squaring (float64)."""
+    p = 1.0
+    g = 0.0
+    bp = a
+    bg = 1.0
+    while m > 0:
+        if m & 1:
+            g = g * bp + bg
+            p = p * bp
+        bg = bg * bp + bg
+        bp = bp * bp
+        m >>= 1
+    return p, g
+
+
+@njit(cache=True, inline="always")
+def _repeat_sends(st, st2, tab, gap, n, sends):
+    """State at the last event of ``sends`` sends, from ``st`` (the first send
+    alone, at its last event) and ``st2`` (one later send alone): each send
+    decays by a**n (a the decay over one gap) until the end, so the total is
+    st a**(n (sends-1)) + st2 (1 + a**n + ... + a**(n (sends-2)))."""
+    for c in range(st.shape[1]):
+        pe, ge = _power_and_sum(_power_and_sum(np.float64(tab[T_AE, gap, c]), n)[0], sends - 1)
+        pi, gi = _power_and_sum(_power_and_sum(np.float64(tab[T_AI, gap, c]), n)[0], sends - 1)
+        pm, gm = _power_and_sum(_power_and_sum(np.float64(tab[T_AM, gap, c]), n)[0], sends - 1)
+        st[0, c] = np.float32(st[0, c] * pe + st2[0, c] * ge)
+        st[1, c] = np.float32(st[1, c] * pi + st2[1, c] * gi)
+        st[2, c] = np.float32(st[2, c] * pm + st2[2, c] * gm)
+        st[3, c] = np.float32(st[3, c] * pm + st2[3, c] * gm)
+
+
+@njit(cache=True, inline="always")
+def _scalar_peak_periodic(offsets, ev_width, b, lam, n, sends, gap):
+    """:func:`_scalar_peak` of a vector sent ``sends`` times (see
+    :func:`_periodic_stream`), from two sends: within send j > 1 the running sum
+    at its i-th event is (that send's prefix from zero) + decay**(i + 1) x (the
+    sum at the end of send j - 1), and the sums at the ends of sends approach
+    their limit monotonically, so the largest is at the first or the last."""
+    k0 = offsets[b]
+    decay = np.exp(-lam * gap)
+    run = 0.0
+    peak = 0.0
+    for k in range(k0, k0 + n):
+        run = run * decay + ev_width[k]
+        if run > peak:
+            peak = run
+    first_end = run
+    run = 0.0
+    for k in range(k0 + n, k0 + 2 * n):
+        run = run * decay + ev_width[k]
+    p, g = _power_and_sum(_power_and_sum(decay, n)[0], sends - 2)
+    run = max(first_end, first_end * p + run * g)
+    for k in range(k0 + n, k0 + 2 * n):
+        run = run * decay + ev_width[k]
+        if run > peak:
+            peak = run
+    return peak
+
+
+@njit(cache=True)
+def _column_peak_periodic(offsets, ev_driver, ev_width, ev_inject, cur_t, q, lam_cycle, b, c, n, sends,
+                          gap):
+    """:func:`_column_peak` of a vector sent ``sends`` times, from two sends (as
+    :func:`_scalar_peak_periodic`)."""
+    k0 = offsets[b]
+    cur_c = cur_t[c]
+    decay = np.exp(-lam_cycle * gap)
+    run = 0.0
+    peak = 0.0
+    for k in range(k0, k0 + n):
+        run = run * decay + (ev_width[k] * cur_c[ev_driver[k]] + ev_inject[k] * q)
+        if run > peak:
+            peak = run
+    first_end = run
+    run = 0.0
+    for k in range(k0 + n, k0 + 2 * n):
+        run = run * decay + (ev_width[k] * cur_c[ev_driver[k]] + ev_inject[k] * q)
+    p, g = _power_and_sum(_power_and_sum(decay, n)[0], sends - 2)
+    run = max(first_end, first_end * p + run * g)
+    for k in range(k0 + n, k0 + 2 * n):
+        run = run * decay + (ev_width[k] * cur_c[ev_driver[k]] + ev_inject[k] * q)
+        if run > peak:
+            peak = run
+    return peak
+
+
+@njit(cache=True)
+def _column_excursion_periodic(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t, qe, qi, gce, gci, b, c,
+                               n, sends):
+    """:func:`_column_excursion` of a vector sent ``sends`` times, from two
+    sends: send j > 1 starts where the first ended plus j - 2 later sends'
+    totals, so its extremes are the second send's prefix extremes shifted by
+    that, largest (smallest) at j = 2 or j = sends."""
+    k0 = offsets[b]
+    ie_c = ie_t[c]
+    ii_c = ii_t[c]
+    inj = gce * qe - gci * qi
+    run = 0.0
+    hi = 0.0
+    lo = 0.0
+    for k in range(k0, k0 + n):
+        d = ev_driver[k]
+        run += ev_width[k] * (gce * ie_c[d] - gci * ii_c[d]) + ev_inject[k] * inj
+        if run > hi:
+            hi = run
+        elif run < lo:
+            lo = run
+    first_end = run
+    run = 0.0
+    hi2 = 0.0
+    lo2 = 0.0
+    for k in range(k0 + n, k0 + 2 * n):
+        d = ev_driver[k]
+        run += ev_width[k] * (gce * ie_c[d] - gci * ii_c[d]) + ev_inject[k] * inj
+        if run > hi2:
+            hi2 = run
+        elif run < lo2:
+            lo2 = run
+    later = (sends - 2) * run                 # what the sends between add
+    hi = max(hi, first_end + hi2 + max(later, 0.0))
+    lo = min(lo, first_end + lo2 + min(later, 0.0))
+    return hi, lo
+
+
+@njit(cache=True, inline="always")
+def _sweep(st, k, k_end, origin, from_zero, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, qe, qi, tab,
+           cp, cycle_ns, far_gap):
+    """Events k .. k_end - 1 of one vector into the state ``st`` (run_e, run_i,
+    mem_e, mem_i per column, float32), which holds the state at cycle ``origin``
+    on entry (``from_zero``: it is zero, and is overwritten); returns the cycle
+    of the last event. Two events per sweep over
+    the columns (four where their spacings are equal, as in every schedule
+    with one wait) cut the state and table traffic; the arithmetic is the same
+    sequence as one event at a time."""
+    ncol = st.shape[1]
+    ntab = tab.shape[1]
+    last = origin
+    if from_zero and k < k_end:
+        # Nothing to decay before the first event (whatever its distance).
+        w1 = ev_width[k]
+        f1 = ev_inject[k]
+        ie1 = ie[ev_driver[k]]
+        ii1 = ii[ev_driver[k]]
+        for c in range(ncol):
+            pe1 = w1 * ie1[c] + f1 * qe[c]
+            pi1 = w1 * ii1[c] + f1 * qi[c]
+            st[0, c] = pe1
+            st[1, c] = pi1
+            st[2, c] = pe1
+            st[3, c] = pi1
+        last = ev_cycle[k]
+        k += 1
+    while k < k_end:
+        gap1 = ev_cycle[k] - last
+        gap2 = ev_cycle[k + 1] - ev_cycle[k] if k + 1 < k_end else 0
+        if k + 1 == k_end or gap1 >= ntab or gap2 >= ntab:
+            # The last event, or an interval beyond the tables: one event alone.
+            w1 = ev_width[k]
+            f1 = ev_inject[k]
+            last = ev_cycle[k]
+            ie1 = ie[ev_driver[k]]
+            ii1 = ii[ev_driver[k]]
+            if gap1 < ntab:
+                ge1 = tab[T_AE, gap1]
+                gi1 = tab[T_AI, gap1]
+                gm1 = tab[T_AM, gap1]
+            else:
+                _far_rows(cp, gap1, cycle_ns, far_gap)
+                ge1 = far_gap[T_AE]
+                gi1 = far_gap[T_AI]
+                gm1 = far_gap[T_AM]
+            for c in range(ncol):
+                pe1 = w1 * ie1[c] + f1 * qe[c]
+                pi1 = w1 * ii1[c] + f1 * qi[c]
+                st[0, c] = st[0, c] * ge1[c] + pe1
+                st[1, c] = st[1, c] * gi1[c] + pi1
+                st[2, c] = st[2, c] * gm1[c] + pe1
+                st[3, c] = st[3, c] * gm1[c] + pi1
+            k += 1
+            continue
+        if k + 3 < k_end and gap2 == gap1 and ev_cycle[k + 2] - ev_cycle[k + 1] == gap1 \
+                and ev_cycle[k + 3] - ev_cycle[k + 2] == gap1:
+            w1 = ev_width[k]
+            w2 = ev_width[k + 1]
+            w3 = ev_width[k + 2]
+            w4 = ev_width[k + 3]
+            f1 = ev_inject[k]
+            f2 = ev_inject[k + 1]
+            f3 = ev_inject[k + 2]
+            f4 = ev_inject[k + 3]
+            last = ev_cycle[k + 3]
+            ie1 = ie[ev_driver[k]]
+            ii1 = ii[ev_driver[k]]
+            ie2 = ie[ev_driver[k + 1]]
+            ii2 = ii[ev_driver[k + 1]]
+            ie3 = ie[ev_driver[k + 2]]
+            ii3 = ii[ev_driver[k + 2]]
+            ie4 = ie[ev_driver[k + 3]]
+            ii4 = ii[ev_driver[k + 3]]
+            ge = tab[T_AE, gap1]
+            gi = tab[T_AI, gap1]
+            gm = tab[T_AM, gap1]
+            for c in range(ncol):
+                pe1 = w1 * ie1[c] + f1 * qe[c]
+                pi1 = w1 * ii1[c] + f1 * qi[c]
+                pe2 = w2 * ie2[c] + f2 * qe[c]
+                pi2 = w2 * ii2[c] + f2 * qi[c]
+                pe3 = w3 * ie3[c] + f3 * qe[c]
+                pi3 = w3 * ii3[c] + f3 * qi[c]
+                pe4 = w4 * ie4[c] + f4 * qe[c]
+                pi4 = w4 * ii4[c] + f4 * qi[c]
+                a = ge[c]
+                st[0, c] = (((st[0, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
+                a = gi[c]
+                st[1, c] = (((st[1, c] * a + pi1) * a + pi2) * a + pi3) * a + pi4
+                a = gm[c]
+                st[2, c] = (((st[2, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
+                st[3, c] = (((st[3, c] * a + pi1) * a + pi2) * a + pi3) * a + pi4
+            k += 4
+            continue
+        w1 = ev_width[k]
+        w2 = ev_width[k + 1]
+        f1 = ev_inject[k]
+        f2 = ev_inject[k + 1]
+        last = ev_cycle[k + 1]
+        ie1 = ie[ev_driver[k]]
+        ii1 = ii[ev_driver[k]]
+        ie2 = ie[ev_driver[k + 1]]
+        ii2 = ii[ev_driver[k + 1]]
+        ge1 = tab[T_AE, gap1]
+        gi1 = tab[T_AI, gap1]
+        gm1 = tab[T_AM, gap1]
+        ge2 = tab[T_AE, gap2]
+        gi2 = tab[T_AI, gap2]
+        gm2 = tab[T_AM, gap2]
+        for c in range(ncol):
+            pe1 = w1 * ie1[c] + f1 * qe[c]
+            pi1 = w1 * ii1[c] + f1 * qi[c]
+            pe2 = w2 * ie2[c] + f2 * qe[c]
+            pi2 = w2 * ii2[c] + f2 * qi[c]
+            st[0, c] = (st[0, c] * ge1[c] + pe1) * ge2[c] + pe2
+            st[1, c] = (st[1, c] * gi1[c] + pi1) * gi2[c] + pi2
+            st[2, c] = (st[2, c] * gm1[c] + pe1) * gm2[c] + pe2
+            st[3, c] = (st[3, c] * gm1[c] + pi1) * gm2[c] + pi2
+        k += 2
+    return last
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, ie_t, ii_t, cp, tab,
                           ctab, cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
-                          read_cycle, cycle_ns, tick_ns, walk_cycles, noise_on, seed, shared_seed,
-                          first_index, tick_slope, codes, v_read, stepped):
+                          read_cycle, am_read, read_slot, cycle_ns, tick_ns, walk_cycles, noise_on, seed,
+                          shared_seed, first_index, tick_slope, codes, v_read, stepped):
     """Event-driven fast path for a batch of vectors of one half.
 
     Pass 1 (all columns, vectorised over columns): per event, the charge held on
@@ -468,12 +759,18 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
     excitation (inhibition) arrived at once.
     Pass 2 (only columns not proven linear): walk that column's events with
     exact intervals where possible and Runge-Kutta steps where it saturates.
+    ``am_read[read_slot[b]]``: the leak's decay from the reset to vector b's
+    read (float32, as the tables hold it).
     """
     num_vectors = offsets.shape[0] - 1
     ncol = ie.shape[1]
     ntab = tab.shape[1]
     qe = cp[QINJ_E]
     qi = cp[QINJ_I]
+    # The event sweep runs in float32 throughout (8 columns per AVX2 instruction):
+    # its state is float32 anyway, and float64 injection charges would widen it.
+    qe32 = qe.astype(np.float32)
+    qi32 = qi.astype(np.float32)
     want_v = v_read.shape[0] > 0
     # Vectors run in blocks: each block's scratch arrays are allocated once and
     # reused (an allocation costs about as much as a column's arithmetic). A
@@ -482,11 +779,11 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
     num_blocks = (num_vectors + VECTORS_PER_BLOCK - 1) // VECTORS_PER_BLOCK
     for blk in prange(num_blocks):
         st = np.empty((4, ncol), np.float32)   # run_e, run_i, mem_e, mem_i
+        st2 = np.empty((4, ncol), np.float32)  # the same for one later send alone
         v_row = np.empty(ncol)                 # membrane at the read, mV
         # Table rows of intervals beyond the tables (long waits), computed.
         far_gap = np.empty((NUM_TABLES, ncol), np.float32)
         far_tail = np.empty((NUM_TABLES, ncol), np.float32)
-        far_rc = np.empty((NUM_TABLES, ncol), np.float32)
         xe = np.empty(ncol)
         xi = np.empty(ncol)
         v = np.empty(ncol)
@@ -496,107 +793,25 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
         for b in range(blk * VECTORS_PER_BLOCK, min(num_vectors, (blk + 1) * VECTORS_PER_BLOCK)):
             st[:] = 0.0
             rc = read_cycle[b]
-            last = 0
-            k = offsets[b]
-            k_end = offsets[b + 1]
-            # Two events per sweep over the columns (four where their spacings are
-            # equal, as in every schedule with one wait) cut the state and table
-            # traffic; the arithmetic is the same sequence as one event at a time.
-            while k < k_end:
-                gap1 = ev_cycle[k] - last
-                gap2 = ev_cycle[k + 1] - ev_cycle[k] if k + 1 < k_end else 0
-                if k + 1 == k_end or gap1 >= ntab or gap2 >= ntab:
-                    # The last event, or an interval beyond the tables: one event alone.
-                    w1 = ev_width[k]
-                    f1 = ev_inject[k]
-                    last = ev_cycle[k]
-                    ie1 = ie[ev_driver[k]]
-                    ii1 = ii[ev_driver[k]]
-                    if gap1 < ntab:
-                        ge1 = tab[T_AE, gap1]
-                        gi1 = tab[T_AI, gap1]
-                        gm1 = tab[T_AM, gap1]
-                    else:
-                        _far_rows(cp, gap1, cycle_ns, far_gap)
-                        ge1 = far_gap[T_AE]
-                        gi1 = far_gap[T_AI]
-                        gm1 = far_gap[T_AM]
-                    for c in range(ncol):
-                        pe1 = w1 * ie1[c] + f1 * qe[c]
-                        pi1 = w1 * ii1[c] + f1 * qi[c]
-                        st[0, c] = st[0, c] * ge1[c] + pe1
-                        st[1, c] = st[1, c] * gi1[c] + pi1
-                        st[2, c] = st[2, c] * gm1[c] + pe1
-                        st[3, c] = st[3, c] * gm1[c] + pi1
-                    k += 1
-                    continue
-                if k + 3 < k_end and gap2 == gap1 and ev_cycle[k + 2] - ev_cycle[k + 1] == gap1 \
-                        and ev_cycle[k + 3] - ev_cycle[k + 2] == gap1:
-                    w1 = ev_width[k]
-                    w2 = ev_width[k + 1]
-                    w3 = ev_width[k + 2]
-                    w4 = ev_width[k + 3]
-                    f1 = ev_inject[k]
-                    f2 = ev_inject[k + 1]
-                    f3 = ev_inject[k + 2]
-                    f4 = ev_inject[k + 3]
-                    last = ev_cycle[k + 3]
-                    ie1 = ie[ev_driver[k]]
-                    ii1 = ii[ev_driver[k]]
-                    ie2 = ie[ev_driver[k + 1]]
-                    ii2 = ii[ev_driver[k + 1]]
-                    ie3 = ie[ev_driver[k + 2]]
-                    ii3 = ii[ev_driver[k + 2]]
-                    ie4 = ie[ev_driver[k + 3]]
-                    ii4 = ii[ev_driver[k + 3]]
-                    ge = tab[T_AE, gap1]
-                    gi = tab[T_AI, gap1]
-                    gm = tab[T_AM, gap1]
-                    for c in range(ncol):
-                        pe1 = w1 * ie1[c] + f1 * qe[c]
-                        pi1 = w1 * ii1[c] + f1 * qi[c]
-                        pe2 = w2 * ie2[c] + f2 * qe[c]
-                        pi2 = w2 * ii2[c] + f2 * qi[c]
-                        pe3 = w3 * ie3[c] + f3 * qe[c]
-                        pi3 = w3 * ii3[c] + f3 * qi[c]
-                        pe4 = w4 * ie4[c] + f4 * qe[c]
-                        pi4 = w4 * ii4[c] + f4 * qi[c]
-                        a = ge[c]
-                        st[0, c] = (((st[0, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
-                        a = gi[c]
-                        st[1, c] = (((st[1, c] * a + pi1) * a + pi2) * a + pi3) * a + pi4
-                        a = gm[c]
-                        st[2, c] = (((st[2, c] * a + pe1) * a + pe2) * a + pe3) * a + pe4
-                        st[3, c] = (((st[3, c] * a + pi1) * a + pi2) * a + pi3) * a + pi4
-                    k += 4
-                    continue
-                w1 = ev_width[k]
-                w2 = ev_width[k + 1]
-                f1 = ev_inject[k]
-                f2 = ev_inject[k + 1]
-                last = ev_cycle[k + 1]
-                ie1 = ie[ev_driver[k]]
-                ii1 = ii[ev_driver[k]]
-                ie2 = ie[ev_driver[k + 1]]
-                ii2 = ii[ev_driver[k + 1]]
-                ge1 = tab[T_AE, gap1]
-                gi1 = tab[T_AI, gap1]
-                gm1 = tab[T_AM, gap1]
-                ge2 = tab[T_AE, gap2]
-                gi2 = tab[T_AI, gap2]
-                gm2 = tab[T_AM, gap2]
-                for c in range(ncol):
-                    pe1 = w1 * ie1[c] + f1 * qe[c]
-                    pi1 = w1 * ii1[c] + f1 * qi[c]
-                    pe2 = w2 * ie2[c] + f2 * qe[c]
-                    pi2 = w2 * ii2[c] + f2 * qi[c]
-                    st[0, c] = (st[0, c] * ge1[c] + pe1) * ge2[c] + pe2
-                    st[1, c] = (st[1, c] * gi1[c] + pi1) * gi2[c] + pi2
-                    st[2, c] = (st[2, c] * gm1[c] + pe1) * gm2[c] + pe2
-                    st[3, c] = (st[3, c] * gm1[c] + pi1) * gm2[c] + pi2
-                k += 2
-            tail = rc - last
-            # Rows of the read (from the reset) and of the tail (from the last event).
+            k0 = offsets[b]
+            n_block, n_sends, gap = _periodic_stream(offsets, ev_driver, ev_cycle, ev_width, ev_inject, b,
+                                                     tab.shape[1])
+            if n_block == 0:
+                last = _sweep(st, k0, offsets[b + 1], 0, True, ev_driver, ev_cycle, ev_width, ev_inject,
+                              ie, ii, qe32, qi32, tab, cp, cycle_ns, far_gap)
+            else:
+                # A vector sent n_sends times at one spacing: the first send and one
+                # later send (the later sends are alike: their drivers recovered
+                # alike) are swept, the others follow as a geometric sum.
+                _sweep(st, k0, k0 + n_block, 0, True, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii,
+                       qe32, qi32, tab, cp, cycle_ns, far_gap)
+                _sweep(st2, k0 + n_block, k0 + 2 * n_block, 0, True, ev_driver, ev_cycle, ev_width,
+                       ev_inject, ie, ii, qe32, qi32, tab, cp, cycle_ns, far_gap)
+                last = ev_cycle[offsets[b + 1] - 1]
+                _repeat_sends(st, st2, tab, gap, n_block, n_sends)
+            # Rows of the tail (from the last event; any row for a vector without
+            # events, whose state is zero) and of the read (from the reset).
+            tail = rc - last if offsets[b + 1] > k0 else 0
             if tail < ntab:
                 at_e = tab[T_AE, tail]
                 at_i = tab[T_AI, tail]
@@ -606,16 +821,19 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                 at_e = far_tail[T_AE]
                 at_i = far_tail[T_AI]
                 at_m = far_tail[T_AM]
-            if rc < ntab:
-                am_rc = tab[T_AM, rc]
-            else:
-                am_rc = _far_rows(cp, rc, cycle_ns, far_rc)[T_AM]
-            peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
-            peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
+            am_rc = am_read[read_slot[b]]
             # Injected charge: at most q per event, so its peak is at most q times the
             # peak of the decayed event count.
-            peak_ne = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_e)
-            peak_ni = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_i)
+            if n_block == 0:
+                peak_e = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_e)
+                peak_i = _scalar_peak(offsets, ev_width, ev_cycle, b, lam_slow_i)
+                peak_ne = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_e)
+                peak_ni = _scalar_peak(offsets, ev_inject, ev_cycle, b, lam_slow_i)
+            else:
+                peak_e = _scalar_peak_periodic(offsets, ev_width, b, lam_slow_e, n_block, n_sends, gap)
+                peak_i = _scalar_peak_periodic(offsets, ev_width, b, lam_slow_i, n_block, n_sends, gap)
+                peak_ne = _scalar_peak_periodic(offsets, ev_inject, b, lam_slow_e, n_block, n_sends, gap)
+                peak_ni = _scalar_peak_periodic(offsets, ev_inject, b, lam_slow_i, n_block, n_sends, gap)
             t0 = rc * cycle_ns
             # The leak-free total charge is at most mem * exp(lam_m * t_last).
             growth = np.exp(lam_m_max * last * cycle_ns)
@@ -655,8 +873,13 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                 if knee_ok and not rails_ok and cp[LINEAR_OK, c] > 0.0:
                     # Tighter: the running exc - inh difference, plus what the inputs
                     # still hold (at most their peak), plus the leak's pull over the run.
-                    d_hi, d_lo = _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t,
-                                                   qe[c], qi[c], cp[GC_E, c], cp[GC_I, c], b, c)
+                    if n_block == 0:
+                        d_hi, d_lo = _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t,
+                                                       qe[c], qi[c], cp[GC_E, c], cp[GC_I, c], b, c)
+                    else:
+                        d_hi, d_lo = _column_excursion_periodic(offsets, ev_driver, ev_width, ev_inject, ie_t,
+                                                                ii_t, qe[c], qi[c], cp[GC_E, c], cp[GC_I, c],
+                                                                b, c, n_block, n_sends)
                     up = d_hi + cp[GC_I, c] * min(tot_i, bi)
                     down = d_lo - cp[GC_E, c] * min(tot_e, be)
                     leak = 1.0 - am_rc[c]
@@ -665,11 +888,19 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                 status[c] = 0 if (rails_ok and knee_ok) else (1 if rails_ok else 2)
             # Stage 2 (rare): exact peaks where the bound was not enough; walk the rest.
             for c in range(ncol):
-                if status[c] == 1:
+                if status[c] == 1 and n_block == 0:
                     ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie_t, qe[c],
                                       cp[LAM_E, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c] \
                         and _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ii_t, qi[c],
                                          cp[LAM_I, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_I, c]
+                    status[c] = 0 if ok else 2
+                elif status[c] == 1:
+                    ok = _column_peak_periodic(offsets, ev_driver, ev_width, ev_inject, ie_t, qe[c],
+                                               cp[LAM_E, c] * cycle_ns, b, c, n_block, n_sends, gap) \
+                        <= 0.999 * cp[KNEE_E, c] \
+                        and _column_peak_periodic(offsets, ev_driver, ev_width, ev_inject, ii_t, qi[c],
+                                                  cp[LAM_I, c] * cycle_ns, b, c, n_block, n_sends, gap) \
+                        <= 0.999 * cp[KNEE_I, c]
                     status[c] = 0 if ok else 2
                 if status[c] == 2:
                     ye = 0.0

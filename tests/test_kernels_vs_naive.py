@@ -385,6 +385,96 @@ def test_fast_path_equals_expm_reference_repeated_and_coincident(preset):
     _check_trace(chip, 0, sched.slice(0, 1), read[:1], substeps=2)
 
 
+def _repeated_sends_case(seed, preset, num_sends, wait):
+    from bss2sim.digital.events import paired_schedule
+    chip = Chip(seed, preset=preset)
+    rng = np.random.default_rng(seed)
+    # Weaker weights for more sends keep every column linear (the reference is).
+    w_max = 40 if num_sends <= 3 else 8
+    chip.config.set_logical_weights(0, rng.integers(-w_max, w_max + 1, (128, 256)))
+    x = sparse_inputs(rng, 6, 12)
+    x[1] = 0
+    x[1, 7] = 31                                 # one event per send: a block of one
+    x[2] = 0                                     # no events
+    sched = paired_schedule(x, None, wait_between_events=wait, num_sends=num_sends,
+                            start_cycle=int(rng.integers(0, 300))).halves[0]
+    read = sched.last_cycle() + rng.integers(0, 80, 6)
+    return chip, x, sched, read
+
+
+@pytest.mark.parametrize("preset,num_sends,wait", [("default", 3, 5), ("harsh", 11, 2), ("default", 2, 7),
+                                                    ("harsh", 40, 1)])
+def test_fast_path_repeated_sends_equals_expm_reference(preset, num_sends, wait):
+    # A vector sent several times: the fast path sums the later sends
+    # geometrically; the reference integrates every event.
+    chip, x, sched, read = _repeated_sends_case(31 + num_sends, preset, num_sends, wait)
+    res = integrate_fast(chip, 0, sched, read)
+    assert not res.stepped_columns.any()
+    events = [events_of(sched, b) for b in range(sched.num_vectors)]
+    codes, v_mv = naive.expm_codes(chip, 0, events, read)
+    # The float32 state over 480 events (40 sends) drifts by 1.25e-6 V whether the
+    # sends are summed or swept one by one; 1e-6 V holds up to a few hundred.
+    atol = 1e-6 if num_sends <= 11 else 2e-6
+    np.testing.assert_allclose(res.membrane_at_read_v, v_mv * 1e-3, rtol=0, atol=atol)
+    assert np.array_equal(res.codes, codes)
+
+
+@pytest.mark.parametrize("num_sends,wait", [(3, 5), (11, 2), (256, 1), (2, 5), (1, 4)])
+def test_periodic_stream_detection(num_sends, wait):
+    # Where the geometric sum applies: every VMM stream of three sends or more.
+    chip, x, sched, _ = _repeated_sends_case(5, "harsh", num_sends, wait)
+    from bss2sim.circuits.integrate import _event_arrays
+    offsets, drv, cyc, width, inject = _event_arrays(chip, chip.operating_point(0), sched)
+    for b in range(sched.num_vectors):
+        n = int(np.count_nonzero(x[b]))
+        got = K._periodic_stream(offsets, drv, cyc, width, inject, b, 4096)
+        periodic = num_sends >= K.MIN_PERIODIC_SENDS and n > 0 and n * num_sends >= 2 * K.MIN_PERIODIC_SENDS
+        assert got == ((n, num_sends, wait) if periodic else (0, 0, 0))
+    # A stream whose spacing changes once is not periodic.
+    cyc2 = cyc.copy()
+    k = int(offsets[0]) + 2
+    cyc2[k:int(offsets[1])] += 1
+    if num_sends >= K.MIN_PERIODIC_SENDS:
+        assert K._periodic_stream(offsets, drv, cyc2, width, inject, 0, 4096) == (0, 0, 0)
+        # Nor one whose third send differs in a width.
+        w2 = width.copy()
+        n0 = int(np.count_nonzero(x[0]))
+        w2[int(offsets[0]) + 2 * n0] *= 0.5
+        assert K._periodic_stream(offsets, drv, cyc, w2, inject, 0, 4096) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("num_sends,wait", [(3, 5), (11, 2), (64, 1)])
+def test_periodic_bounds_equal_the_event_by_event_bounds(num_sends, wait):
+    # The linearity bounds of a repeated vector, from two sends, against the
+    # same bounds over every event.
+    chip, x, sched, _ = _repeated_sends_case(7, "harsh", num_sends, wait)
+    from bss2sim.circuits.integrate import _event_arrays
+    op = chip.operating_point(0)
+    offsets, drv, cyc, width, inject = _event_arrays(chip, op, sched)
+    ie_t = np.ascontiguousarray(op.current_exc_ua.T)
+    ii_t = np.ascontiguousarray(op.current_inh_ua.T)
+    checked = 0
+    for b in range(sched.num_vectors):
+        n, sends, gap = K._periodic_stream(offsets, drv, cyc, width, inject, b, 4096)
+        if n == 0:
+            continue
+        checked += 1
+        for lam in (0.01, 0.03, 0.2):
+            for vals in (width, inject):
+                assert K._scalar_peak_periodic(offsets, vals, b, lam, n, sends, gap) == pytest.approx(
+                    K._scalar_peak(offsets, vals, cyc, b, lam), rel=1e-12)
+        for c in (0, 17, 255):
+            for cur, q in ((ie_t, 0.003), (ii_t, 0.0)):
+                assert K._column_peak_periodic(offsets, drv, width, inject, cur, q, 0.025, b, c, n, sends,
+                                               gap) == pytest.approx(
+                    K._column_peak(offsets, drv, cyc, width, inject, cur, q, 0.025, b, c), rel=1e-12)
+            want = K._column_excursion(offsets, drv, width, inject, ie_t, ii_t, 0.003, 0.002, 1.1, 0.9, b, c)
+            got = K._column_excursion_periodic(offsets, drv, width, inject, ie_t, ii_t, 0.003, 0.002, 1.1, 0.9,
+                                               b, c, n, sends)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    assert checked >= 4
+
+
 def test_fast_path_with_digital_offsets_equals_reference():
     chip, sched, read = _linear_case(9, 0, num_vectors=3)
     rng = np.random.default_rng(9)

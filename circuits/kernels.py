@@ -54,10 +54,10 @@ _EFFECT_TAG = np.uint64(0x6566666563747321)
 WALK_CYCLES = 5
 """Longest Runge-Kutta step (FPGA cycles, 40 ns) of a saturating column between events."""
 CONVERT_TICKS_PER_STEP = 8
+"""Ramp ticks (8 x 2.1 ns) per Runge-Kutta step of a saturating column's conversion."""
 VECTORS_PER_BLOCK = 64
 """Vectors of the fast path that share one set of scratch arrays (one thread
 runs a block); any value gives the same results."""
-"""Ramp ticks (8 x 2.1 ns) per Runge-Kutta step of a saturating column's conversion."""
 
 
 @njit(cache=True, inline="always")

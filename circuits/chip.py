@@ -817,36 +817,32 @@ class Chip:
             self._tables.pop(next(iter(self._tables)))
         return tab
 
+    def _grown_table(self, kind, half, num_cycles, axis, build):
+        """A cached table over 0 .. n-1 FPGA cycles along ``axis``, built by
+        ``build(column_params, t_ns)``, grown (doubling) on demand to at least
+        ``num_cycles``, at most :data:`PROPAGATOR_TABLE_CYCLES`."""
+        half = check_half(half)
+        num_cycles = min(check_int("num_cycles", num_cycles, 1, K.MAX_CYCLE + 1), PROPAGATOR_TABLE_CYCLES)
+        key = self._table_key(kind, half)
+        tab = self._tables.get(key)
+        if tab is None or tab.shape[axis] < num_cycles:
+            size = min(PROPAGATOR_TABLE_CYCLES, max(num_cycles, 64 if tab is None else 2 * tab.shape[axis]))
+            cp = self.operating_point(half).column_params
+            tab = self._table_store(key, build(cp, np.arange(size) * K.FPGA_CYCLE_S * 1e9).astype(np.float32))
+        return tab
+
     def propagator_tables(self, half: int, num_cycles: int) -> np.ndarray:
         """float32 (5, n, 256) propagators for 0 .. n-1 FPGA cycles (cached, grown
         on demand), n at most :data:`PROPAGATOR_TABLE_CYCLES`: the kernels
         compute longer intervals, so a result never depends on the table size."""
-        half = check_half(half)
-        num_cycles = min(check_int("num_cycles", num_cycles, 1, K.MAX_CYCLE + 1), PROPAGATOR_TABLE_CYCLES)
-        key = self._table_key("tab", half)
-        tab = self._tables.get(key)
-        if tab is None or tab.shape[1] < num_cycles:
-            size = min(PROPAGATOR_TABLE_CYCLES, max(num_cycles, 64 if tab is None else 2 * tab.shape[1]))
-            cp = self.operating_point(half).column_params
-            tab = self._table_store(key, _propagators(cp, np.arange(size) * K.FPGA_CYCLE_S * 1e9)
-                                    .astype(np.float32))
-        return tab
+        return self._grown_table("tab", half, num_cycles, 1, _propagators)
 
     def leak_decay_table(self, half: int, num_cycles: int) -> np.ndarray:
         """float32 (n, 256): the leak's decay exp(-lam_m t) after 0 .. n-1 FPGA
         cycles (the propagator tables' first row, kept longer: reads lie far
         after the reset while events lie close together); cached, grown on
         demand, n at most :data:`PROPAGATOR_TABLE_CYCLES`."""
-        half = check_half(half)
-        num_cycles = min(check_int("num_cycles", num_cycles, 1, K.MAX_CYCLE + 1), PROPAGATOR_TABLE_CYCLES)
-        key = self._table_key("am", half)
-        tab = self._tables.get(key)
-        if tab is None or tab.shape[0] < num_cycles:
-            size = min(PROPAGATOR_TABLE_CYCLES, max(num_cycles, 64 if tab is None else 2 * tab.shape[0]))
-            cp = self.operating_point(half).column_params
-            tab = self._table_store(key, leak_decay(cp, np.arange(size) * K.FPGA_CYCLE_S * 1e9)
-                                    .astype(np.float32))
-        return tab
+        return self._grown_table("am", half, num_cycles, 0, leak_decay)
 
     def conversion_tables(self, half: int) -> np.ndarray:
         """float64 (256 columns, 256 ticks, 5) propagators for the CADC ramp ticks."""

@@ -165,6 +165,16 @@ def _far_rows(cp, n, cycle_ns, out):
 
 
 @njit(cache=True, inline="always")
+def _decay_rows(tab, cp, n, cycle_ns, far):
+    """All columns' decays of xe, xi and (v - e_leak) after ``n`` cycles: table
+    rows, or computed into ``far`` beyond the tables."""
+    if n < tab.shape[1]:
+        return tab[T_AE, n], tab[T_AI, n], tab[T_AM, n]
+    _far_rows(cp, n, cycle_ns, far)
+    return far[T_AE], far[T_AI], far[T_AM]
+
+
+@njit(cache=True, inline="always")
 def _propagate_exact(xe, xi, v, tab, n, c, el, cp, cycle_ns):
     am = _entry(tab, cp, T_AM, n, c, cycle_ns)
     v = el + (v - el) * am + xe * _entry(tab, cp, T_BE, n, c, cycle_ns) \
@@ -655,15 +665,7 @@ def _sweep(st, k, k_end, origin, from_zero, ev_driver, ev_cycle, ev_width, ev_in
             last = ev_cycle[k]
             ie1 = ie[ev_driver[k]]
             ii1 = ii[ev_driver[k]]
-            if gap1 < ntab:
-                ge1 = tab[T_AE, gap1]
-                gi1 = tab[T_AI, gap1]
-                gm1 = tab[T_AM, gap1]
-            else:
-                _far_rows(cp, gap1, cycle_ns, far_gap)
-                ge1 = far_gap[T_AE]
-                gi1 = far_gap[T_AI]
-                gm1 = far_gap[T_AM]
+            ge1, gi1, gm1 = _decay_rows(tab, cp, gap1, cycle_ns, far_gap)
             for c in range(ncol):
                 pe1 = w1 * ie1[c] + f1 * qe[c]
                 pi1 = w1 * ii1[c] + f1 * qi[c]
@@ -812,15 +814,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
             # Rows of the tail (from the last event; any row for a vector without
             # events, whose state is zero) and of the read (from the reset).
             tail = rc - last if offsets[b + 1] > k0 else 0
-            if tail < ntab:
-                at_e = tab[T_AE, tail]
-                at_i = tab[T_AI, tail]
-                at_m = tab[T_AM, tail]
-            else:
-                _far_rows(cp, tail, cycle_ns, far_tail)
-                at_e = far_tail[T_AE]
-                at_i = far_tail[T_AI]
-                at_m = far_tail[T_AM]
+            at_e, at_i, at_m = _decay_rows(tab, cp, tail, cycle_ns, far_tail)
             am_rc = am_read[read_slot[b]]
             # Injected charge: at most q per event, so its peak is at most q times the
             # peak of the decayed event count.

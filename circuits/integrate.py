@@ -299,9 +299,10 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         ctab = chip.conversion_tables(half)
         offsets, drv, cyc, width, inject = _event_arrays(chip, op, schedule)
         # The tables serve the intervals between events and from the last event to
-        # the read; the leak's decay up to each read is computed once per distinct
-        # read cycle. Table size never changes a result (longer intervals are
-        # computed by the same formula).
+        # the read; the leak's decay from the reset to the read comes from its own
+        # one-row table (or, for reads beyond it, is computed once per distinct
+        # read cycle by the same formula). Table size never changes a code (longer
+        # intervals are computed; test_robustness checks them against the tables).
         tab = chip.propagator_tables(half, _longest_table_interval(offsets, cyc, rc) + 1)
         if rc.max() < PROPAGATOR_TABLE_CYCLES:
             am_read, read_slot = chip.leak_decay_table(half, int(rc.max()) + 1), rc

@@ -301,8 +301,8 @@ def integrate_fast(chip: Chip, half: int, schedule: EventSchedule, read_cycle,
         # The tables serve the intervals between events and from the last event to
         # the read; the leak's decay from the reset to the read comes from its own
         # one-row table (or, for reads beyond it, is computed once per distinct
-        # read cycle by the same formula). Table size never changes a code (longer
-        # intervals are computed; test_robustness checks them against the tables).
+        # read cycle by the same formula). Longer intervals than the tables hold are
+        # computed by the tables' formula, equal to float32 rounding.
         tab = chip.propagator_tables(half, _longest_table_interval(offsets, cyc, rc) + 1)
         if rc.max() < PROPAGATOR_TABLE_CYCLES:
             am_read, read_slot = chip.leak_decay_table(half, int(rc.max()) + 1), rc

@@ -628,19 +628,18 @@ def _column_excursion_periodic(offsets, ev_driver, ev_width, ev_inject, ie_t, ii
 
 
 @njit(cache=True, inline="always")
-def _sweep(st, k, k_end, origin, from_zero, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, qe, qi, tab,
-           cp, cycle_ns, far_gap):
-    """Events k .. k_end - 1 of one vector into the state ``st`` (run_e, run_i,
-    mem_e, mem_i per column, float32), which holds the state at cycle ``origin``
-    on entry (``from_zero``: it is zero, and is overwritten); returns the cycle
-    of the last event. Two events per sweep over
-    the columns (four where their spacings are equal, as in every schedule
-    with one wait) cut the state and table traffic; the arithmetic is the same
-    sequence as one event at a time."""
+def _sweep(st, k, k_end, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, qe, qi, tab, cp, cycle_ns,
+           far_gap):
+    """Events k .. k_end - 1 of one vector, from a zero state, into ``st``
+    (run_e, run_i, mem_e, mem_i per column, float32; overwritten); returns the
+    cycle of the last event (0, ``st`` untouched, without events). Two events per sweep over the columns
+    (four where their spacings are equal, as in every schedule with one wait)
+    cut the state and table traffic; the arithmetic is the same sequence as one
+    event at a time."""
     ncol = st.shape[1]
     ntab = tab.shape[1]
-    last = origin
-    if from_zero and k < k_end:
+    last = 0
+    if k < k_end:
         # Nothing to decay before the first event (whatever its distance).
         w1 = ev_width[k]
         f1 = ev_inject[k]
@@ -799,15 +798,15 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
             n_block, n_sends, gap = _periodic_stream(offsets, ev_driver, ev_cycle, ev_width, ev_inject, b,
                                                      tab.shape[1])
             if n_block == 0:
-                last = _sweep(st, k0, offsets[b + 1], 0, True, ev_driver, ev_cycle, ev_width, ev_inject,
+                last = _sweep(st, k0, offsets[b + 1], ev_driver, ev_cycle, ev_width, ev_inject,
                               ie, ii, qe32, qi32, tab, cp, cycle_ns, far_gap)
             else:
                 # A vector sent n_sends times at one spacing: the first send and one
                 # later send (the later sends are alike: their drivers recovered
                 # alike) are swept, the others follow as a geometric sum.
-                _sweep(st, k0, k0 + n_block, 0, True, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii,
+                _sweep(st, k0, k0 + n_block, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii,
                        qe32, qi32, tab, cp, cycle_ns, far_gap)
-                _sweep(st2, k0 + n_block, k0 + 2 * n_block, 0, True, ev_driver, ev_cycle, ev_width,
+                _sweep(st2, k0 + n_block, k0 + 2 * n_block, ev_driver, ev_cycle, ev_width,
                        ev_inject, ie, ii, qe32, qi32, tab, cp, cycle_ns, far_gap)
                 last = ev_cycle[offsets[b + 1] - 1]
                 _repeat_sends(st, st2, tab, gap, n_block, n_sends)

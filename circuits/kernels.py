@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import constants as K
-from .rng import next_normal, next_normal_box_muller, next_normal_pair as _normal_pair, next_uniform, \
+from .rng import add_normals, next_normal_box_muller, next_normal_pair as _normal_pair, next_uniform, \
     stream_key
 
 # Rows of the per-column parameter pack (float64[NUM_COLUMN_PARAMS, columns]).
@@ -408,11 +408,11 @@ def _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t, qe, q
 
 
 @njit(cache=True)
-def _shared_noise(extra, cp, noise_on, seed, shared_seed, index, state):
+def _shared_noise(extra, cp, lf_scale, noise_on, seed, shared_seed, index, state):
     """Add to ``extra`` (the comparator's noise, mV, per column) what the
     columns share: the quadrant's common conversion noise and the shared part
     of the slow noise (``sqrt(LF_SHARED) NOISE_LF`` times the c-th normal of
-    the TrialNoise's shared stream). The slow noise's own part is independent per
+    the TrialNoise's shared stream; ``lf_scale`` from :func:`_lf_scale`). The slow noise's own part is independent per
     column and read, so the callers add it to their per-column Gaussian.
     Returns the read's capmem refresh phase (uniform in [0, 1); 0 with noise
     off). Drawn from streams of their own, so the draws do not depend on how
@@ -428,11 +428,20 @@ def _shared_noise(extra, cp, noise_on, seed, shared_seed, index, state):
             extra[c] += cp[NOISE_CM, c] * (q0 if c < _QUADRANT_COLUMNS else q1)
         if ncol > 0 and cp[NOISE_LF, 0] > 0.0:
             state[0] = stream_key(shared_seed, index)     # the effect stream is done with
-            for c in range(ncol):
-                extra[c] += cp[NOISE_LF, c] * np.sqrt(cp[LF_SHARED, c]) * next_normal(state)
+            add_normals(state, extra, lf_scale)
     else:
         u = 0.0
     return u
+
+
+@njit(cache=True)
+def _lf_scale(cp):
+    """Per column: the scale of the slow noise's shared part, ``sqrt(LF_SHARED)
+    NOISE_LF`` (mV per standard normal)."""
+    out = np.empty(cp.shape[1])
+    for c in range(cp.shape[1]):
+        out[c] = cp[NOISE_LF, c] * np.sqrt(cp[LF_SHARED, c])
+    return out
 
 
 @njit(cache=True, inline="always")
@@ -742,6 +751,43 @@ def _sweep(st, k, k_end, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, qe, q
     return last
 
 
+@njit(cache=True, inline="always")
+def _charge_bounds(st, c, growth, width_sum, inject_sum, cur_max_e, cur_max_i, qe, qi, peak_e, peak_i,
+                   peak_ne, peak_ni):
+    """Column c's bounds on the charge its inputs take in (fC): the leak-free
+    total (exc, inh) and the peak held at once (exc, inh)."""
+    if width_sum > 0.0:
+        tot_e = cur_max_e[c] * width_sum + qe[c] * inject_sum
+        tot_i = cur_max_i[c] * width_sum + qi[c] * inject_sum
+    else:
+        tot_e = st[2, c] * growth
+        tot_i = st[3, c] * growth
+    # Injected charge: at most q per event, so its peak is at most q times the
+    # peak of the decayed event count.
+    be = cur_max_e[c] * peak_e + qe[c] * peak_ne
+    bi = cur_max_i[c] * peak_i + qi[c] * peak_ni
+    return tot_e, tot_i, be, bi
+
+
+@njit(cache=True)
+def _read_constants(cp, am_rc, t0, v_free, sigma):
+    """What a read at ``t0`` ns after the reset (leak decay ``am_rc``) gives
+    every vector alike, per column: the membrane relaxed from the reset towards
+    the leak (mV, into ``v_free``), and the spread of the comparator's Gaussian
+    (mV, into ``sigma``): the membrane noise integrated from the reset (an
+    Ornstein-Uhlenbeck variance), the read noise, the reset's kT/C sample
+    (decaying with the leak like any start offset) and the slow noise's own part."""
+    for c in range(cp.shape[1]):
+        el = cp[E_LEAK, c]
+        v_free[c] = el + (cp[V_RESET, c] - el) * am_rc[c]
+        lam_m = cp[LAM_M, c]
+        a = np.float64(am_rc[c])
+        small = lam_m * t0 < 1e-6
+        var_mem = cp[NOISE_MEM, c] ** 2 * (t0 if small else (1.0 - a * a) / (2.0 * (lam_m + 1e-300)))
+        var_ktc = (cp[NOISE_KTC, c] * a) ** 2
+        sigma[c] = np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc + _own_slow_variance(cp, c))
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, ie_t, ii_t, cp, tab,
                           ctab, cur_max_e, cur_max_i, lam_slow_e, lam_slow_i, lam_m_max,
@@ -765,7 +811,6 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
     """
     num_vectors = offsets.shape[0] - 1
     ncol = ie.shape[1]
-    ntab = tab.shape[1]
     qe = cp[QINJ_E]
     qi = cp[QINJ_I]
     # The event sweep runs in float32 throughout (8 columns per AVX2 instruction):
@@ -773,6 +818,24 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
     qe32 = qe.astype(np.float32)
     qi32 = qi.astype(np.float32)
     want_v = v_read.shape[0] > 0
+    # Per-column constants of the bounds, hoisted out of the vector loop.
+    v_top = np.empty(ncol)           # where the membrane starts and relaxes: max, min of reset and leak
+    v_bottom = np.empty(ncol)
+    knee_e = np.empty(ncol)          # the knees with the bounds' margin
+    knee_i = np.empty(ncol)
+    linear_ok = np.empty(ncol, np.bool_)
+    status_idle = np.empty(ncol, np.int8)   # status of a vector without events
+    for c in range(ncol):
+        el = cp[E_LEAK, c]
+        v0 = cp[V_RESET, c]
+        v_top[c] = v0 if v0 > el else el
+        v_bottom[c] = v0 if v0 < el else el
+        knee_e[c] = 0.999 * cp[KNEE_E, c]
+        knee_i[c] = 0.999 * cp[KNEE_I, c]
+        linear_ok[c] = cp[LINEAR_OK, c] > 0.0
+        status_idle[c] = 0 if linear_ok[c] and v_top[c] < cp[RAIL_HI, c] and v_bottom[c] > cp[RAIL_LO, c] \
+            else 2
+    lf_scale = _lf_scale(cp)
     # Vectors run in blocks: each block's scratch arrays are allocated once and
     # reused (an allocation costs about as much as a column's arithmetic). A
     # vector's values never depend on its block: every array is reset or
@@ -791,6 +854,11 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
         status = np.empty(ncol, np.int8)   # 0 linear, 1 knee to check, 2 walk
         extra = np.empty(ncol)
         state = np.zeros(1, np.uint64)
+        # What depends only on the read cycle (slot): the relaxed membrane and the
+        # spread of the comparator's Gaussian, recomputed when the slot changes.
+        v_free = np.empty(ncol)
+        sigma = np.empty(ncol)
+        cached_slot = -1
         for b in range(blk * VECTORS_PER_BLOCK, min(num_vectors, (blk + 1) * VECTORS_PER_BLOCK)):
             st[:] = 0.0
             rc = read_cycle[b]
@@ -815,6 +883,10 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
             tail = rc - last if offsets[b + 1] > k0 else 0
             at_e, at_i, at_m = _decay_rows(tab, cp, tail, cycle_ns, far_tail)
             am_rc = am_read[read_slot[b]]
+            t0 = rc * cycle_ns
+            if read_slot[b] != cached_slot:
+                cached_slot = read_slot[b]
+                _read_constants(cp, am_rc, t0, v_free, sigma)
             # Injected charge: at most q per event, so its peak is at most q times the
             # peak of the decayed event count.
             if n_block == 0:
@@ -827,7 +899,6 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                 peak_i = _scalar_peak_periodic(offsets, ev_width, b, lam_slow_i, n_block, n_sends, gap)
                 peak_ne = _scalar_peak_periodic(offsets, ev_inject, b, lam_slow_e, n_block, n_sends, gap)
                 peak_ni = _scalar_peak_periodic(offsets, ev_inject, b, lam_slow_i, n_block, n_sends, gap)
-            t0 = rc * cycle_ns
             # The leak-free total charge is at most mem * exp(lam_m * t_last).
             growth = np.exp(lam_m_max * last * cycle_ns)
             # Beyond float range (events over ~1 ms): bound the total charge by the
@@ -838,34 +909,43 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                 for kk in range(offsets[b], offsets[b + 1]):
                     width_sum += ev_width[kk]
                     inject_sum += ev_inject[kk]
-            # Stage 1 (vectorisable): linear state at the read and the cheap bounds.
-            for c in range(ncol):
-                el = cp[E_LEAK, c]
-                v0 = cp[V_RESET, c]
-                if width_sum > 0.0:
-                    tot_e = cur_max_e[c] * width_sum + qe[c] * inject_sum
-                    tot_i = cur_max_i[c] * width_sum + qi[c] * inject_sum
-                else:
-                    tot_e = st[2, c] * growth
-                    tot_i = st[3, c] * growth
-                xe[c] = st[0, c] * at_e[c]
-                xi[c] = st[1, c] * at_i[c]
-                me = st[2, c] * at_m[c]
-                mi = st[3, c] * at_m[c]
-                v[c] = el + (v0 - el) * am_rc[c] \
-                    + cp[RESP_E, c] * (me - xe[c]) - cp[RESP_I, c] * (mi - xi[c])
-                rails_ok = cp[LINEAR_OK, c] > 0.0 \
-                    and (v0 if v0 > el else el) + cp[GC_E, c] * tot_e < cp[RAIL_HI, c] \
-                    and (v0 if v0 < el else el) - cp[GC_I, c] * tot_i > cp[RAIL_LO, c]
-                # The peak synaptic charge is at most the total charge, and at most the
-                # column's largest current times the per-vector width bound.
-                be = cur_max_e[c] * peak_e + qe[c] * peak_ne
-                bi = cur_max_i[c] * peak_i + qi[c] * peak_ni
-                knee_ok = (tot_e if tot_e < be else be) <= 0.999 * cp[KNEE_E, c] \
-                    and (tot_i if tot_i < bi else bi) <= 0.999 * cp[KNEE_I, c]
-                if knee_ok and not rails_ok and cp[LINEAR_OK, c] > 0.0:
+            # Stage 1: linear state at the read and the cheap bounds, in one loop
+            # without calls (vectorised); the tighter excursion bound only where needed.
+            any_check = False
+            if k0 == offsets[b + 1]:
+                # No events: no input, and the membrane only relaxes from the reset
+                # towards the leak (the values the general case gives for a zero state).
+                for c in range(ncol):
+                    xe[c] = 0.0
+                    xi[c] = 0.0
+                    v[c] = v_free[c]
+                    status[c] = status_idle[c]
+                    any_check |= status_idle[c] != 0
+            else:
+                for c in range(ncol):
+                    tot_e, tot_i, be, bi = _charge_bounds(st, c, growth, width_sum, inject_sum, cur_max_e,
+                                                          cur_max_i, qe, qi, peak_e, peak_i, peak_ne, peak_ni)
+                    xe[c] = st[0, c] * at_e[c]
+                    xi[c] = st[1, c] * at_i[c]
+                    me = st[2, c] * at_m[c]
+                    mi = st[3, c] * at_m[c]
+                    v[c] = v_free[c] + cp[RESP_E, c] * (me - xe[c]) - cp[RESP_I, c] * (mi - xi[c])
+                    rails_ok = linear_ok[c] & (v_top[c] + cp[GC_E, c] * tot_e < cp[RAIL_HI, c]) \
+                        & (v_bottom[c] - cp[GC_I, c] * tot_i > cp[RAIL_LO, c])
+                    # The peak synaptic charge is at most the total charge, and at most the
+                    # column's largest current times the per-vector width bound.
+                    knee_ok = (min(tot_e, be) <= knee_e[c]) & (min(tot_i, bi) <= knee_i[c])
+                    # 0 linear, 1 knee to check, 3 rails to check, 2 walk.
+                    st_c = np.int8(0) if rails_ok & knee_ok else \
+                        (np.int8(1) if rails_ok else (np.int8(3) if knee_ok & linear_ok[c] else np.int8(2)))
+                    status[c] = st_c
+                    any_check |= st_c != 0
+            for c in range(ncol if any_check else 0):
+                if status[c] == 3:
                     # Tighter: the running exc - inh difference, plus what the inputs
                     # still hold (at most their peak), plus the leak's pull over the run.
+                    tot_e, tot_i, be, bi = _charge_bounds(st, c, growth, width_sum, inject_sum, cur_max_e,
+                                                          cur_max_i, qe, qi, peak_e, peak_i, peak_ne, peak_ni)
                     if n_block == 0:
                         d_hi, d_lo = _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t,
                                                        qe[c], qi[c], cp[GC_E, c], cp[GC_I, c], b, c)
@@ -876,11 +956,11 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                     up = d_hi + cp[GC_I, c] * min(tot_i, bi)
                     down = d_lo - cp[GC_E, c] * min(tot_e, be)
                     leak = 1.0 - am_rc[c]
-                    rails_ok = (v0 if v0 > el else el) + up - down * leak < cp[RAIL_HI, c] \
-                        and (v0 if v0 < el else el) + down - up * leak > cp[RAIL_LO, c]
-                status[c] = 0 if (rails_ok and knee_ok) else (1 if rails_ok else 2)
+                    rails_ok = v_top[c] + up - down * leak < cp[RAIL_HI, c] \
+                        and v_bottom[c] + down - up * leak > cp[RAIL_LO, c]
+                    status[c] = 0 if rails_ok else 2
             # Stage 2 (rare): exact peaks where the bound was not enough; walk the rest.
-            for c in range(ncol):
+            for c in range(ncol if any_check else 0):
                 if status[c] == 1 and n_block == 0:
                     ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie_t, qe[c],
                                       cp[LAM_E, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c] \
@@ -907,6 +987,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                         ye += ev_width[k] * ie[ev_driver[k], c] + ev_inject[k] * qe[c]
                         yi += ev_width[k] * ii[ev_driver[k], c] + ev_inject[k] * qi[c]
                     xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles)
+            for c in range(ncol):
                 stepped[b, c] = status[c] == 2
                 v_row[c] = v[c]
             # Stage 3: trial-to-trial noise. Membrane noise integrated up to the read
@@ -916,18 +997,8 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
             extra[:] = 0.0
             if noise_on:
                 state[0] = stream_key(seed, first_index + np.uint64(b))
-                for c in range(ncol):
-                    extra[c] = next_normal(state)
-                for c in range(ncol):
-                    lam_m = cp[LAM_M, c]
-                    a = np.float64(am_rc[c])
-                    small = lam_m * t0 < 1e-6
-                    var_mem = cp[NOISE_MEM, c] ** 2 * (t0 if small else (1.0 - a * a) / (2.0 * (lam_m + 1e-300)))
-                    # The reset's kT/C sample decays with the leak like any start offset.
-                    var_ktc = (cp[NOISE_KTC, c] * a) ** 2
-                    # The slow noise's own part is one more independent Gaussian: one draw carries all.
-                    extra[c] *= np.sqrt(var_mem + cp[NOISE_READ, c] ** 2 + var_ktc + _own_slow_variance(cp, c))
-            u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b), state)
+                add_normals(state, extra, sigma)
+            u = _shared_noise(extra, cp, lf_scale, noise_on, seed, shared_seed, first_index + np.uint64(b), state)
             _ripple_at_comparator(extra, cp, am_rc, u, v_row)
             if want_v:
                 for c in range(ncol):
@@ -971,6 +1042,7 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
     on_ramp = rec_ramp.shape[1] > 0
     record = on_v or on_xe or on_xi or on_ramp
     n_rec = max(max(rec_v.shape[1], rec_xe.shape[1]), max(rec_xi.shape[1], rec_ramp.shape[1]))
+    lf_scale = _lf_scale(cp)
     for b in prange(num_vectors):
         xe = np.zeros(ncol)
         xi = np.zeros(ncol)
@@ -990,7 +1062,7 @@ def integrate_trace_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie
             if noise_on:
                 extra[c] = np.sqrt(cp[NOISE_READ, c] ** 2 + _own_slow_variance(cp, c)) \
                     * next_normal_box_muller(state)
-        u = _shared_noise(extra, cp, noise_on, seed, shared_seed, first_index + np.uint64(b), scratch)
+        u = _shared_noise(extra, cp, lf_scale, noise_on, seed, shared_seed, first_index + np.uint64(b), scratch)
         # The capmem droop at this read's refresh phase moves the reset and leak
         # potentials and the ramp start themselves.
         cpv = cp.copy()

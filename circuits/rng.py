@@ -198,6 +198,29 @@ def next_normal(state):
             return x
 
 
+
+@njit(cache=True, inline="always")
+def add_normals(state, out, scale):
+    """``out[j] += scale[j] * n_j`` for the next ``len(out)`` standard normals of
+    ``state`` (advanced in place): the same values as ``next_normal`` called
+    once per entry, with the stream's position kept in a register on the
+    ziggurat's fast path (about a third faster per draw than calling it)."""
+    s = state[0]
+    for j in range(out.shape[0]):
+        s_next = s + _GOLDEN
+        z = mix64(s_next)
+        layer = np.int64(z & _LOW7)
+        h = np.int64(np.int32(np.uint32(z >> _S32)))     # the high 32 bits, signed
+        if abs(h) < _ZIG_K[layer]:
+            out[j] += scale[j] * (h * _ZIG_W[layer])
+            s = s_next
+        else:
+            # Rejected by the rectangle test: the full draw from the same position.
+            state[0] = s
+            out[j] += scale[j] * next_normal(state)
+            s = state[0]
+    state[0] = s
+
 @njit(cache=True, parallel=True)
 def _add_normal_rows(seed, first_index, out, scale):
     rows, cols = out.shape

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import as_int_array, check_int
@@ -66,9 +66,11 @@ class PairedSchedule:
     half_phase_cycles: np.ndarray
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _half_schedule_kernel(x, counts, start, wait, num_sends, offsets, driver, value, cycle):
-    for b in range(x.shape[0]):
+    # Each vector writes its own range of the event arrays: any thread order
+    # gives the same arrays.
+    for b in prange(x.shape[0]):
         k = offsets[b]
         n = counts[b]
         if n == 0:

@@ -142,23 +142,29 @@ def recovered_widths(width_ns, schedule, depth, tau_s):
     driver's previous pulse in the same vector (start to start) loses
     ``depth exp(-dt / tau)`` of its width. ``width_ns`` (num_events,) float;
     returns float64 (num_events,)."""
-    width = np.ascontiguousarray(width_ns, np.float64)
-    out = width.copy()
+    return _recovered(np.array(width_ns, np.float64), schedule, depth, tau_s)
+
+
+def _recovered(width, schedule, depth, tau_s):
+    """``width`` (num_events,) after driver recovery, in its own dtype (rounded
+    once from the float64 product); ``width`` itself where nothing recovers."""
     if depth > 0 and schedule.num_events > 1:
-        _k.recovery_kernel(_ro(schedule.offsets), _ro(schedule.driver), _ro(schedule.cycle), _ro(width), float(depth),
-                           float(tau_s / K.FPGA_CYCLE_S), K.DRIVERS_PER_HALF, out)
-    return out
+        out = np.empty_like(width)
+        _k.recovery_kernel(_ro(schedule.offsets), _ro(schedule.driver), _ro(schedule.cycle), _ro(width),
+                           float(depth), float(tau_s / K.FPGA_CYCLE_S), K.DRIVERS_PER_HALF, out)
+        return out
+    return width
 
 
 def _event_arrays(chip, op, schedule):
     """Event arrays of the kernels: offsets, drivers, cycles, pulse widths (ns,
     float32, driver recovery applied) and the injection flag (1.0 where a pulse
     exists, so charge injection applies)."""
-    width = op.pulse_width_ns[schedule.driver, schedule.value].astype(np.float32)
     fx = chip.effects
-    if fx.driver_recovery_depth > 0:
-        width = recovered_widths(width, schedule, fx.driver_recovery_depth,
-                                 fx.driver_recovery_tau_s).astype(np.float32)
+    # float32 as the tables hold them; the recovery's float64 product is rounded
+    # to float32 once.
+    width = _recovered(op.pulse_width_ns[schedule.driver, schedule.value], schedule,
+                       fx.driver_recovery_depth, fx.driver_recovery_tau_s)
     inject = (width > 0).astype(np.float32)
     return (np.ascontiguousarray(schedule.offsets), np.ascontiguousarray(schedule.driver),
             np.ascontiguousarray(schedule.cycle), np.ascontiguousarray(width), inject)

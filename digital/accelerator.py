@@ -402,9 +402,13 @@ class Accelerator:
                                                         shared=100 + mode),
                                       columns=used[h], voltages=False)
                 # The PPU's saturating int8 subtract of (read - 128) - (baseline - 128).
-                diff = read.codes.astype(np.int16)
-                diff -= base.codes
-                results[h] = np.clip(diff, K.OUTPUT_MIN, K.OUTPUT_MAX).astype(np.int8)
+                # Columns beyond used[h] read the same code twice (0, or a stuck
+                # channel's): their difference is 0.
+                diff = read.codes[:, :used[h]].astype(np.int16)
+                diff -= base.codes[:, :used[h]]
+                out = np.zeros((B, COLS), np.int8)
+                out[:, :used[h]] = np.clip(diff, K.OUTPUT_MIN, K.OUTPUT_MAX, out=diff)
+                results[h] = out
         else:
             p = self.behavioural
             for h in range(K.NUM_HALVES):
@@ -668,7 +672,8 @@ class Accelerator:
                 outs = self._pass([tile_x(t, h) for h, t in enumerate(pair)], wt, num_sends, wait,
                                   [first_id] * 2, i, stream=stream, returned=[returned(t) for t in pair])
                 for h, (t, o) in enumerate(zip(pair, outs)):
-                    acc[:, t[1] * C:(t[1] + 1) * C] += logical(h, o)
+                    n = returned(t)
+                    acc[:, t[1] * C:t[1] * C + n] += logical(h, o)[:, :n]
                 continue
             # A tile left over: both halves hold it and each vector runs alone, even ids
             # on the top half and odd ids on the bottom, so that a vector meets the same
@@ -686,7 +691,8 @@ class Accelerator:
                               returned=[returned(t)] * K.NUM_HALVES, solo=ids % 2)
             for h in range(K.NUM_HALVES):
                 if xs[h] is not None:
-                    acc[rows[h], t[1] * C:(t[1] + 1) * C] += logical(h, outs[h])
+                    n = returned(t)
+                    acc[rows[h], t[1] * C:t[1] * C + n] += logical(h, outs[h])[:, :n]
         return clamp_int8(acc[:, :N]).astype(np.int64)
 
     def conv1d(self, x, w, stride: int = 1, padding: int = 0, **kw) -> np.ndarray:

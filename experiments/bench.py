@@ -106,9 +106,11 @@ def _numpy_behavioural_layer(x, w, gain, sigma, rng):
     return np.clip(acc, K.OUTPUT_MIN, K.OUTPUT_MAX)
 
 
-def bench_network(num_images=10_000, seed=0, shift=1, chip=None):
+def bench_network(num_images=10_000, seed=0, shift=1, chip=None, repeats=3):
     """784 -> 128 -> 10 dense network at both fidelities and in plain numpy
-    (cycle level on ``chip``, default ``Chip(seed)``)."""
+    (cycle level on ``chip``, default ``Chip(seed)``). The three run in turn,
+    ``repeats`` rounds, and each keeps its best wall time: a round's ratios
+    compare runs made under the same load of the machine."""
     chip = chip if chip is not None else Chip(seed)
     rng = np.random.default_rng(seed)
     x = rng.integers(1, K.INPUT_MAX + 1, (num_images, 784)) * (rng.random((num_images, 784)) < 0.2)
@@ -120,27 +122,37 @@ def bench_network(num_images=10_000, seed=0, shift=1, chip=None):
         h = converting_relu(acc.matmul(xs, w1), shift)
         return acc.matmul(h.astype(np.int64), w2)
 
-    out = {"images": num_images}
+    def formula():
+        nrng = np.random.default_rng(1)
+        h = converting_relu(_numpy_behavioural_layer(x, w1, params.gain, params.sigma, nrng), shift)
+        _numpy_behavioural_layer(h.astype(np.int64), w2, params.gain, params.sigma, nrng)
+
+    out = {"images": num_images, "repeats": repeats}
     note("network benchmark: cycle-level...")
     forward(Accelerator(chip, noise_seed=1), x[:4])
     forward(Accelerator(behavioural=params, noise_seed=1), x[:4])
-    for name, make in (("cycle_level", lambda: Accelerator(chip, noise_seed=1)),
-                       ("behavioural", lambda: Accelerator(behavioural=params, noise_seed=1))):
-        acc = make()
+    makers = {"cycle_level": lambda: Accelerator(chip, noise_seed=1),
+              "behavioural": lambda: Accelerator(behavioural=params, noise_seed=1)}
+    best = {name: float("inf") for name in (*makers, "numpy_formula")}
+    reports = {}
+    for _ in range(max(1, int(repeats))):
+        for name, make in makers.items():
+            acc = make()
+            t = time.perf_counter()
+            forward(acc, x)
+            best[name] = min(best[name], time.perf_counter() - t)
+            reports[name] = acc.report()      # the same every round (same seeds)
         t = time.perf_counter()
-        forward(acc, x)
-        wall = time.perf_counter() - t
-        rep = acc.report()
+        formula()
+        best["numpy_formula"] = min(best["numpy_formula"], time.perf_counter() - t)
+    for name, rep in reports.items():
+        wall = best[name]
         out[name] = {"wall_time_s": wall, "images_per_s": num_images / wall,
                      "chip_time_per_image_s": rep["total_s"] / num_images,
                      "asic_energy_per_image_j": rep["asic_j"] / num_images,
                      "chip_time_over_wall": rep["total_s"] / wall}
-        note(f"network benchmark: {name} done")
-    nrng = np.random.default_rng(1)
-    t = time.perf_counter()
-    h = converting_relu(_numpy_behavioural_layer(x, w1, params.gain, params.sigma, nrng), shift)
-    _numpy_behavioural_layer(h.astype(np.int64), w2, params.gain, params.sigma, nrng)
-    wall = time.perf_counter() - t
+    note("network benchmark: done")
+    wall = best["numpy_formula"]
     out["numpy_formula"] = {"wall_time_s": wall, "images_per_s": num_images / wall}
     out["cycle_level_over_behavioural"] = out["cycle_level"]["wall_time_s"] / out["behavioural"]["wall_time_s"]
     out["behavioural_over_numpy"] = out["behavioural"]["wall_time_s"] / wall
@@ -273,7 +285,8 @@ def run(num_vectors=10_000, as_json=False, seed=0, calibration=None):
     print(f"  trace path per vector (1 ns steps)         : {a['trace_path_s_per_vector'] * 1e3:9.1f} ms")
     print(f"  simulated integration time / wall (fast)   : {a['simulated_over_wall_fast']:9.3f}")
     n = network
-    print(f"dense network 784 -> 128 -> 10 (converting ReLU), {n['images']} images:")
+    print(f"dense network 784 -> 128 -> 10 (converting ReLU), {n['images']} images "
+          f"(each the best of {n['repeats']} rounds, run in turn):")
     for name in ("cycle_level", "behavioural"):
         r = n[name]
         print(f"  {name:<12}: {r['images_per_s']:10.0f} images/s, {r['wall_time_s']:7.2f} s wall, "

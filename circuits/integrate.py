@@ -163,8 +163,9 @@ def _event_arrays(chip, op, schedule):
     fx = chip.effects
     # float32 as the tables hold them; the recovery's float64 product is rounded
     # to float32 once.
-    width = _recovered(op.pulse_width_ns[schedule.driver, schedule.value], schedule,
-                       fx.driver_recovery_depth, fx.driver_recovery_tau_s)
+    width = np.empty(schedule.num_events, np.float32)
+    _k.pulse_widths_kernel(_ro(schedule.driver), _ro(schedule.value), _ro(op.pulse_width_ns), width)
+    width = _recovered(width, schedule, fx.driver_recovery_depth, fx.driver_recovery_tau_s)
     inject = (width > 0).astype(np.float32)
     return (np.ascontiguousarray(schedule.offsets), np.ascontiguousarray(schedule.driver),
             np.ascontiguousarray(schedule.cycle), np.ascontiguousarray(width), inject)

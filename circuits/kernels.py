@@ -305,6 +305,13 @@ def _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, ticks_per_step):
 
 
 @njit(cache=True, parallel=True)
+def pulse_widths_kernel(driver, value, width_table, out):
+    """Pulse width of each event, ``width_table[driver, value]`` (ns), into ``out``."""
+    for k in prange(driver.shape[0]):
+        out[k] = width_table[driver[k], value[k]]
+
+
+@njit(cache=True, parallel=True)
 def recovery_kernel(offsets, driver, cycle, width, depth, tau_cycles, num_drivers, out):
     """Pulse widths after driver recovery (see ``integrate.recovered_widths``):
     per vector, each driver remembers the cycle of its last pulse. Vectors run

@@ -418,9 +418,10 @@ def _column_excursion(offsets, ev_driver, ev_width, ev_inject, ie_t, ii_t, qe, q
 def _shared_noise(extra, cp, lf_scale, noise_on, seed, shared_seed, index, state):
     """Add to ``extra`` (the comparator's noise, mV, per column) what the
     columns share: the quadrant's common conversion noise and the shared part
-    of the slow noise (``sqrt(LF_SHARED) NOISE_LF`` times the c-th normal of
-    the TrialNoise's shared stream; ``lf_scale`` from :func:`_lf_scale`). The slow noise's own part is independent per
-    column and read, so the callers add it to their per-column Gaussian.
+    of the slow noise (``lf_scale``, from :func:`_lf_scale`, times the c-th
+    normal of the TrialNoise's shared stream). The slow noise's own part is
+    independent per column and read, so the callers add it to their per-column
+    Gaussian.
     Returns the read's capmem refresh phase (uniform in [0, 1); 0 with noise
     off). Drawn from streams of their own, so the draws do not depend on how
     many columns run; both paths call this with the same arguments and get the
@@ -858,7 +859,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
         xe = np.empty(ncol)
         xi = np.empty(ncol)
         v = np.empty(ncol)
-        status = np.empty(ncol, np.int8)   # 0 linear, 1 knee to check, 2 walk
+        status = np.empty(ncol, np.int8)   # 0 linear, 1 knee to check, 3 rails to check, 2 walk
         extra = np.empty(ncol)
         state = np.zeros(1, np.uint64)
         # What depends only on the read cycle (slot): the relaxed membrane and the

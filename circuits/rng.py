@@ -198,7 +198,6 @@ def next_normal(state):
             return x
 
 
-
 @njit(cache=True, inline="always")
 def add_normals(state, out, scale):
     """``out[j] += scale[j] * n_j`` for the next ``len(out)`` standard normals of
@@ -220,6 +219,7 @@ def add_normals(state, out, scale):
             out[j] += scale[j] * next_normal(state)
             s = state[0]
     state[0] = s
+
 
 @njit(cache=True, parallel=True)
 def _add_normal_rows(seed, first_index, out, scale):

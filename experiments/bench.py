@@ -108,9 +108,9 @@ def _numpy_behavioural_layer(x, w, gain, sigma, rng):
 
 def bench_network(num_images=10_000, seed=0, shift=1, chip=None, repeats=3):
     """784 -> 128 -> 10 dense network at both fidelities and in plain numpy
-    (cycle level on ``chip``, default ``Chip(seed)``). The three run in turn,
-    ``repeats`` rounds, and each keeps its best wall time: a round's ratios
-    compare runs made under the same load of the machine."""
+    (cycle level on ``chip``, default ``Chip(seed)``). The three run in turn
+    for ``repeats`` rounds, and each keeps its best wall time, so a passing
+    load on the machine slows none of them more than the others."""
     chip = chip if chip is not None else Chip(seed)
     rng = np.random.default_rng(seed)
     x = rng.integers(1, K.INPUT_MAX + 1, (num_images, 784)) * (rng.random((num_images, 784)) < 0.2)

@@ -971,17 +971,17 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
             for c in range(ncol if any_check else 0):
                 if status[c] == 1 and n_block == 0:
                     ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie_t, qe[c],
-                                      cp[LAM_E, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_E, c] \
+                                      cp[LAM_E, c] * cycle_ns, b, c) <= knee_e[c] \
                         and _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ii_t, qi[c],
-                                         cp[LAM_I, c] * cycle_ns, b, c) <= 0.999 * cp[KNEE_I, c]
+                                         cp[LAM_I, c] * cycle_ns, b, c) <= knee_i[c]
                     status[c] = 0 if ok else 2
                 elif status[c] == 1:
                     ok = _column_peak_periodic(offsets, ev_driver, ev_width, ev_inject, ie_t, qe[c],
                                                cp[LAM_E, c] * cycle_ns, b, c, n_block, n_sends, gap) \
-                        <= 0.999 * cp[KNEE_E, c] \
+                        <= knee_e[c] \
                         and _column_peak_periodic(offsets, ev_driver, ev_width, ev_inject, ii_t, qi[c],
                                                   cp[LAM_I, c] * cycle_ns, b, c, n_block, n_sends, gap) \
-                        <= 0.999 * cp[KNEE_I, c]
+                        <= knee_i[c]
                     status[c] = 0 if ok else 2
                 if status[c] == 2:
                     ye = 0.0

@@ -138,6 +138,30 @@ def test_rails(sign):
     np.testing.assert_allclose(trace.membrane_at_read_v * 1e3, rail, atol=1e-6)
 
 
+@pytest.mark.parametrize("sign", [1, -1])
+def test_rails_below_the_knee(sign):
+    # Many moderate events, widely spaced: the synaptic inputs stay far below
+    # their knees, yet the membrane runs into a rail and sits there a while
+    # (the fast path walks these columns with the Runge-Kutta steps as affine
+    # maps). The reads come at three delays after the last event.
+    chip = Chip(11)
+    rng = np.random.default_rng(11)
+    chip.config.set_logical_weights(0, sign * rng.integers(10, 64, (128, 256)))
+    sched = EventSchedule.from_inputs(np.full((3, 128), 31), wait_between_events=8)
+    read = sched.last_cycle() + np.array([10, 100, 300])
+    fast, _ = _compare(chip, 0, sched, read)
+    rec = integrate_trace(chip, 0, sched.slice(0, 1), read[:1])
+    cp = chip.operating_point(0).column_params
+    syn = rec.syn_exc_c if sign > 0 else rec.syn_inh_c
+    knee = cp[naive.KNEE_E] if sign > 0 else cp[naive.KNEE_I]
+    assert (np.nanmax(syn[0], axis=0) * 1e15 < 0.7 * knee).all()
+    v_rec = rec.membrane_v[0] * 1e3
+    rail = cp[naive.RAIL_HI] if sign > 0 else cp[naive.RAIL_LO]
+    extreme = np.nanmax(v_rec, axis=0) if sign > 0 else np.nanmin(v_rec, axis=0)
+    assert (np.abs(extreme - rail) < 1e-6).mean() > 0.9
+    assert fast.stepped_columns.all()
+
+
 def test_mixed_batch_linear_saturating_and_empty():
     # Linear, saturating and empty vectors in one batch with different reads.
     chip = Chip(5)

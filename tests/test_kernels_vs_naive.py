@@ -371,6 +371,32 @@ def _linear_case(seed, half, num_vectors=6, active=30, weight_max=63, preset="de
     return chip, sched, read
 
 
+@pytest.mark.parametrize("seed,preset", [(0, "default"), (9, "harsh")])
+def test_runge_kutta_step_below_the_knees_is_its_affine_map(seed, preset):
+    # Below both knees and between the rails, one Runge-Kutta step (rk4_step,
+    # the plain four-stage definition) is linear in the state: the walk's
+    # affine coefficients must give the same step, to rounding.
+    chip = Chip(seed, preset=preset)
+    cp = np.ascontiguousarray(chip.operating_point(1).column_params)
+    rng = np.random.default_rng(seed)
+    coeff = np.empty(K.RK_COEFFS)
+    for c in rng.choice(cp.shape[1], 24, replace=False):
+        for cycles in range(1, K.WALK_CYCLES + 1):
+            dt = cycles * 8.0
+            K._rk4_linear_coefficients(cp, c, dt, coeff)
+            for _ in range(5):
+                xe = rng.uniform(0.0, 0.9) * cp[naive.KNEE_E, c]
+                xi = rng.uniform(0.0, 0.9) * cp[naive.KNEE_I, c]
+                v = rng.uniform(0.6, 0.8) * cp[naive.RAIL_HI, c] + rng.uniform(0.2, 0.4) * cp[naive.RAIL_LO, c]
+                ref = K.rk4_step(xe, xi, v, 0.0, 0.0, dt, cp, c)
+                assert cp[naive.RAIL_LO, c] < ref[2] < cp[naive.RAIL_HI, c]     # no clamp in play
+                got = (coeff[K.RK_EE] * xe, coeff[K.RK_II] * xi,
+                       coeff[K.RK_VV] * v + coeff[K.RK_VE] * xe - coeff[K.RK_VI] * xi + coeff[K.RK_V0])
+                np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+                # and the step really moved the state (the test would see a wrong map)
+                assert abs(ref[2] - v) > 1e-6 and ref[0] < xe
+
+
 @pytest.mark.parametrize("seed,half", [(0, 0), (1, 1), (17, 0), (40, 1)])
 def test_fast_path_equals_expm_reference(seed, half):
     chip, sched, read = _linear_case(seed, half)

@@ -174,15 +174,8 @@ def _event_arrays(chip, op, schedule):
 def _longest_table_interval(offsets, cycle, read_cycle):
     """Longest interval (FPGA cycles) the fast path looks up in the tables: between
     two events of a vector, or from a vector's last event to its read."""
-    longest = 1
-    if len(cycle):
-        has = np.diff(offsets) > 0
-        tails = read_cycle[has] - cycle[offsets[1:][has] - 1]
-        gaps = np.diff(cycle)
-        starts = offsets[1:-1]
-        gaps[starts[(starts > 0) & (starts <= len(gaps))] - 1] = 0   # into a vector's first event
-        longest = max(longest, int(tails.max()), int(gaps.max()) if len(gaps) else 0)
-    return longest
+    return int(_k.longest_interval_kernel(_ro(offsets, np.int64), _ro(cycle, np.int64),
+                                          _ro(read_cycle, np.int64)))
 
 
 def coincident_corrections(ie, ii, offsets, driver, cycle, width, inject, beta):

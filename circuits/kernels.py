@@ -366,6 +366,25 @@ def pulse_widths_kernel(driver, value, width_table, out):
         out[k] = width_table[driver[k], value[k]]
 
 
+@njit(cache=True)
+def longest_interval_kernel(offsets, cycle, read_cycle):
+    """Longest interval (FPGA cycles, at least 1) between two events of a vector,
+    or from a vector's last event to its read ``read_cycle[b]``; one pass."""
+    longest = 1
+    for b in range(offsets.shape[0] - 1):
+        k0 = offsets[b]
+        k1 = offsets[b + 1]
+        if k1 > k0:
+            tail = read_cycle[b] - cycle[k1 - 1]
+            if tail > longest:
+                longest = tail
+            for k in range(k0 + 1, k1):
+                gap = cycle[k] - cycle[k - 1]
+                if gap > longest:
+                    longest = gap
+    return longest
+
+
 @njit(cache=True, parallel=True)
 def recovery_kernel(offsets, driver, cycle, width, depth, tau_cycles, num_drivers, out):
     """Pulse widths after driver recovery (see ``integrate.recovered_widths``):

@@ -371,6 +371,38 @@ def _linear_case(seed, half, num_vectors=6, active=30, weight_max=63, preset="de
     return chip, sched, read
 
 
+def _longest_interval_loops(sched, read):
+    """Plain loops: the longest gap between two events of a vector, or from its
+    last event to its read (at least 1)."""
+    longest = 1
+    for b in range(sched.num_vectors):
+        _, _, c = sched.vector(b)
+        c = [int(x) for x in c]
+        for k in range(1, len(c)):
+            longest = max(longest, c[k] - c[k - 1])
+        if c:
+            longest = max(longest, int(read[b]) - c[-1])
+    return longest
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_longest_table_interval_matches_loops(case):
+    from bss2sim.circuits.integrate import _longest_table_interval
+    rng = np.random.default_rng(case)
+    if case == 0:
+        sched = EventSchedule.from_lists([[], [], []])        # no events at all
+    elif case == 1:
+        sched = EventSchedule.from_lists([[(0, 5, 3)], [], [(1, 5, 0), (2, 5, 900)]])
+    else:
+        sched = irregular_schedule(rng, 7, 40, max_gap=[1, 5, 60, 300][case - 2], p_same=0.3)
+        counts = np.diff(sched.offsets)
+        assert counts.min() > 0
+    read = sched.last_cycle() + rng.integers(0, [1, 2, 50, 5000, 3, 10][case], sched.num_vectors)
+    got = _longest_table_interval(sched.offsets, sched.cycle, read)
+    assert got == _longest_interval_loops(sched, read)
+    assert isinstance(got, int)
+
+
 @pytest.mark.parametrize("seed,preset", [(0, "default"), (9, "harsh")])
 def test_runge_kutta_step_below_the_knees_is_its_affine_map(seed, preset):
     # Below both knees and between the rails, one Runge-Kutta step (rk4_step,

@@ -218,34 +218,16 @@ def _rk4_linear_coefficients(cp, c, dt, out):
 
 
 @njit(cache=True, inline="always")
-def _propagate_below_knee(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles, rk):
-    """:func:`_propagate` of a column proven to stay below its knees for the
-    whole vector: its Runge-Kutta steps are the affine maps ``rk[steps - 1, :, c]``
-    (:func:`_rk4_linear_coefficients` of 1 .. ``walk_cycles`` cycles)."""
-    remaining = n_cycles
-    while remaining > 0:
-        if _linear_safe(xe, xi, v, cp, c):
-            return _propagate_exact(xe, xi, v, tab, remaining, c, cp[E_LEAK, c], cp, cycle_ns)
-        step = walk_cycles if remaining > walk_cycles else remaining
-        k = rk[step - 1]
-        v = k[RK_VV, c] * v + k[RK_VE, c] * xe - k[RK_VI, c] * xi + k[RK_V0, c]
-        xe = k[RK_EE, c] * xe
-        xi = k[RK_II, c] * xi
-        if v < cp[RAIL_LO, c]:
-            v = cp[RAIL_LO, c]
-        elif v > cp[RAIL_HI, c]:
-            v = cp[RAIL_HI, c]
-        remaining -= step
-    return xe, xi, v
-
-
-@njit(cache=True, inline="always")
-def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles):
+def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles, rk, below_knee):
     """Advance one column by ``n_cycles`` without input: exact where linear,
     Runge-Kutta steps of at most ``walk_cycles`` cycles where it may saturate.
     The synaptic time constants (~320 ns) and the membrane's (~1 us) are long
     against a step of a few cycles (lam * h <= 0.15 for 40 ns), so one
-    classical RK4 step per event interval keeps the local error near 1e-7."""
+    classical RK4 step per event interval keeps the local error near 1e-7.
+    ``below_knee``: the column is proven to stay below its knees for the whole
+    vector, so its steps are the affine maps ``rk[steps - 1, :, c]``
+    (:func:`_rk4_linear_coefficients` of 1 .. ``walk_cycles`` cycles), the same
+    steps to rounding."""
     remaining = n_cycles
     while remaining > 0:
         # Re-checked every step: once the column has decayed below the knee and
@@ -253,7 +235,17 @@ def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles):
         if _linear_safe(xe, xi, v, cp, c):
             return _propagate_exact(xe, xi, v, tab, remaining, c, cp[E_LEAK, c], cp, cycle_ns)
         step = walk_cycles if remaining > walk_cycles else remaining
-        xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, step * cycle_ns, cp, c)
+        if below_knee:
+            k = rk[step - 1]
+            v = k[RK_VV, c] * v + k[RK_VE, c] * xe - k[RK_VI, c] * xi + k[RK_V0, c]
+            xe = k[RK_EE, c] * xe
+            xi = k[RK_II, c] * xi
+            if v < cp[RAIL_LO, c]:
+                v = cp[RAIL_LO, c]
+            elif v > cp[RAIL_HI, c]:
+                v = cp[RAIL_HI, c]
+        else:
+            xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, step * cycle_ns, cp, c)
         remaining -= step
     return xe, xi, v
 
@@ -1063,34 +1055,23 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                                                   cp[LAM_I, c] * cycle_ns, b, c, n_block, n_sends, gap) \
                         <= knee_i[c]
                     status[c] = 0 if ok else 2
-                if status[c] == 2:
+                if status[c] == 2 or status[c] == 4:
+                    # Status 4: below the knees throughout (proven), only a rail may be
+                    # reached, so the Runge-Kutta steps are affine maps.
+                    below_knee = status[c] == 4
                     ye = 0.0
                     yi = 0.0
                     y = cp[V_RESET, c]
                     prev = 0
                     for k in range(offsets[b], offsets[b + 1]):
                         cyc = ev_cycle[k]
-                        ye, yi, y = _propagate(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns, walk_cycles)
+                        ye, yi, y = _propagate(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns, walk_cycles, rk_lin,
+                                               below_knee)
                         prev = cyc
                         ye += ev_width[k] * ie[ev_driver[k], c] + ev_inject[k] * qe[c]
                         yi += ev_width[k] * ii[ev_driver[k], c] + ev_inject[k] * qi[c]
-                    xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles)
-                elif status[c] == 4:
-                    # Below the knees throughout (proven), only a rail may be reached:
-                    # the same walk with the Runge-Kutta steps as affine maps.
-                    ye = 0.0
-                    yi = 0.0
-                    y = cp[V_RESET, c]
-                    prev = 0
-                    for k in range(offsets[b], offsets[b + 1]):
-                        cyc = ev_cycle[k]
-                        ye, yi, y = _propagate_below_knee(ye, yi, y, cyc - prev, tab, cp, c, cycle_ns,
-                                                          walk_cycles, rk_lin)
-                        prev = cyc
-                        ye += ev_width[k] * ie[ev_driver[k], c] + ev_inject[k] * qe[c]
-                        yi += ev_width[k] * ii[ev_driver[k], c] + ev_inject[k] * qi[c]
-                    xe[c], xi[c], v[c] = _propagate_below_knee(ye, yi, y, rc - prev, tab, cp, c, cycle_ns,
-                                                               walk_cycles, rk_lin)
+                    xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles,
+                                                    rk_lin, below_knee)
                     status[c] = 2
             for c in range(ncol):
                 stepped[b, c] = status[c] == 2

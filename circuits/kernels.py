@@ -116,11 +116,10 @@ def _linear_safe(xe, xi, v, cp, c):
     Leak pulls towards e_leak, excitation adds at most gc_e xe, inhibition
     removes at most gc_i xi."""
     el = cp[E_LEAK, c]
-    if xe > cp[KNEE_E, c] or xi > cp[KNEE_I, c]:
-        return False
     top = max(v, el) + cp[GC_E, c] * xe
     bottom = min(v, el) - cp[GC_I, c] * xi
-    return top < cp[RAIL_HI, c] and bottom > cp[RAIL_LO, c]
+    # Branch-free (no early return), so the conversion's first pass vectorises.
+    return (xe <= cp[KNEE_E, c]) & (xi <= cp[KNEE_I, c]) & (top < cp[RAIL_HI, c]) & (bottom > cp[RAIL_LO, c])
 
 
 @njit(cache=True)
@@ -260,12 +259,31 @@ def _cadc_fires(v, m, cp, c, comparator_noise):
 
 @njit(cache=True, inline="always")
 def _finish_code(m, cp, c):
-    code = m + cp[DIGITAL_OFFSET, c]
-    if code < 0:
-        return 0
-    if code > CADC_MAX_CODE:
-        return CADC_MAX_CODE
-    return np.int64(code)
+    """Tick count m plus the channel's digital offset, clamped to the 8-bit code
+    (branch-free: the offset is integral, so the sum is exact)."""
+    return np.int64(min(max(m + cp[DIGITAL_OFFSET, c], 0.0), np.float64(CADC_MAX_CODE)))
+
+
+@njit(cache=True, inline="always")
+def _conversion_window(xe, xi, v, cp, c, extra):
+    """The ticks a linear column's conversion can end in: (base, u, first, last),
+    with ``base`` the comparator's margin over the ramp's start (mV) and ``u``
+    that margin in ramp steps, as the membrane stands at the read. The
+    membrane's largest rise and fall during the whole ramp bound the tick from
+    both sides; where ``first == last`` the code is settled without evaluating
+    the membrane at any tick. Branch-free, so a loop over columns vectorises."""
+    el = cp[E_LEAK, c]
+    inv_step = cp[INV_STEP, c]
+    base = v + cp[CADC_OFFSET, c] + extra - cp[CADC_START, c]
+    u = base * inv_step
+    rise = xe * cp[CONV_BE, c] + max(0.0, (el - v) * (1.0 - cp[CONV_AM, c]))
+    fall = xi * cp[CONV_BI, c] + max(0.0, (v - el) * (1.0 - cp[CONV_AM, c]))
+    lo = np.floor(u - fall * inv_step)
+    hi = np.floor(u + rise * inv_step)
+    # The comparator cannot fire before tick lo and fires at tick hi at the latest.
+    first = np.int64(min(max(lo, 0.0), CADC_MAX_CODE))
+    last = np.int64(min(max(hi, 0.0), CADC_MAX_CODE))
+    return base, u, first, last
 
 
 @njit(cache=True, inline="always")
@@ -283,17 +301,7 @@ def _convert_linear(xe, xi, v, ctab, cp, c, extra, tick_slope):
     ticks are scanned from the earliest possible one. Both give the same tick."""
     el = cp[E_LEAK, c]
     inv_step = cp[INV_STEP, c]
-    base = v + cp[CADC_OFFSET, c] + extra - cp[CADC_START, c]
-    u = base * inv_step
-    # Largest rise and fall the membrane can make during the whole ramp: if the
-    # code is the same at both ends, the search is settled without evaluation.
-    rise = xe * cp[CONV_BE, c] + max(0.0, (el - v) * (1.0 - cp[CONV_AM, c]))
-    fall = xi * cp[CONV_BI, c] + max(0.0, (v - el) * (1.0 - cp[CONV_AM, c]))
-    lo = np.floor(u - fall * inv_step)
-    hi = np.floor(u + rise * inv_step)
-    # The comparator cannot fire before tick lo and fires at tick hi at the latest.
-    first = np.int64(min(max(lo, 0.0), CADC_MAX_CODE))
-    last = np.int64(min(max(hi, 0.0), CADC_MAX_CODE))
+    base, u, first, last = _conversion_window(xe, xi, v, cp, c, extra)
     if last - first <= 2:
         for m in range(first, last):
             vm = el + (v - el) * ctab[c, m, T_AM] + xe * ctab[c, m, T_BE] - xi * ctab[c, m, T_BI]
@@ -933,6 +941,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
         status = np.empty(ncol, np.int8)   # 0 linear, 1 knee to check, 3 rails to check, 2 walk,
                                            # 4 walk below the knees (then 2)
         extra = np.empty(ncol)
+        settled = np.empty(ncol, np.bool_)     # conversion settled without a search
         state = np.zeros(1, np.uint64)
         # What depends only on the read cycle (slot): the relaxed membrane and the
         # spread of the comparator's Gaussian, recomputed when the slot changes.
@@ -1089,8 +1098,17 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
             if want_v:
                 for c in range(ncol):
                     v_read[b, c] = v_row[c] * 1e-3      # mV to V, as the caller reports it
-            # Stage 4: conversion; most columns are settled by the drift bound alone.
+            # Stage 4: conversion. Most columns are settled by the drift bound alone:
+            # a first pass over all columns (branch-free, vectorised) finds them and
+            # writes their codes; the second searches the others.
             for c in range(ncol):
+                _, _, first, last = _conversion_window(xe[c], xi[c], v[c], cp, c, extra[c])
+                linear = (status[c] == 0) | _linear_safe(xe[c], xi[c], v[c], cp, c)
+                settled[c] = linear & (first == last)
+                codes[b, c] = _finish_code(last, cp, c)
+            for c in range(ncol):
+                if settled[c]:
+                    continue
                 if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):
                     m = _convert_linear(xe[c], xi[c], v[c], ctab, cp, c, extra[c], tick_slope)
                 else:

@@ -316,15 +316,22 @@ class SequenceProfile:
         return out
 
 
-def _bursts(resets):
-    """Release cycles (PPU) of the reset bursts in a list of reset write cycles."""
+def reset_bursts(resets):
+    """(first write, release) PPU cycles of each reset burst in a list of reset
+    write cycles: writes at most ``RESET_BURST_PPU_CYCLES`` apart hold the
+    reset as one burst, released at its last write."""
     out = []
     for c in resets:
-        if out and c - out[-1] <= RESET_BURST_PPU_CYCLES:
-            out[-1] = c
+        if out and c - out[-1][1] <= RESET_BURST_PPU_CYCLES:
+            out[-1] = (out[-1][0], c)
         else:
-            out.append(c)
+            out.append((c, c))
     return out
+
+
+def _bursts(resets):
+    """Release cycles (PPU) of the reset bursts in a list of reset write cycles."""
+    return [release for _, release in reset_bursts(resets)]
 
 
 def _entry_offsets(res, entry_starts, event_starts):

@@ -37,7 +37,8 @@ from bss2sim.circuits import constants as K
 from bss2sim.circuits.checks import check_int
 
 from . import playback as pb
-from .nux.memory import MAILBOX_ADDRESS, RESET_BURST_PPU_CYCLES, SPIKE_INJECTION_ADDRESS
+from .nux.memory import MAILBOX_ADDRESS, SPIKE_INJECTION_ADDRESS
+from .sequences import BUS_SETUP, reset_bursts
 
 RUN = 5
 """Command value of ``status`` that runs the network on the chunk in memory."""
@@ -70,7 +71,6 @@ FPGA_TO_PPU = 2
 
 def program_text() -> str:
     """The standalone PPU program in this project's assembly."""
-    from .sequences import BUS_SETUP
     return f"""
     # The standalone network program: every sample of the chunk through every layer.
     .set STATUS, 0x{STATUS_ADDRESS:x}
@@ -416,17 +416,6 @@ def _logs(res, h):
     return out
 
 
-def _bursts(resets):
-    """(first write, release) of each reset burst."""
-    out = []
-    for c in resets:
-        if out and c - out[-1][1] <= RESET_BURST_PPU_CYCLES:
-            out[-1] = (out[-1][0], c)
-        else:
-            out.append((c, c))
-    return out
-
-
 def _run_lands(prog, spans):
     """FPGA cycle at which the run command lands on each PPU."""
     lands = {}
@@ -454,7 +443,7 @@ def profile() -> StandaloneProfile:
 
     # One layer, inputs 5 0 7 7, two sends; the bottom PPU has no samples.
     res, log, lands = probe([(ones(4, 3), None)], [[5, 0, 7, 7]], 2)
-    (r0, base_rel), (_, reset_rel) = _bursts(log["reset"])
+    (r0, base_rel), (_, reset_rel) = reset_bursts(log["reset"])
     inj, conv = log["inject"], log["convert"]
     event_cost = inj[2] - inj[1]
     zero_cost = inj[1] - inj[0] - event_cost
@@ -469,7 +458,7 @@ def profile() -> StandaloneProfile:
     gaps = {}
     for n in (1, 3):
         res, log, _ = probe([(ones(4, n), 0), (ones(n, 2), None)], np.zeros((2, 4)))
-        bursts = _bursts(log["reset"])
+        bursts = reset_bursts(log["reset"])
         gaps[n] = bursts[2][0] - log["convert"][1]
         next_sample = bursts[4][0] - log["convert"][3]
     relu_per_output = (gaps[3] - gaps[1]) // 2

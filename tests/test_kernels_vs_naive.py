@@ -8,9 +8,13 @@ from numba import njit
 import naive
 from bss2sim.circuits import Chip, EventSchedule, TrialNoise, integrate_fast, integrate_trace
 from bss2sim.circuits import kernels as K
+from bss2sim.circuits.constants import FPGA_CYCLE_S
 from bss2sim.circuits.rng import next_normal_pair as _normal_pair
 from bss2sim.circuits.rng import add_normals, next_normal, next_normal_box_muller, next_uniform, stream_key
 from helpers import events_of, irregular_schedule, sparse_inputs
+
+FPGA_CYCLE_NS = FPGA_CYCLE_S * 1e9
+"""The FPGA cycle in the kernels' unit of time, ns."""
 
 
 # --- random numbers -----------------------------------------------------------
@@ -414,7 +418,7 @@ def test_runge_kutta_step_below_the_knees_is_its_affine_map(seed, preset):
     coeff = np.empty(K.RK_COEFFS)
     for c in rng.choice(cp.shape[1], 24, replace=False):
         for cycles in range(1, K.WALK_CYCLES + 1):
-            dt = cycles * 8.0
+            dt = cycles * FPGA_CYCLE_NS
             K._rk4_linear_coefficients(cp, c, dt, coeff)
             for _ in range(5):
                 xe = rng.uniform(0.0, 0.9) * cp[naive.KNEE_E, c]
@@ -427,6 +431,75 @@ def test_runge_kutta_step_below_the_knees_is_its_affine_map(seed, preset):
                 np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
                 # and the step really moved the state (the test would see a wrong map)
                 assert abs(ref[2] - v) > 1e-6 and ref[0] < xe
+
+
+def _scan_ticks(xe, xi, v, ctab, cp, c, extra):
+    """The tick at which a linear column's comparator first fires, scanning every
+    tick of the ramp from the first (255 if it never fires)."""
+    el = cp[naive.E_LEAK, c]
+    for m in range(K.CADC_MAX_CODE):
+        vm = el + (v - el) * ctab[c, m, K.T_AM] + xe * ctab[c, m, K.T_BE] - xi * ctab[c, m, K.T_BI]
+        ramp = cp[K.CADC_START, c] + (m + 1) * cp[K.CADC_STEP, c]
+        if ramp > vm + cp[K.CADC_OFFSET, c] + extra:
+            return m
+    return K.CADC_MAX_CODE
+
+
+@pytest.mark.parametrize("seed,half,preset", [(0, 0, "default"), (5, 1, "default"), (9, 0, "harsh")])
+def test_conversion_window_and_search_give_the_full_scans_tick(seed, half, preset):
+    # The fast path settles a column's code from its tick window alone where the
+    # window holds one tick, and searches it otherwise; both must be the tick a
+    # scan of the whole ramp finds. States: below the knees and between the
+    # rails (linear), from a settled membrane to one still moving fast.
+    chip = Chip(seed, preset=preset)
+    cp = np.ascontiguousarray(chip.operating_point(half).column_params)
+    ctab = chip.conversion_tables(half)
+    slopes = chip.conversion_tick_slopes(half)
+    rng = np.random.default_rng(seed)
+    settled = searched = 0
+    for c in rng.choice(cp.shape[1], 32, replace=False):
+        for _ in range(40):
+            q = rng.choice([0.0, 0.02, 0.3, 0.9])
+            xe = q * rng.uniform(0.0, 1.0) * cp[naive.KNEE_E, c]
+            xi = q * rng.uniform(0.0, 1.0) * cp[naive.KNEE_I, c]
+            lo, hi = cp[naive.RAIL_LO, c], cp[naive.RAIL_HI, c]
+            v = rng.choice([cp[naive.E_LEAK, c], rng.uniform(lo, hi)])
+            extra = rng.normal(0.0, 2.0)
+            want = _scan_ticks(xe, xi, v, ctab, cp, c, extra)
+            _, _, first, last = K._conversion_window(xe, xi, v, cp, c, extra)
+            assert first <= want <= last
+            if first == last:
+                settled += 1
+                assert want == last
+            else:
+                searched += 1
+            assert K._convert_linear(xe, xi, v, ctab, cp, c, extra, slopes) == want
+    assert settled > 100 and searched > 100          # both ways were taken
+
+
+def test_finish_code_and_linear_safe_match_their_plain_definitions():
+    chip = Chip(2)
+    cp = np.ascontiguousarray(chip.operating_point(0).column_params).copy()
+    cp[K.DIGITAL_OFFSET, :4] = [-20.0, 0.0, 7.0, 40.0]
+    for c in range(4):
+        for m in (0, 1, 19, 20, 21, 200, 215, 216, 248, 254, 255):
+            code = m + cp[K.DIGITAL_OFFSET, c]
+            want = 0 if code < 0 else (K.CADC_MAX_CODE if code > K.CADC_MAX_CODE else int(code))
+            assert K._finish_code(m, cp, c) == want
+    rng = np.random.default_rng(2)
+    seen = set()
+    for _ in range(2000):
+        c = int(rng.integers(cp.shape[1]))
+        xe = rng.uniform(0.0, 1.3) * cp[naive.KNEE_E, c]
+        xi = rng.uniform(0.0, 1.3) * cp[naive.KNEE_I, c]
+        lo, hi = cp[naive.RAIL_LO, c], cp[naive.RAIL_HI, c]
+        v = rng.uniform(lo, hi)
+        el = cp[naive.E_LEAK, c]
+        want = not (xe > cp[naive.KNEE_E, c] or xi > cp[naive.KNEE_I, c]) \
+            and max(v, el) + cp[K.GC_E, c] * xe < hi and min(v, el) - cp[K.GC_I, c] * xi > lo
+        assert bool(K._linear_safe(xe, xi, v, cp, c)) == want
+        seen.add(want)
+    assert seen == {True, False}
 
 
 @pytest.mark.parametrize("seed,half", [(0, 0), (1, 1), (17, 0), (40, 1)])

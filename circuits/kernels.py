@@ -941,7 +941,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
         status = np.empty(ncol, np.int8)   # 0 linear, 1 knee to check, 3 rails to check, 2 walk,
                                            # 4 walk below the knees (then 2)
         extra = np.empty(ncol)
-        settled = np.empty(ncol, np.bool_)     # conversion settled without a search
+        how = np.empty(ncol, np.int8)          # conversion: 0 settled without a search, 1 search, 2 stepped
         state = np.zeros(1, np.uint64)
         # What depends only on the read cycle (slot): the relaxed membrane and the
         # spread of the comparator's Gaussian, recomputed when the slot changes.
@@ -1104,12 +1104,12 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
             for c in range(ncol):
                 _, _, first, last = _conversion_window(xe[c], xi[c], v[c], cp, c, extra[c])
                 linear = (status[c] == 0) | _linear_safe(xe[c], xi[c], v[c], cp, c)
-                settled[c] = linear & (first == last)
+                how[c] = np.int8(0) if linear & (first == last) else (np.int8(1) if linear else np.int8(2))
                 codes[b, c] = _finish_code(last, cp, c)
             for c in range(ncol):
-                if settled[c]:
+                if how[c] == 0:
                     continue
-                if status[c] == 0 or _linear_safe(xe[c], xi[c], v[c], cp, c):
+                if how[c] == 1:
                     m = _convert_linear(xe[c], xi[c], v[c], ctab, cp, c, extra[c], tick_slope)
                 else:
                     m = _convert_stepped(xe[c], xi[c], v[c], cp, c, extra[c], tick_ns, CONVERT_TICKS_PER_STEP)

@@ -561,7 +561,11 @@ class Chip:
         """Record capmem cells whose settings changed since last seen; with
         ``settling`` their transient starts at the current clock."""
         tau = self.effects.capmem_settling_tau_s
-        for name in CAPMEM_PARAMETERS:
+        # Every write gives the configuration a new version (unique across
+        # configurations, restored with the settings it belongs to): at the
+        # version last compared, nothing can have changed.
+        unchanged = self.__dict__.get("_capmem_seen_version") == self.config.version
+        for name in () if unchanged else CAPMEM_PARAMETERS:
             now = self.config.capmem(name)
             seen = self._capmem_seen[name]
             if np.array_equal(now, seen):
@@ -572,6 +576,7 @@ class Chip:
             else:
                 self._capmem_transients.pop(name, None)
             self._capmem_seen[name] = np.array(now)
+        self._capmem_seen_version = self.config.version
         for name, (_, t0) in list(self._capmem_transients.items()):
             if self.time_s - t0 > -np.log(CAPMEM_SETTLED_FRACTION) * tau:
                 del self._capmem_transients[name]

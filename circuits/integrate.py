@@ -192,10 +192,14 @@ def coincident_corrections(ie, ii, offsets, driver, cycle, width, inject, beta):
     unchanged when no two events of a vector share a cycle."""
     if beta <= 0 or len(cycle) < 2:
         return ie, ii, offsets, driver, cycle, width, inject
-    vec = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    same = (vec[1:] == vec[:-1]) & (cycle[1:] == cycle[:-1])
+    # Events k - 1 and k share a cycle and a vector (the first event of a vector
+    # never pairs with the last of the one before).
+    same = cycle[1:] == cycle[:-1]
+    starts = offsets[1:-1]
+    same[starts[(starts > 0) & (starts < len(cycle))] - 1] = False
     if not same.any():
         return ie, ii, offsets, driver, cycle, width, inject
+    vec = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     # Groups: runs of events of one vector in one cycle (cycles never decrease).
     start = np.flatnonzero(np.r_[True, ~same])
     stop = np.r_[start[1:], len(cycle)]

@@ -14,7 +14,7 @@ import naive
 from bss2sim.circuits import (Chip, EventSchedule, MismatchParams, NoiseParams, TrialNoise,
                               integrate_fast, integrate_trace)
 from bss2sim.circuits.environment import DriftPattern, drift_trajectory
-from bss2sim.circuits.integrate import recovered_widths
+from bss2sim.circuits.integrate import coincident_corrections, recovered_widths
 from bss2sim.circuits.params import HARSH_FACTOR, DriftParams, EffectParams, preset
 from helpers import events_of, irregular_schedule, one_driver_logical, rms_and_max
 
@@ -304,6 +304,54 @@ def test_column_ir_drop_stays_bounded_for_many_coincident_pulses():
         assert (rises[0] > v0).all() and (rises[1] >= rises[0] - 1e-4).all() \
             and (rises[2] >= rises[1] - 1e-4).all(), (name, rises)
 
+
+
+def _coincident_groups(offsets, cycle):
+    """Plain reference: runs of more than one event of one vector in one cycle."""
+    groups = []
+    for b in range(len(offsets) - 1):
+        k = offsets[b]
+        while k < offsets[b + 1]:
+            end = k + 1
+            while end < offsets[b + 1] and cycle[end] == cycle[k]:
+                end += 1
+            if end - k > 1:
+                groups.append((b, k, end))
+            k = end
+    return groups
+
+
+@pytest.mark.parametrize("offsets, cycle", [
+    ([0, 0, 2, 2, 4], [5, 10, 10, 12]),        # same cycle across a vector boundary (and empty vectors)
+    ([0, 2, 4], [3, 3, 7, 9]),                 # a pair in the first vector
+    ([0, 0, 0, 2], [4, 4]),                    # a pair after two empty vectors
+    ([0, 3, 3, 6], [1, 2, 2, 2, 2, 8]),        # a pair, then a vector starting in the same cycle
+    ([0, 1, 2, 3], [7, 7, 7]),                 # one event per vector, all in one cycle
+])
+def test_coincident_corrections_group_only_events_of_one_vector(offsets, cycle):
+    """One pseudo event per group of events that share a vector and a cycle,
+    none across vector boundaries; the inputs themselves when there is none."""
+    rng = np.random.default_rng(0)
+    ie = rng.random((4, 3)).astype(np.float32)
+    ii = rng.random((4, 3)).astype(np.float32)
+    offsets = np.array(offsets, np.int64)
+    cycle = np.array(cycle, np.int64)
+    n = len(cycle)
+    driver = np.arange(n, dtype=np.int64) % 4
+    width = np.full(n, 50.0, np.float32)
+    inject = np.ones(n, np.float32)
+    out = coincident_corrections(ie, ii, offsets, driver, cycle, width, inject, 0.01)
+    groups = _coincident_groups(offsets, cycle)
+    if not groups:
+        assert all(a is b for a, b in zip(out, (ie, ii, offsets, driver, cycle, width, inject)))
+        return
+    _, _, new_offsets, new_driver, new_cycle, new_width, _ = out
+    per_vector = np.bincount([g[0] for g in groups], minlength=len(offsets) - 1)
+    np.testing.assert_array_equal(new_offsets, offsets + np.r_[0, np.cumsum(per_vector)])
+    pseudo = new_driver >= ie.shape[0]
+    assert pseudo.sum() == len(groups)
+    assert list(new_cycle[pseudo]) == [cycle[end - 1] for _, _, end in groups]
+    np.testing.assert_array_equal(new_width[pseudo], 1.0)
 
 # --- synapse DAC ----------------------------------------------------------------------
 

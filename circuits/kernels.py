@@ -115,11 +115,17 @@ def _linear_safe(xe, xi, v, cp, c):
     reach the knee or a rail: then the exact linear propagator is valid.
     Leak pulls towards e_leak, excitation adds at most gc_e xe, inhibition
     removes at most gc_i xi."""
-    el = cp[E_LEAK, c]
-    top = max(v, el) + cp[GC_E, c] * xe
-    bottom = min(v, el) - cp[GC_I, c] * xi
+    return _linear_safe_at(xe, xi, v, cp[E_LEAK, c], cp[KNEE_E, c], cp[KNEE_I, c], cp[GC_E, c], cp[GC_I, c],
+                           cp[RAIL_HI, c], cp[RAIL_LO, c])
+
+
+@njit(cache=True, inline="always")
+def _linear_safe_at(xe, xi, v, el, knee_e, knee_i, gc_e, gc_i, rail_hi, rail_lo):
+    """:func:`_linear_safe` with the column's values passed in."""
+    top = max(v, el) + gc_e * xe
+    bottom = min(v, el) - gc_i * xi
     # Branch-free (no early return), so the conversion's first pass vectorises.
-    return (xe <= cp[KNEE_E, c]) & (xi <= cp[KNEE_I, c]) & (top < cp[RAIL_HI, c]) & (bottom > cp[RAIL_LO, c])
+    return (xe <= knee_e) & (xi <= knee_i) & (top < rail_hi) & (bottom > rail_lo)
 
 
 @njit(cache=True)
@@ -247,6 +253,130 @@ def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles, rk, below
             xe, xi, v = rk4_step(xe, xi, v, 0.0, 0.0, step * cycle_ns, cp, c)
         remaining -= step
     return xe, xi, v
+
+
+WALK_SIDE_BY_SIDE = 4
+"""Columns walked below their knees together in one pass over the events
+(:func:`_walk_event`): their dependency chains overlap."""
+
+
+@njit(cache=True, inline="always")
+def _walk_event(xe, xi, v, n, tab, cp, c, cycle_ns, walk_cycles, rk):
+    """:func:`_propagate` of column c by ``n`` cycles with ``below_knee``, the
+    same arithmetic; an interval of at most one step within the tables (the
+    usual spacing of events) is one choice instead of a branch: the exact
+    propagation where the column is linear-safe, else one Runge-Kutta step
+    held within the rails."""
+    if n == 0:
+        return xe, xi, v
+    if n > walk_cycles or n >= tab.shape[1]:
+        return _propagate(xe, xi, v, n, tab, cp, c, cycle_ns, walk_cycles, rk, True)
+    r = n - 1
+    safe = _linear_safe(xe, xi, v, cp, c)
+    el = cp[E_LEAK, c]
+    v_exact = el + (v - el) * tab[T_AM, n, c] + xe * tab[T_BE, n, c] - xi * tab[T_BI, n, c]
+    v_step = rk[r, RK_VV, c] * v + rk[r, RK_VE, c] * xe - rk[r, RK_VI, c] * xi + rk[r, RK_V0, c]
+    v_step = max(min(v_step, cp[RAIL_HI, c]), cp[RAIL_LO, c])
+    return (xe * tab[T_AE, n, c] if safe else rk[r, RK_EE, c] * xe,
+            xi * tab[T_AI, n, c] if safe else rk[r, RK_II, c] * xi,
+            v_exact if safe else v_step)
+
+
+@njit(cache=True, inline="always")
+def _walk_constants(tab, cp, rk, n, c):
+    """What one step of :func:`_walk_event` of column c over ``n`` cycles (at
+    most one step, within the tables) reads, gathered once per walk for the
+    vector's usual spacing: the linearity check's values, the table entries
+    (float32, as the tables hold them) and the Runge-Kutta coefficients."""
+    r = n - 1
+    return (cp[E_LEAK, c], cp[KNEE_E, c], cp[KNEE_I, c], cp[GC_E, c], cp[GC_I, c], cp[RAIL_HI, c],
+            cp[RAIL_LO, c], tab[T_AM, n, c], tab[T_AE, n, c], tab[T_AI, n, c], tab[T_BE, n, c],
+            tab[T_BI, n, c], rk[r, RK_VV, c], rk[r, RK_VE, c], rk[r, RK_VI, c], rk[r, RK_V0, c],
+            rk[r, RK_EE, c], rk[r, RK_II, c])
+
+
+@njit(cache=True, inline="always")
+def _walk_known(xe, xi, v, kc):
+    """:func:`_walk_event` with the constants of :func:`_walk_constants`."""
+    el = kc[0]
+    safe = _linear_safe_at(xe, xi, v, el, kc[1], kc[2], kc[3], kc[4], kc[5], kc[6])
+    v_exact = el + (v - el) * kc[7] + xe * kc[10] - xi * kc[11]
+    v_step = kc[12] * v + kc[13] * xe - kc[14] * xi + kc[15]
+    v_step = max(min(v_step, kc[5]), kc[6])
+    return (xe * kc[8] if safe else kc[16] * xe, xi * kc[9] if safe else kc[17] * xi,
+            v_exact if safe else v_step)
+
+
+@njit(cache=True, inline="always")
+def _walk_below_knees(lanes, m, offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii, qe, qi, tab, cp,
+                      cycle_ns, walk_cycles, rk, b, rc, xe_out, xi_out, v_out):
+    """Walk vector b's events for the ``m`` columns ``lanes[:m]``, all proven
+    below their knees (only a rail may be reached): the steps of
+    :func:`_propagate` with ``below_knee``, the same bits, for
+    ``WALK_SIDE_BY_SIDE`` columns in one pass over the events (a last group
+    of fewer repeats its first column and discards the copies). The state at
+    the read goes to ``xe_out``, ``xi_out``, ``v_out`` [column]."""
+    k0 = offsets[b]
+    k1 = offsets[b + 1]
+    for g in range(0, m, WALK_SIDE_BY_SIDE):
+        c0 = lanes[g]
+        c1 = lanes[g + 1] if g + 1 < m else c0
+        c2 = lanes[g + 2] if g + 2 < m else c0
+        c3 = lanes[g + 3] if g + 3 < m else c0
+        e0 = 0.0
+        e1 = 0.0
+        e2 = 0.0
+        e3 = 0.0
+        i0 = 0.0
+        i1 = 0.0
+        i2 = 0.0
+        i3 = 0.0
+        v0 = cp[V_RESET, c0]
+        v1 = cp[V_RESET, c1]
+        v2 = cp[V_RESET, c2]
+        v3 = cp[V_RESET, c3]
+        # The vector's usual spacing (that of its first two events): its steps'
+        # constants are gathered once, so a step reads no table.
+        usual = ev_cycle[k0 + 1] - ev_cycle[k0] if k1 - k0 >= 2 else 0
+        if usual < 1 or usual > walk_cycles or usual >= tab.shape[1]:
+            usual = 1
+        kc0 = _walk_constants(tab, cp, rk, usual, c0)
+        kc1 = _walk_constants(tab, cp, rk, usual, c1)
+        kc2 = _walk_constants(tab, cp, rk, usual, c2)
+        kc3 = _walk_constants(tab, cp, rk, usual, c3)
+        prev = 0
+        for k in range(k0, k1):
+            n = ev_cycle[k] - prev
+            if n == usual:
+                e0, i0, v0 = _walk_known(e0, i0, v0, kc0)
+                e1, i1, v1 = _walk_known(e1, i1, v1, kc1)
+                e2, i2, v2 = _walk_known(e2, i2, v2, kc2)
+                e3, i3, v3 = _walk_known(e3, i3, v3, kc3)
+            else:
+                e0, i0, v0 = _walk_event(e0, i0, v0, n, tab, cp, c0, cycle_ns, walk_cycles, rk)
+                e1, i1, v1 = _walk_event(e1, i1, v1, n, tab, cp, c1, cycle_ns, walk_cycles, rk)
+                e2, i2, v2 = _walk_event(e2, i2, v2, n, tab, cp, c2, cycle_ns, walk_cycles, rk)
+                e3, i3, v3 = _walk_event(e3, i3, v3, n, tab, cp, c3, cycle_ns, walk_cycles, rk)
+            prev = ev_cycle[k]
+            w = ev_width[k]
+            f = ev_inject[k]
+            d = ev_driver[k]
+            e0 += w * ie[d, c0] + f * qe[c0]
+            i0 += w * ii[d, c0] + f * qi[c0]
+            e1 += w * ie[d, c1] + f * qe[c1]
+            i1 += w * ii[d, c1] + f * qi[c1]
+            e2 += w * ie[d, c2] + f * qe[c2]
+            i2 += w * ii[d, c2] + f * qi[c2]
+            e3 += w * ie[d, c3] + f * qe[c3]
+            i3 += w * ii[d, c3] + f * qi[c3]
+        n = rc - prev
+        xe_out[c0], xi_out[c0], v_out[c0] = _walk_event(e0, i0, v0, n, tab, cp, c0, cycle_ns, walk_cycles, rk)
+        if g + 1 < m:
+            xe_out[c1], xi_out[c1], v_out[c1] = _walk_event(e1, i1, v1, n, tab, cp, c1, cycle_ns, walk_cycles, rk)
+        if g + 2 < m:
+            xe_out[c2], xi_out[c2], v_out[c2] = _walk_event(e2, i2, v2, n, tab, cp, c2, cycle_ns, walk_cycles, rk)
+        if g + 3 < m:
+            xe_out[c3], xi_out[c3], v_out[c3] = _walk_event(e3, i3, v3, n, tab, cp, c3, cycle_ns, walk_cycles, rk)
 
 
 @njit(cache=True, inline="always")
@@ -942,6 +1072,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                                            # 4 walk below the knees (then 2)
         extra = np.empty(ncol)
         how = np.empty(ncol, np.int8)          # conversion: 0 settled without a search, 1 search, 2 stepped
+        lanes = np.empty(ncol, np.int64)       # the columns walked below their knees
         state = np.zeros(1, np.uint64)
         # What depends only on the read cycle (slot): the relaxed membrane and the
         # spread of the comparator's Gaussian, recomputed when the slot changes.
@@ -1049,6 +1180,7 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                         and v_bottom[c] + down - up * leak > cp[RAIL_LO, c]
                     status[c] = 0 if rails_ok else 4
             # Stage 2 (rare): exact peaks where the bound was not enough; walk the rest.
+            num_lanes = 0
             for c in range(ncol if any_check else 0):
                 if status[c] == 1 and n_block == 0:
                     ok = _column_peak(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie_t, qe[c],
@@ -1064,10 +1196,14 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                                                   cp[LAM_I, c] * cycle_ns, b, c, n_block, n_sends, gap) \
                         <= knee_i[c]
                     status[c] = 0 if ok else 2
-                if status[c] == 2 or status[c] == 4:
-                    # Status 4: below the knees throughout (proven), only a rail may be
-                    # reached, so the Runge-Kutta steps are affine maps.
-                    below_knee = status[c] == 4
+                if status[c] == 4:
+                    # Below the knees throughout (proven), only a rail may be reached, so
+                    # the Runge-Kutta steps are affine maps: walked together below.
+                    lanes[num_lanes] = c
+                    num_lanes += 1
+                    status[c] = 2
+                elif status[c] == 2:
+                    below_knee = False
                     ye = 0.0
                     yi = 0.0
                     y = cp[V_RESET, c]
@@ -1082,6 +1218,9 @@ def integrate_fast_kernel(offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie,
                     xe[c], xi[c], v[c] = _propagate(ye, yi, y, rc - prev, tab, cp, c, cycle_ns, walk_cycles,
                                                     rk_lin, below_knee)
                     status[c] = 2
+            if num_lanes > 0:
+                _walk_below_knees(lanes, num_lanes, offsets, ev_driver, ev_cycle, ev_width, ev_inject, ie, ii,
+                                  qe, qi, tab, cp, cycle_ns, walk_cycles, rk_lin, b, rc, xe, xi, v)
             for c in range(ncol):
                 stepped[b, c] = status[c] == 2
                 v_row[c] = v[c]

@@ -754,3 +754,90 @@ def test_trace_path_noise_equals_rk4_reference(preset, noise):
     chip.config.set_logical_weights(0, rng.integers(-63, 64, (128, 256)))
     sched = EventSchedule.from_inputs(sparse_inputs(rng, 2, 10), wait_between_events=2)
     _check_trace(chip, 0, sched, sched.last_cycle() + 3, substeps=2, noise=noise)
+
+
+def _walk_one_column(offsets, drv, cyc, width, inject, ie, ii, qe, qi, tab, cp, rk, b, rc, c, seen):
+    """Plain reference of the walk of one column below its knees: per interval,
+    exact propagation from the tables where no trajectory can reach a knee or a
+    rail, else Runge-Kutta steps of at most ``WALK_CYCLES`` cycles (the affine
+    map) held within the rails; the event's charge added after. ``seen``
+    counts the exact intervals, the steps and the steps that ended at a rail."""
+    el, hi, lo = cp[K.E_LEAK, c], cp[K.RAIL_HI, c], cp[K.RAIL_LO, c]
+
+    def entry(row, n):
+        return tab[row, n, c] if n < tab.shape[1] else K._far_entry(cp, row, n, c, FPGA_CYCLE_NS)
+
+    def propagate(xe, xi, v, n):
+        while n > 0:
+            top = max(v, el) + cp[K.GC_E, c] * xe
+            bottom = min(v, el) - cp[K.GC_I, c] * xi
+            if xe <= cp[K.KNEE_E, c] and xi <= cp[K.KNEE_I, c] and top < hi and bottom > lo:
+                seen["exact"] += 1
+                return (xe * entry(K.T_AE, n), xi * entry(K.T_AI, n),
+                        el + (v - el) * entry(K.T_AM, n) + xe * entry(K.T_BE, n) - xi * entry(K.T_BI, n))
+            step = min(K.WALK_CYCLES, n)
+            a = rk[step - 1, :, c]
+            v = a[K.RK_VV] * v + a[K.RK_VE] * xe - a[K.RK_VI] * xi + a[K.RK_V0]
+            seen["steps"] += 1
+            if v < lo or v > hi:
+                seen["at_rail"] += 1
+            v = lo if v < lo else (hi if v > hi else v)
+            xe, xi = a[K.RK_EE] * xe, a[K.RK_II] * xi
+            n -= step
+        return xe, xi, v
+
+    xe, xi, v, prev = np.float64(0.0), np.float64(0.0), np.float64(cp[K.V_RESET, c]), 0
+    for k in range(offsets[b], offsets[b + 1]):
+        xe, xi, v = propagate(xe, xi, v, cyc[k] - prev)
+        prev = cyc[k]
+        # float32 products, as the kernels form them from float32 widths and currents
+        xe = xe + (width[k] * ie[drv[k], c] + inject[k] * qe[c])
+        xi = xi + (width[k] * ii[drv[k], c] + inject[k] * qi[c])
+    return propagate(xe, xi, v, rc - prev)
+
+
+@pytest.mark.parametrize("seed,preset", [(0, "default"), (4, "harsh")])
+def test_walk_side_by_side_equals_the_walk_of_each_column(seed, preset):
+    # The fast path walks the columns proven below their knees several at a
+    # time in one pass over the events; each column must get the bits of its
+    # own walk, for any number of columns (groups and a last partial group),
+    # with intervals of one step, of several steps, coincident events and
+    # waits beyond the tables.
+    chip = Chip(seed, preset=preset)
+    rng = np.random.default_rng(seed)
+    chip.config.set_logical_weights(0, rng.integers(-63, 64, (128, 256)))
+    op = chip.operating_point(0)
+    cp = np.ascontiguousarray(op.column_params)
+    ie = np.ascontiguousarray(op.current_exc_ua)
+    ii = np.ascontiguousarray(op.current_inh_ua)
+    qe, qi = cp[K.QINJ_E].copy(), cp[K.QINJ_I].copy()
+    tab = chip.propagator_tables(0, 100)
+    rk = np.empty((K.WALK_CYCLES, K.RK_COEFFS, cp.shape[1]))
+    for c in range(cp.shape[1]):
+        for n in range(K.WALK_CYCLES):
+            K._rk4_linear_coefficients(cp, c, (n + 1) * FPGA_CYCLE_NS, rk[n, :, c])
+    counts = [0, 1, 40, 120, 60]
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    gaps = rng.choice([5, 5, 5, 5, 3, 0, 12, 150], offsets[-1])
+    gaps[offsets[:-1][np.array(counts) > 0]] = rng.integers(1, 700, int(np.sum(np.array(counts) > 0)))
+    cyc = np.concatenate([np.cumsum(gaps[offsets[b]:offsets[b + 1]]) for b in range(len(counts))]).astype(np.int64)
+    drv = rng.integers(0, ie.shape[0], offsets[-1]).astype(np.int64)
+    width = rng.uniform(0.0, 60.0, offsets[-1]).astype(np.float32)
+    inject = (width > 5.0).astype(np.float32)
+    seen = {"exact": 0, "steps": 0, "at_rail": 0}
+    for b in range(len(counts)):
+        last = cyc[offsets[b + 1] - 1] if counts[b] else 0
+        rc = int(last + rng.choice([0, 4, 141, 400]))
+        for m in (1, 3, 4, 6, 9, 13):
+            lanes = rng.choice(cp.shape[1], m, replace=False).astype(np.int64)
+            out = [np.full(cp.shape[1], np.nan) for _ in range(3)]
+            K._walk_below_knees(lanes, m, offsets, drv, cyc, width, inject, ie, ii, qe, qi, tab, cp,
+                                FPGA_CYCLE_NS, K.WALK_CYCLES, rk, b, rc, *out)
+            for c in lanes:
+                ref = _walk_one_column(offsets, drv, cyc, width, inject, ie, ii, qe, qi, tab, cp, rk, b, rc, c,
+                                       seen)
+                assert (out[0][c], out[1][c], out[2][c]) == ref, (b, m, c)
+            others = np.setdiff1d(np.arange(cp.shape[1]), lanes)
+            assert np.isnan(out[2][others]).all()        # nothing written outside the lanes
+    # Both ways were taken, and rails were reached.
+    assert seen["exact"] > 100 and seen["steps"] > 100 and seen["at_rail"] > 10, seen

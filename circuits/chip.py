@@ -561,10 +561,12 @@ class Chip:
         """Record capmem cells whose settings changed since last seen; with
         ``settling`` their transient starts at the current clock."""
         tau = self.effects.capmem_settling_tau_s
-        # Every write gives the configuration a new version (unique across
-        # configurations, restored with the settings it belongs to): at the
-        # version last compared, nothing can have changed.
-        unchanged = self.__dict__.get("_capmem_seen_version") == self.config.version
+        # Every write gives the configuration a new version (restored with the
+        # settings it belongs to): for the configuration object and version last
+        # compared, nothing can have changed. The object is kept too, as a
+        # configuration unpickled from another process may repeat a version.
+        seen_at = self.__dict__.get("_capmem_seen_at")
+        unchanged = seen_at is not None and seen_at[0] is self.config and seen_at[1] == self.config.version
         for name in () if unchanged else CAPMEM_PARAMETERS:
             now = self.config.capmem(name)
             seen = self._capmem_seen[name]
@@ -576,7 +578,7 @@ class Chip:
             else:
                 self._capmem_transients.pop(name, None)
             self._capmem_seen[name] = np.array(now)
-        self._capmem_seen_version = self.config.version
+        self._capmem_seen_at = (self.config, self.config.version)
         for name, (_, t0) in list(self._capmem_transients.items()):
             if self.time_s - t0 > -np.log(CAPMEM_SETTLED_FRACTION) * tau:
                 del self._capmem_transients[name]

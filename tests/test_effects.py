@@ -527,6 +527,32 @@ def test_capmem_write_without_advance_counts_as_settled():
         chip.advance_time(-1)
 
 
+
+@pytest.mark.parametrize("how", ["same object", "copy", "repeated version"])
+def test_capmem_write_is_noticed_however_the_configuration_arrives(how):
+    # A chip compares its capmem settings with those last seen only when the
+    # configuration (object or version) changed: a write through the chip's own
+    # configuration, a replaced configuration, and one that repeats the version
+    # number last seen (as a configuration unpickled from another process may)
+    # must all start a settling transient.
+    chip = Chip(15)
+    tau = chip.effects.capmem_settling_tau_s
+    old = chip.operating_point(0).column_params[naive.E_LEAK].copy()
+    if how == "same object":
+        chip.config.set_capmem("leak_potential", 500)
+    else:
+        other = chip.config.copy()
+        other.set_capmem("leak_potential", 500)
+        if how == "repeated version":
+            other.version = chip.config.version
+        chip.config = other
+    chip.advance_time(0.0)
+    now = chip.operating_point(0).column_params[naive.E_LEAK].copy()
+    np.testing.assert_allclose(now, old, atol=1e-9)        # not moved yet: settling starts now
+    chip.advance_time(100 * tau)
+    settled = chip.operating_point(0).column_params[naive.E_LEAK]
+    assert np.abs(settled - old).max() > 1.0               # mV: the write took effect
+
 def test_ripple_with_noise_off_is_the_formula():
     chip = Chip(15, effects=only(capmem_ripple_v=3e-3))
     rng = np.random.default_rng(15)

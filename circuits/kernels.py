@@ -257,7 +257,9 @@ def _propagate(xe, xi, v, n_cycles, tab, cp, c, cycle_ns, walk_cycles, rk, below
 
 WALK_SIDE_BY_SIDE = 4
 """Columns walked below their knees together in one pass over the events
-(:func:`_walk_event`): their dependency chains overlap."""
+(:func:`_walk_below_knees`), so their dependency chains overlap. The walk is
+written out for four columns (a register each for their states): this is its
+group size, not a setting."""
 
 
 @njit(cache=True, inline="always")

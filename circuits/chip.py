@@ -667,17 +667,14 @@ class Chip:
         width[:, 0] = 0.0
 
         # Synapse currents, summed per driver into the excitatory / inhibitory input.
-        w = cfg.weights[half].astype(np.float64)
-        dac = w + t.synapse_dac_bow[half] * w * (K.WEIGHT_MAX - w) / K.WEIGHT_MAX
-        if fx.synapse_dac_unit_mismatch_rel > 0:
-            # Binary-weighted sources: bit i switches 2^i unit sources, each with
-            # its own mismatch; a larger source matches better (Pelgrom).
-            bits = self._effect_normals("synapse_dac_bits", (K.WEIGHT_BITS,) + t.synapse_gain.shape)
-            wi = cfg.weights[half]
-            for i in range(K.WEIGHT_BITS):
-                on = ((wi >> i) & 1).astype(np.float64)
-                dac = dac + on * (2.0 ** i) * (fx.synapse_dac_unit_mismatch_rel / np.sqrt(2.0 ** i)) * bits[i, half]
-            dac = np.maximum(dac, 0.0)
+        # The DAC's bow, and its binary-weighted sources: bit i switches 2^i unit
+        # sources, each with its own mismatch; a larger source matches better
+        # (Pelgrom). One compiled pass (this runs after every weight write).
+        unit_rel = float(fx.synapse_dac_unit_mismatch_rel)
+        bits = self._effect_normals("synapse_dac_bits", (K.WEIGHT_BITS,) + t.synapse_gain.shape) \
+            if unit_rel > 0 else _NO_DAC_BITS
+        dac = np.empty(cfg.weights[half].shape)
+        _k.synapse_dac_kernel(cfg.weights[half], t.synapse_dac_bow[half], bits, half, unit_rel, K.WEIGHT_MAX, dac)
         bias = self._capmem("synapse_bias")[half] * t.quadrant_synapse_bias[half]
         bias_col = (bias / cp_.synapse_bias_nominal_a)[quadrant_of_col]
         gain = t.synapse_gain[half] if drift is None else t.synapse_gain[half] * drift.synapse[half]
@@ -871,6 +868,10 @@ class Chip:
             d = np.abs(np.diff(ctab[:, :, [_k.T_AM, _k.T_BE, _k.T_BI]], axis=1)).max(axis=1)
             self._table_store(key, np.ascontiguousarray(d))
         return self._tables[key]
+
+
+_NO_DAC_BITS = np.zeros((0, 1, 1, 1))
+"""The DAC's bit draws where the unit-source mismatch is off (none are read)."""
 
 
 def leak_decay(cp, t_ns):

@@ -491,6 +491,36 @@ def _convert_stepped(xe, xi, v, cp, c, extra, tick_ns, ticks_per_step):
     return CADC_MAX_CODE
 
 
+@njit(cache=True)
+def synapse_dac_kernel(weights, bow, bits, half, unit_rel, weight_max, out):
+    """Output of each synapse's current DAC of one half in LSB currents, into
+    ``out`` (rows, columns): the 6-bit weight ``w`` with its bow,
+    ``w + bow w (weight_max - w) / weight_max``, and where ``unit_rel`` > 0 the
+    mismatch of the binary-weighted sources, each set bit i adding
+    ``2^i unit_rel / sqrt(2^i)`` times its standard normal ``bits[i, half]``,
+    floored at zero. The arithmetic of the plain numpy expression, in its
+    order, compiled: a few passes over the synapses instead of numpy's
+    temporaries for every term."""
+    rows, cols = weights.shape
+    for r in range(rows):
+        for c in range(cols):
+            w = np.float64(weights[r, c])
+            out[r, c] = w + bow[r, c] * w * (weight_max - w) / weight_max
+    if unit_rel > 0:
+        # Bit by bit over all synapses (contiguous, so the loops vectorise); each
+        # synapse still adds its terms in bit order.
+        for i in range(bits.shape[0]):
+            sources = 2.0 ** i
+            spread = unit_rel / np.sqrt(2.0 ** i)
+            for r in range(rows):
+                for c in range(cols):
+                    on = np.float64((weights[r, c] >> i) & 1)
+                    out[r, c] = out[r, c] + on * sources * spread * bits[i, half, r, c]
+        for r in range(rows):
+            for c in range(cols):
+                out[r, c] = max(out[r, c], 0.0)
+
+
 @njit(cache=True, parallel=True)
 def pulse_widths_kernel(driver, value, width_table, out):
     """Pulse width of each event, ``width_table[driver, value]`` (ns), into ``out``."""

@@ -841,3 +841,29 @@ def test_walk_side_by_side_equals_the_walk_of_each_column(seed, preset):
             assert np.isnan(out[2][others]).all()        # nothing written outside the lanes
     # Both ways were taken, and rails were reached.
     assert seen["exact"] > 100 and seen["steps"] > 100 and seen["at_rail"] > 10, seen
+
+
+@pytest.mark.parametrize("seed,preset,half", [(0, "default", 0), (3, "harsh", 1), (5, "ideal", 0)])
+def test_synapse_dac_kernel_is_the_numpy_expression(seed, preset, half):
+    # The DAC output per synapse (bow and the binary-weighted sources'
+    # mismatch) against the expression written as numpy passes over all
+    # synapses, bit for bit, with weights 0 and 63 among them.
+    chip = Chip(seed, preset=preset)
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(0, 64, (256, 256)).astype(np.uint8)
+    weights[0], weights[1] = 0, 63
+    bow = chip.truth.synapse_dac_bow[half]
+    unit_rel = chip.effects.synapse_dac_unit_mismatch_rel
+    w = weights.astype(np.float64)
+    ref = w + bow * w * (63 - w) / 63
+    bits = chip._effect_normals("synapse_dac_bits", (6,) + chip.truth.synapse_gain.shape)
+    if unit_rel > 0:
+        for i in range(6):
+            ref = ref + ((weights >> i) & 1).astype(np.float64) * (2.0 ** i) * (unit_rel / np.sqrt(2.0 ** i)) \
+                * bits[i, half]
+        ref = np.maximum(ref, 0.0)
+    got = np.empty((256, 256))
+    K.synapse_dac_kernel(weights, bow, bits, half, float(unit_rel), 63, got)
+    np.testing.assert_array_equal(got, ref)
+    assert (unit_rel > 0) == (preset != "ideal")
+    assert np.abs(got - w).max() > (1e-3 if preset != "ideal" else -1)   # the mismatch is in play
